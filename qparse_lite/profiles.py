@@ -1,0 +1,85 @@
+"""Profiles: the three named scales of every experiment, in one readable place.
+
+``quick``  the embedded default: synthetic paper-doll people (ATR-18 labels), small images, a few
+           minutes on 2 CPU cores, no download, no GPU. What ``make reproduce`` and CI run.
+``ccp``    the real-data reproduction on Clothing Co-Parsing (coarse labels), sized for one GPU.
+``atr``    the paper's scale (ATR, 227×227, ~5 M pairs × 50 epochs, NOTES.md §1.9).
+
+A notebook's ``profile`` parameter picks one of these; any field can be overridden by name
+(``get_profile("quick", epochs=2)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from .errors import QparseError
+
+__all__ = ["Profile", "PROFILES", "get_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every knob an experiment needs; see the module docstring for the three presets."""
+
+    name: str
+    dataset: str  # "synthetic" | "ccp" | "atr"
+    label_set: str  # "atr18" | "ccp-coarse" | "ccp59"
+    image_size: int  # S: prepared crops are S×S (the paper: 227)
+    n_images: int | None  # synthetic corpus size (None: the whole real dataset)
+    features: str  # retrieval features: "alexnet-imagenet" | "hog-color" | "oracle"
+    k_train: int  # KNN images per training image (paper: 50)
+    k_test: int  # KNN images per test image (paper: 9)
+    variant: str  # default M-CNN variant (paper: cross 5,4,3,2)
+    width: float  # channel multiplier of the M-CNN (1.0 = the kit's 227-input sizes)
+    epochs: int  # paper: ~50
+    pairs_per_epoch: int  # pairs drawn per epoch (paper: ~5 M in total per epoch)
+    batch_size: int  # paper: 128
+    lr: float  # paper: 5e-4
+    optimizer: str  # "sgd" (the paper's) | "adamw" (the documented modern option)
+    val_pairs: int  # pairs in the fixed validation set
+    seed: int = 0
+    xi1: float = 0.8  # label-visibility threshold ξ1 (paper)
+    xi2: float = 0.5  # rough-foreground threshold ξ2 (paper)
+    erosion: int = 10  # seed erosion filter size (paper, at 227; scaled with S below)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as a plain dict (recorded in every run.json)."""
+        return asdict(self)
+
+    @property
+    def erosion_px(self) -> int:
+        """Erosion size at this profile's image size (10 px at the paper's 227)."""
+        return max(1, round(self.erosion * self.image_size / 227))
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick", dataset="synthetic", label_set="atr18", image_size=64, n_images=400,
+        features="hog-color", k_train=10, k_test=9, variant="mcnn", width=0.25, epochs=6,
+        pairs_per_epoch=12_288, batch_size=128, lr=1e-3, optimizer="adamw", val_pairs=2048,
+    ),
+    "ccp": Profile(
+        name="ccp", dataset="ccp", label_set="ccp-coarse", image_size=113, n_images=None,
+        features="hog-color", k_train=30, k_test=9, variant="mcnn", width=0.5, epochs=30,
+        pairs_per_epoch=200_000, batch_size=128, lr=5e-4, optimizer="sgd", val_pairs=8192,
+    ),
+    "atr": Profile(
+        name="atr", dataset="atr", label_set="atr18", image_size=227, n_images=None,
+        features="alexnet-imagenet", k_train=50, k_test=9, variant="mcnn", width=1.0, epochs=50,
+        pairs_per_epoch=5_000_000, batch_size=128, lr=5e-4, optimizer="sgd", val_pairs=20_000,
+    ),
+}  # fmt: skip
+
+
+def get_profile(name: str, **overrides: Any) -> Profile:
+    """The named profile, with any field overridden (``get_profile("quick", epochs=2)``)."""
+    try:
+        prof = PROFILES[name]
+    except KeyError:
+        raise QparseError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+    unknown = set(overrides) - set(prof.to_dict())
+    if unknown:
+        raise QparseError(f"unknown profile field(s) {sorted(unknown)}")
+    return replace(prof, **{k: v for k, v in overrides.items() if v is not None})
