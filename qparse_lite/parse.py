@@ -1,0 +1,169 @@
+"""Quasi-parametric parsing of one test image (paper Sec. 3.3, Fig. 1), stage by stage.
+
+For a test image I and its K nearest corpus images g_1..g_K:
+
+1. **Matching** (the M-CNN stage). Every KNN region g_kl (g_k with only label l kept, the rest the
+   corpus mean image) is paired with I and the M-CNN predicts (ĉ_kl, t̂_kl). All K×L pairs run in
+   batched passes; the test image's own path is computed once (``encode_test``) and shared.
+2. **Label confidence** ĉ_l = mean of ĉ_kl over the KNN images that contain l; l is visible iff
+   ĉ_l > ξ1.
+3. **Transfer.** For each visible l and each g_k containing l, l's box in g_k is moved by t̂_kl and
+   l's mask in g_k is warped into the moved box; the warped masks average into M_l.
+4. **Foreground / background.** p_fg = max_l M_l; rough fg = p_fg > ξ2; fg and bg eroded (size 10
+   at 227 px) into seeds; background probability from the seeds by a geodesic method.
+5. **MAP** over (background, labels) pixel-wise, then **superpixel smoothing** (majority vote).
+
+:class:`MCNNParser` returns every intermediate (:class:`ParseStages`) so notebook 04 can draw Fig. 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import postprocess as pp
+
+__all__ = ["ParseStages", "MCNNParser", "label_boxes"]
+
+
+def label_boxes(labels: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label boxes of label maps ``labels`` (K×H×W): presence K×L bool and boxes K×L×4 in pixels
+    (x0, y0, x1, y1 with x1/y1 exclusive; zeros where absent)."""
+    k, h, w = labels.shape
+    onehot = labels[:, None, :, :] == np.arange(num_labels)[None, :, None, None]  # K×L×H×W
+    rows = onehot.any(3)  # K×L×H
+    cols = onehot.any(2)  # K×L×W
+    present = rows.any(2)
+    y0 = rows.argmax(2)
+    y1 = h - rows[:, :, ::-1].argmax(2)
+    x0 = cols.argmax(2)
+    x1 = w - cols[:, :, ::-1].argmax(2)
+    boxes = np.stack([x0, y0, x1, y1], -1).astype(np.float32)
+    boxes[~present] = 0
+    return present, boxes
+
+
+@dataclass
+class ParseStages:
+    """Every intermediate of one parse (Fig. 1), at the corpus crop size S×S."""
+
+    image: np.ndarray  # S×S×3 uint8, the test crop I
+    neighbours: np.ndarray  # K corpus indices
+    present: np.ndarray  # K×L bool: g_k contains l
+    c: np.ndarray  # K×L predicted confidence ĉ_kl (denormalised)
+    t: np.ndarray  # K×L×4 predicted displacement t̂_kl (normalised image units, denormalised)
+    label_confidence: np.ndarray  # L: ĉ_l
+    visible: np.ndarray  # L bool: ĉ_l > ξ1
+    prob_maps: np.ndarray  # L×S×S: M_l (0 for invisible labels and background)
+    fg_prob: np.ndarray  # S×S
+    rough_fg: np.ndarray  # S×S bool
+    fg_seed: np.ndarray  # S×S bool
+    bg_seed: np.ndarray  # S×S bool
+    bg_prob: np.ndarray  # S×S
+    map_labels: np.ndarray  # S×S uint8, pixel-wise MAP before superpixel smoothing
+    segments: np.ndarray | None  # S×S superpixel ids (None without smoothing)
+    labels: np.ndarray  # S×S uint8, the final parse
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class MCNNParser:
+    """Parse corpus crops with a trained M-CNN and the corpus as KNN database.
+
+    Args:
+        model: a trained M-CNN / Siamese (``qparse_lite.mcnn``), in eval mode.
+        target_norm: the training run's ``TargetNorm`` (maps outputs back to c and t).
+        corpus: the prepared corpus (``qparse_lite.prepare.Corpus``); its images are the KNN database.
+        xi1, xi2, erosion: ξ1, ξ2 and the seed erosion size in pixels (paper: 0.8, 0.5, 10 at 227).
+        superpixel_method: ``slic`` | ``felzenszwalb`` | ``quickshift`` | ``None`` (the "w/o ss" ablation).
+        n_segments: superpixels per crop.
+        background: ``geodesic`` (paper-like) or ``complement`` (1 − p_fg, an ablation).
+        device: where the M-CNN runs; batch_size: pairs per forward pass.
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, target_norm: Any, corpus: Any, *, xi1: float = 0.8, xi2: float = 0.5,
+        erosion: int = 10, superpixel_method: str | None = "slic", n_segments: int = 200,
+        background: str = "geodesic", device: str = "cpu", batch_size: int = 2048,
+    ) -> None:  # fmt: skip
+        from .pairs import image_to_input
+
+        self.model = model.to(device).eval()
+        self.target_norm = target_norm
+        self.corpus = corpus
+        self.L = corpus.label_set.num_labels
+        self.xi1, self.xi2, self.erosion = xi1, xi2, erosion
+        self.superpixel_method, self.n_segments, self.background = superpixel_method, n_segments, background
+        self.device, self.batch_size = device, batch_size
+        self._to_input = image_to_input
+        self.mean = torch.as_tensor(np.asarray(corpus.mean, np.float32), device=device).permute(2, 0, 1)
+
+    # -- stage 1: the M-CNN over all K×L pairs --------------------------------------------------------
+    @torch.no_grad()
+    def match(self, image: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ĉ_kl and t̂_kl for every neighbour k and foreground label l; returns (present, c, t)."""
+        dev, L = self.device, self.L
+        nb_labels = np.asarray(self.corpus.labels[np.asarray(neighbours)])
+        present, _ = label_boxes(nb_labels, L)
+        g = torch.as_tensor(np.asarray(self.corpus.images[np.asarray(neighbours)]), device=dev)
+        g = g.permute(0, 3, 1, 2).float()  # K×3×S×S, 0..255
+        y = torch.as_tensor(nb_labels, device=dev).long()  # K×S×S
+        I = torch.as_tensor(np.ascontiguousarray(image), device=dev).permute(2, 0, 1)[None].float()
+        cache = self.model.encode_test(self._to_input(I, self.mean))
+        fg = torch.arange(1, L, device=dev)
+        kk, ll = torch.meshgrid(torch.arange(len(neighbours), device=dev), fg, indexing="ij")
+        kk, ll = kk.reshape(-1), ll.reshape(-1)
+        out = torch.zeros(len(kk), 5, device=dev)
+        for s in range(0, len(kk), self.batch_size):
+            k_b, l_b = kk[s : s + self.batch_size], ll[s : s + self.batch_size]
+            keep = (y[k_b] == l_b[:, None, None])[:, None]  # B×1×S×S
+            R = torch.where(keep, g[k_b], self.mean[None])  # g_kl: label l kept, the rest the mean image
+            out[s : s + len(k_b)] = self.model.forward_cached(
+                cache, self._to_input(R, self.mean), torch.zeros(len(k_b), dtype=torch.long, device=dev)
+            ).float()
+        c_hat, t_hat = self.target_norm.denormalise(out[:, 0], out[:, 1:])
+        c = np.zeros((len(neighbours), L), np.float32)
+        t = np.zeros((len(neighbours), L, 4), np.float32)
+        c[kk.cpu(), ll.cpu()] = c_hat.cpu().numpy()
+        t[kk.cpu(), ll.cpu()] = t_hat.cpu().numpy()
+        return present, c, t
+
+    # -- stages 2-5: post-processing ------------------------------------------------------------------
+    def postprocess(
+        self, image: np.ndarray, neighbours: np.ndarray, present: np.ndarray, c: np.ndarray, t: np.ndarray
+    ) -> ParseStages:
+        """Label confidence, transfer, fg/bg, MAP and superpixel smoothing (see the module docstring)."""
+        S = image.shape[0]
+        nb_labels = np.asarray(self.corpus.labels[np.asarray(neighbours)])
+        present = present.copy()
+        present[:, 0] = False  # background is not transferred (it comes from the geodesic stage)
+        conf = pp.label_confidence(c, present)
+        visible = pp.visible_labels(conf, self.xi1)
+        _, boxes = label_boxes(nb_labels, self.L)
+        M = pp.probability_maps(nb_labels, boxes, t, present, visible, (S, S))
+        fg_prob = pp.foreground_probability(M)
+        rough = pp.rough_foreground(fg_prob, self.xi2)
+        fg_seed, bg_seed = pp.seeds(rough, self.erosion)
+        if self.background == "geodesic":
+            bg_prob = pp.background_probability(image, fg_seed, bg_seed)
+        else:
+            bg_prob = 1.0 - fg_prob
+        map_labels = pp.map_labels(M, bg_prob)
+        segments = None
+        labels = map_labels
+        if self.superpixel_method:
+            segments = pp.superpixels(image, method=self.superpixel_method, n_segments=self.n_segments)
+            labels = pp.superpixel_vote(map_labels, segments)
+        return ParseStages(
+            image=image, neighbours=np.asarray(neighbours), present=present, c=c, t=t,
+            label_confidence=conf, visible=visible, prob_maps=M, fg_prob=fg_prob, rough_fg=rough,
+            fg_seed=fg_seed, bg_seed=bg_seed, bg_prob=bg_prob, map_labels=map_labels,
+            segments=segments, labels=np.asarray(labels, np.uint8),
+        )  # fmt: skip
+
+    def parse(self, image: np.ndarray, neighbours: np.ndarray) -> ParseStages:
+        """All stages for one S×S×3 crop and its KNN corpus indices (nearest first)."""
+        present, c, t = self.match(image, neighbours)
+        return self.postprocess(image, neighbours, present, c, t)

@@ -1,0 +1,54 @@
+"""The kit's set-up: CLI wiring, environment.yml in step with pyproject.toml, CI runs the README command."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+
+import pytest
+
+from qparse_lite.cli import build_parser, main
+from tests.conftest import REPO
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_lists_every_dependency():
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in meta["dependencies"]}
+    for extra in ("notebooks", "dev"):
+        wanted |= {_name(r) for r in meta["optional-dependencies"][extra]}
+    env = (REPO / "environment.yml").read_text()
+    listed = {_name(m.group(1)) for m in re.finditer(r"^\s+- ([A-Za-z0-9_.\-\[\]]+[^\n]*)$", env, re.M)}
+    missing = wanted - listed
+    assert not missing, f"environment.yml lacks {sorted(missing)}"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    assert "make test" in readme and "make reproduce" in readme
+    ci = (REPO / ".ci/run").read_text()
+    assert re.search(r"^make test$", ci, re.M)
+
+
+def _subcommands() -> list[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return sorted(action.choices)
+
+
+@pytest.mark.parametrize("cmd", _subcommands())
+def test_every_subcommand_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage: qparse" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "qparse_lite", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "reproduce" in out.stdout
