@@ -36,7 +36,9 @@ def mean_label_map(labels: np.ndarray, num_labels: int) -> np.ndarray:
     return counts.argmax(0).reshape(h, w).astype(np.uint8)
 
 
-def transfer_votes(neighbour_labels: np.ndarray, num_labels: int, weights: np.ndarray | None = None) -> np.ndarray:
+def transfer_votes(
+    neighbour_labels: np.ndarray, num_labels: int, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Soft label transfer: V_l(p) = Σ_k w_k 1[y_k(p) = l] / Σ_k w_k  → L×H×W float32.
 
     ``neighbour_labels`` is K×H×W (the KNN images' label maps at the test image's size).

@@ -51,7 +51,9 @@ def evaluate_parser(
     return scores(cm, label_set)
 
 
-def tables(results: Sequence[tuple[str, str | None, dict[str, Any]]], label_set: LabelSet) -> tuple[pd.DataFrame, pd.DataFrame]:
+def tables(
+    results: Sequence[tuple[str, str | None, dict[str, Any]]], label_set: LabelSet
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Table 1 and Table 2 DataFrames from ``(method, paper_method, scores)`` triples.
 
     Column names follow the paper's CSVs (Table 2 uses ``_`` for ``-`` in label names), plus a
@@ -59,9 +61,17 @@ def tables(results: Sequence[tuple[str, str | None, dict[str, Any]]], label_set:
     """
     t1, t2 = [], []
     for method, paper_method, sc in results:
-        t1.append({"method": method, "paper_method": paper_method or "", **_strip_method(table1_row(sc, method))})
+        t1.append(
+            {"method": method, "paper_method": paper_method or "", **_strip_method(table1_row(sc, method))}
+        )
         row2 = _strip_method(table2_row(sc, method))
-        t2.append({"method": method, "paper_method": paper_method or "", **{label_column(k): v for k, v in row2.items()}})
+        t2.append(
+            {
+                "method": method,
+                "paper_method": paper_method or "",
+                **{label_column(k): v for k, v in row2.items()},
+            }
+        )
     return pd.DataFrame(t1), pd.DataFrame(t2)
 
 

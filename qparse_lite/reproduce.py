@@ -36,7 +36,9 @@ def list_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
     """The numbered notebooks ``NN_*.ipynb`` in reading order."""
     nbs = sorted(p for p in Path(notebook_dir).glob("[0-9][0-9]_*.ipynb"))
     if not nbs:
-        raise QparseError(f"{notebook_dir}: no notebooks NN_*.ipynb found. Fix: run from a clone of qparse-lite.")
+        raise QparseError(
+            f"{notebook_dir}: no notebooks NN_*.ipynb found. Fix: run from a clone of qparse-lite."
+        )
     return nbs
 
 

@@ -11,7 +11,7 @@ import platform
 import random
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ def run_record(
         "git_commit": git_commit(),
         "hardware": hardware(),
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 3),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     rec.update(extra)
     return rec

@@ -6,11 +6,13 @@ import re
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from qparse_lite.cli import build_parser, main
-from tests.conftest import REPO
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _name(req: str) -> str:

@@ -1,0 +1,272 @@
+"""The M-CNN, its Table 1 variants and the Siamese baseline (qparse_lite.mcnn)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qparse_lite.mcnn import (
+    MCNN,
+    PAPER_NAMES,
+    VARIANTS,
+    MCNNConfig,
+    Siamese,
+    build_model,
+    count_parameters,
+    describe,
+    model_from_config,
+    resolve_variant,
+    scaled_kernels,
+)
+from qparse_lite.profiles import get_profile
+
+QUICK = get_profile("quick")
+TABLE1 = Path(__file__).resolve().parent.parent / "qparse_lite" / "reported" / "table1_reported.csv"
+
+
+def _pair(b: int, s: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 3, s, s, generator=g), torch.randn(b, 3, s, s, generator=g)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_forward_shapes_quick(variant):
+    model = build_model(variant, input_size=QUICK.image_size, width=QUICK.width)
+    I, R = _pair(2, QUICK.image_size)
+    out = model(I, R)
+    assert out.shape == (2, 5)
+    assert torch.isfinite(out).all()
+    feats = model.features(I, R)
+    sizes = model.cfg.map_sizes
+    assert sizes == (64, 32, 16, 8, 4, 2)
+    for j in range(1, 6):
+        assert feats[("I", j)].shape == (2, model.cfg.single_channels[j - 1], sizes[j], sizes[j])
+        assert feats[("R", j)].shape == feats[("I", j)].shape
+        if j in model.cfg.cross_layers:
+            assert feats[("C", j)].shape == (2, model.cfg.cross_channels[j - 1], sizes[j], sizes[j])
+        else:
+            assert ("C", j) not in feats
+
+
+@pytest.mark.parametrize("variant", ["mcnn", "cross54321", "siamese"])
+def test_forward_shapes_227(variant):
+    model = build_model(variant)  # 227, width 1.0
+    assert model.cfg.kernel_sizes == (11, 5, 5, 5, 5)
+    assert model.cfg.map_sizes == (227, 114, 57, 29, 15, 8)
+    with torch.no_grad():
+        out = model(*_pair(2, 227))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+
+
+def test_variant_cross_layers():
+    expect = {"wo-cross": (), "cross5": (5,), "cross54": (5, 4), "cross543": (5, 4, 3),
+              "mcnn": (5, 4, 3, 2), "cross54321": (5, 4, 3, 2, 1), "siamese": ()}  # fmt: skip
+    for key, cl in expect.items():
+        model = build_model(key, input_size=64, width=0.25)
+        assert model.cfg.cross_layers == cl
+        assert sorted(int(k) for k in getattr(model, "conv_C", {})) == sorted(cl)
+    assert isinstance(build_model("siamese", 64, 0.25), Siamese)
+    assert isinstance(build_model("mcnn", 64, 0.25), MCNN)
+    assert build_model(input_size=64, width=0.25).cfg.cross_layers == (5, 4, 3, 2)  # default = M-CNN
+
+
+def test_paper_channel_counts():
+    """conv2: 30 maps in each of the three paths (M-CNN); 45 per single path when conv2 has no cross."""
+    mcnn = build_model("mcnn")
+    assert mcnn.conv_I[1].out_channels == mcnn.conv_R[1].out_channels == mcnn.conv_C["2"].out_channels == 30
+    for key in ("wo-cross", "cross5", "cross54", "cross543"):
+        m = build_model(key)
+        assert m.conv_I[1].out_channels == m.conv_R[1].out_channels == 45
+        assert "2" not in m.conv_C
+    # cross 5,4,3,2,1: 11×11×6 cross filters on the stacked RGB pair
+    c1 = build_model("cross54321").conv_C["1"]
+    assert tuple(c1.weight.shape[1:]) == (6, 11, 11)
+    # fair comparison: every layer keeps its total number of maps across the variants
+    totals = {
+        key: tuple(s + s + c for s, c in zip(m.cfg.single_channels, m.cfg.cross_channels, strict=True))
+        for key in VARIANTS if key != "siamese" for m in [build_model(key)]
+    }  # fmt: skip
+    assert len(set(totals.values())) == 1, totals
+    assert totals["mcnn"] == (96, 90, 192, 192, 192)
+
+
+def test_eq2_inputs_of_cross_filters():
+    """Eq. (2): the first cross layer reads x^I, x^R only; later ones also x^C of the layer below."""
+    m = build_model("mcnn")
+    assert m.conv_C["2"].in_channels == 48 + 48  # x^I_1, x^R_1 (conv1 has no cross maps)
+    assert m.conv_C["3"].in_channels == 30 + 30 + 30
+    assert m.conv_C["5"].in_channels == 64 + 64 + 64
+    assert build_model("cross5").conv_C["5"].in_channels == 96 + 96
+
+
+def test_eq2_numerically():
+    """x^C_j = ReLU(b + f^I * x^I_{j-1} + f^R * x^R_{j-1} + f^C * x^C_{j-1}), written out by hand."""
+    m = build_model("mcnn", input_size=64, width=0.25).eval()
+    I, R = _pair(2, 64)
+    with torch.no_grad():
+        f = m.features(I, R)
+        conv = m.conv_C["3"]
+        p, q, t = m.cfg.cross_inputs(3)
+        w, kw = conv.weight, dict(stride=2, padding=conv.padding)
+        hand = F.relu(
+            conv.bias[None, :, None, None]
+            + F.conv2d(f[("I", 2)], w[:, :p], **kw)
+            + F.conv2d(f[("R", 2)], w[:, p : p + q], **kw)
+            + F.conv2d(f[("C", 2)], w[:, p + q :], **kw)
+        )
+    torch.testing.assert_close(hand, f[("C", 3)], atol=1e-5, rtol=1e-5)
+
+
+def test_parameter_counts_differ_as_expected():
+    counts = {key: count_parameters(build_model(key)) for key in VARIANTS}
+    assert len(set(counts.values())) == len(counts), counts
+    # the fusion of "w/o cross" has 96 |difference| maps, the others 64 + 64: fewer fc6 weights
+    assert counts["wo-cross"] < min(counts[k] for k in ("cross5", "cross54", "cross543", "mcnn"))
+    # the Siamese shares its sub-network between I and R
+    assert counts["siamese"] < counts["wo-cross"]
+    # counts follow from the layer sizes (describe sums the same numbers)
+    for key in VARIANTS:
+        m = build_model(key, input_size=64, width=0.25)
+        assert describe(m)["params"].sum() == count_parameters(m)
+
+
+def test_shared_paths():
+    sep = build_model("mcnn", input_size=64, width=0.25)
+    sh = build_model("mcnn", input_size=64, width=0.25, shared_paths=True)
+    assert sh.conv_R is sh.conv_I and sep.conv_R is not sep.conv_I
+    assert count_parameters(sep) - count_parameters(sh) == sum(p.numel() for p in sep.conv_R.parameters())
+    I, R = _pair(3, 64)
+    with torch.no_grad():
+        f = sh.features(I, R)
+        alone = sh.conv_I[0](R).relu()  # the batched call gives what a separate R call gives
+    torch.testing.assert_close(f[("R", 1)], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant,kw", [
+    ("mcnn", {}), ("cross54321", {}), ("wo-cross", {}), ("cross5", {}), ("mcnn", {"shared_paths": True}),
+    ("siamese", {}),
+])  # fmt: skip
+def test_forward_cached_equals_forward(variant, kw):
+    model = build_model(variant, input_size=64, width=0.25, **kw).eval()
+    tests, _ = _pair(2, 64, seed=1)
+    _, R = _pair(5, 64, seed=2)
+    index = torch.tensor([0, 1, 1, 0, 1])
+    with torch.no_grad():
+        cache = model.encode_test(tests)
+        assert len(cache) == 2
+        cached = model.forward_cached(cache, R, index)
+        direct = model(tests[index], R)
+    torch.testing.assert_close(cached, direct, atol=1e-5, rtol=1e-4)
+
+
+def test_siamese_is_symmetric():
+    m = build_model("siamese", input_size=64, width=0.25).eval()
+    assert m.conv_R is m.conv_I and m.cfg.shared_paths
+    I, R = _pair(3, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(m(I, R), m(R, I))
+        a, b = m.embed(I), m.embed(R)
+        torch.testing.assert_close(m(I, R), m.out((a - b).abs()))
+    # conv sizes are those of the M-CNN without cross filters: the two differ only in where |I − R| is taken
+    assert m.cfg.single_channels == build_model("wo-cross", 64, 0.25).cfg.single_channels
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_backward_finite(variant):
+    model = build_model(variant, input_size=64, width=0.25)
+    I, R = _pair(4, 64)
+    loss = (model(I, R) - torch.ones(4, 5)).pow(2).mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+    assert sum(p.grad.abs().sum() for p in model.parameters()) > 0
+
+
+def test_channels_last_and_bf16_autocast():
+    model = build_model("mcnn", input_size=64, width=0.25).eval()
+    I, R = _pair(4, 64)
+    with torch.no_grad():
+        ref = model(I, R)
+        model_cl = model.to(memory_format=torch.channels_last)
+        Icl, Rcl = I.to(memory_format=torch.channels_last), R.to(memory_format=torch.channels_last)
+        torch.testing.assert_close(model_cl(Icl, Rcl), ref, atol=1e-4, rtol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model_cl(Icl, Rcl)
+            cached = model_cl.forward_cached(model_cl.encode_test(Icl), Rcl, torch.arange(4))
+    assert torch.isfinite(out.float()).all()
+    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.02
+    torch.testing.assert_close(cached.float(), out.float(), atol=0.05, rtol=0.05)
+
+
+def test_compile_fullgraph():
+    """No data-dependent Python control flow: dynamo traces forward and forward_cached in one graph."""
+    model = build_model("mcnn", input_size=64, width=0.25).eval()
+    I, R = _pair(2, 64)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(I, R), model(I, R))
+        cache = model.encode_test(I)
+        cached = torch.compile(model.forward_cached, backend="eager", fullgraph=True)
+        torch.testing.assert_close(cached(cache, R, torch.tensor([1, 0])), model(I[[1, 0]], R))
+
+
+def test_paper_names_join_table1():
+    with TABLE1.open() as f:
+        methods = {row["method"] for row in csv.DictReader(f)}
+    assert set(PAPER_NAMES) == set(VARIANTS)
+    assert set(PAPER_NAMES.values()) <= methods
+    for key, name in PAPER_NAMES.items():
+        assert resolve_variant(name) == key
+        assert resolve_variant(key) == key
+        assert build_model(name, input_size=64, width=0.25).cfg.cross_layers == VARIANTS[key]["cross_layers"]
+    assert resolve_variant("M-CNN (cross 5,4 )") == "cross54"  # spacing as in the PDF text
+    assert resolve_variant("M-CNN(w/o cross)") == "wo-cross"
+    with pytest.raises(ValueError, match="unknown M-CNN variant"):
+        resolve_variant("cross 4,3")
+
+
+def test_config_validation_and_kernels():
+    assert scaled_kernels(227) == (11, 5, 5, 5, 5)
+    assert scaled_kernels(113) == (5, 3, 3, 3, 3)
+    assert scaled_kernels(64) == (3, 3, 3, 3, 3)
+    for bad in [dict(cross_layers=(5, 3)), dict(cross_layers=(4, 3)), dict(cross_layers=(6,)),
+                dict(kernels=(4, 3, 3, 3, 3)), dict(channels=(1, 2)), dict(arch="siamese")]:  # fmt: skip
+        with pytest.raises(ValueError):
+            MCNNConfig(**bad)
+    cfg = MCNNConfig(input_size=96, width=0.5, cross_layers=[3, 5, 4], kernels=(5, 3, 3, 3, 3))
+    assert cfg.cross_layers == (5, 4, 3)
+    m = model_from_config(cfg.to_dict())
+    assert m.cfg == cfg and m(*_pair(1, 96)).shape == (1, 5)
+
+
+def test_width_rule():
+    cfg = MCNNConfig(input_size=64, width=QUICK.width)
+    assert cfg.single_channels == (12, 8, 16, 16, 16)
+    assert cfg.cross_channels == (0, 8, 16, 16, 16)
+    assert cfg.fc_widths == (256,)
+
+
+def test_describe_matches_features():
+    m = build_model("cross54321", input_size=64, width=0.25)
+    df = describe(m, 64)
+    f = m.features(*_pair(1, 64))
+    for _, r in df[df.layer.str.startswith("conv")].iterrows():
+        j = int(r.layer[4:])
+        assert tuple(f[(r.path, j)].shape[1:]) == r.output_shape
+    assert set(df.path) == {"I", "R", "C", "fusion", "fc", "out"}
+    assert df.iloc[-1].out_channels == 5
+    with pytest.raises(ValueError, match="input_size"):
+        describe(m, 227)
+    s = describe(build_model("siamese", 64, 0.25))
+    assert (s[s.path == "R"].params == 0).all() and (s[s.path == "R"].shared_with == "I").all()
