@@ -1,0 +1,89 @@
+"""``qparse df2``: DeepFashion2 format tools (NOTES.md §4): evaluate, convert to COCO, export CCP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "df2",
+        help="DeepFashion2 / Match R-CNN tools: evaluate results, convert to COCO, export CCP as DF2",
+        description="Tools for the DeepFashion2 annotation format (annos/<id>.json): COCO AP of boxes or "
+        "masks overall and per subset (scale, occlusion, zoom-in, viewpoint; Table 4 of the note), "
+        "consumer-to-shop top-k retrieval accuracy, conversion to COCO, and export of the CCP mirror "
+        "into the same format.",
+    )
+    s = p.add_subparsers(dest="df2_command", metavar="ACTION")
+    s.required = True
+
+    e = s.add_parser("eval", help="score results against DeepFashion2 annotations")
+    e.add_argument("--annos", required=True, help="folder of DeepFashion2 annotation files (<id>.json)")
+    e.add_argument("--results", required=True,
+                   help="results JSON: COCO results (segm/bbox) or DeepFashion2 retrieval results")  # fmt: skip
+    e.add_argument("--task", required=True, choices=["segm", "bbox", "retrieval"],
+                   help="segm: AP_mask; bbox: AP_box; retrieval: top-k accuracy")  # fmt: skip
+    e.add_argument("--images", default=None,
+                   help="image folder (<id>.jpg) for image sizes; default: width/height of the annotation files")  # fmt: skip
+    e.add_argument("--no-subsets", action="store_true", help="overall AP only (segm/bbox)")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of a Markdown table")
+    e.set_defaults(func=_eval)
+
+    c = s.add_parser("to-coco", help="convert DeepFashion2 annotations to one COCO ground-truth JSON")
+    c.add_argument("--annos", required=True, help="folder of DeepFashion2 annotation files (<id>.json)")
+    c.add_argument("--images", default=None, help="image folder (<id>.jpg); sizes are read from the images")
+    c.add_argument("--out", required=True, help="COCO JSON file to write")
+    c.set_defaults(func=_to_coco)
+
+    x = s.add_parser("export-ccp", help="write the CCP mirror's pixel annotations as DeepFashion2 files")
+    x.add_argument("--root", required=True, help="CCP mirror (read only; never written)")
+    x.add_argument("--out", required=True, help="output folder; annotations go to OUT/annos/<id>.json")
+    x.add_argument(
+        "--ids", nargs="*", default=None, help="only these image ids (e.g. 0001 0002); default all"
+    )
+    x.add_argument("--split", default=None, help="only this split of qparse_lite.datasets (train/val/test)")
+    x.add_argument("--min-area", type=int, default=200, help="smallest item in pixels (default 200)")
+    x.add_argument("--no-progress", action="store_true", help="no progress bar")
+    x.set_defaults(func=_export)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .. import df2
+
+    images = df2.load_annos(args.annos)
+    results = df2.read_results(args.results)
+    if args.task == "retrieval":
+        ev = df2.evaluate_retrieval(images, results, results_name=args.results)
+        print(json.dumps(ev) if args.json else df2.retrieval_table(ev))
+        return 0
+    gt = df2.to_coco(images, args.images)
+    ev = df2.evaluate_detections(
+        gt, results, args.task, subsets=not args.no_subsets, results_name=args.results
+    )
+    print(json.dumps(ev) if args.json else df2.detection_table(ev))
+    return 0
+
+
+def _to_coco(args: argparse.Namespace) -> int:
+    from .. import df2
+    from ..io import atomic_write_json
+
+    d = df2.to_coco(args.annos, args.images)
+    atomic_write_json(args.out, d)
+    print(f"wrote {args.out}: {len(d['images'])} images, {len(d['annotations'])} annotations")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .. import df2
+
+    s = df2.export_ccp(args.root, args.out, ids=args.ids, split=args.split, min_area=args.min_area,
+                       progress=False if args.no_progress else None)  # fmt: skip
+    print(
+        f"exported {s['n_images']} images, {s['n_items']} items in {s['seconds']:.1f} s to {args.out}/annos"
+    )
+    print("| category | items |\n|---|---:|")
+    for name, n in s["items_per_category"].items():
+        print(f"| {name} | {n} |")
+    return 0

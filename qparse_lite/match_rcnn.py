@@ -1,0 +1,542 @@
+"""Match R-CNN (DeepFashion2 note, NOTES.md §4): Mask R-CNN plus a matching network.
+
+Three parts, as in the note's Fig. 4:
+
+* **FN** (feature network): ResNet-50 + FPN backbone, RPN and RoIAlign: torchvision's
+  ``maskrcnn_resnet50_fpn``.
+* **PN** (perception network): the box stream (two hidden fc layers, classification and box
+  regression) and the mask stream (4 conv, 1 deconv, 1 conv) of torchvision's Mask R-CNN. The landmark
+  stream is left out: CCP has no landmarks, so :math:`\\lambda_3 \\mathcal{L}_{pose}` is dropped.
+* **MN** (matching network, :class:`MatchHead`): for each item, RoIAligned FPN features (14×14×256) →
+  4 conv → global average pooling → fc → feature vector :math:`v`; for two items
+  :math:`\\hat y = \\sigma(\\mathrm{fc}((v_1 - v_2)^2))`, the probability that they are the same item.
+
+Loss (note, "Loss Functions"), with every :math:`\\lambda = 1` and the RPN's two losses added as in any
+Mask R-CNN:
+
+.. math::  \\mathcal{L} = \\lambda_1\\mathcal{L}_{cls} + \\lambda_2\\mathcal{L}_{box}
+           + \\lambda_4\\mathcal{L}_{mask} + \\lambda_5\\mathcal{L}_{pair},\\qquad
+           \\mathcal{L}_{pair} = -\\frac{1}{n}\\sum_{i=1}^{n}[y_i\\log\\hat y_i + (1-y_i)\\log(1-\\hat y_i)]
+
+**Pairs.** A target may carry ``instance_ids`` (one int per box): two items in *different* images of a
+batch are a positive pair (:math:`y = 1`) when their ids are equal, a negative one otherwise. On
+DeepFashion2 the id is (pair_id, style) for style > 0. On CCP, which has no consumer-to-shop pairs,
+:func:`train_step` makes the pairs itself: each image is shown twice, once as is and once as an
+augmented view (colour jitter, horizontal flip, rescaling: :func:`augmented_view`); the same item in
+the two views is a positive pair, any other item (same image or another) a negative one. All positive
+pairs and up to ``neg_per_pos`` times as many random negatives enter :math:`\\mathcal{L}_{pair}`.
+
+**Weights.** COCO-pretrained Mask R-CNN weights are used only when the file is already in the torch hub
+cache (``<hub>/checkpoints/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``) or given as a path; otherwise an
+ImageNet ResNet-50 from the cache (``resnet50-0676ba61.pth`` / ``resnet50-11ad3fa6.pth``) initialises
+the backbone; otherwise the model starts from scratch. Nothing is ever downloaded. The choice is
+``MatchRCNN.weights_source`` and appears in every result, checkpoint and run record.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import QparseError
+from .io import atomic_torch_save, atomic_write_json, atomic_write_text
+
+__all__ = [
+    "COCO_MASKRCNN_FILE",
+    "MatchHead",
+    "MatchRCNN",
+    "Df2Detection",
+    "augmented_view",
+    "pair_loss",
+    "train_step",
+    "train",
+    "predict",
+    "collate",
+]
+
+COCO_MASKRCNN_FILE = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
+_IMAGENET_RESNET50_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")
+
+
+def _hub_file(name: str) -> Path | None:
+    p = Path(torch.hub.get_dir()) / "checkpoints" / name
+    return p if p.is_file() else None
+
+
+class MatchHead(nn.Module):
+    """MN: feature extractor (4 conv + pool + fc → :math:`v`) and similarity network
+    (:math:`\\hat y = \\sigma(\\mathrm{fc}((v_1 - v_2)^2))`)."""
+
+    def __init__(self, in_channels: int = 256, dim: int = 256) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(4):
+            layers += [nn.Conv2d(in_channels, 256, 3, padding=1), nn.ReLU(inplace=True)]
+            in_channels = 256
+        self.convs = nn.Sequential(*layers)
+        self.fc = nn.Linear(256, dim)
+        self.sim = nn.Linear(dim, 1)
+        self.dim = dim
+
+    def forward(self, roi_feats: torch.Tensor) -> torch.Tensor:
+        """RoI features (N×C×14×14) → feature vectors :math:`v` (N×dim)."""
+        x = self.convs(roi_feats)
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    def logits(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        """Match logits of row-aligned pairs: :math:`\\mathrm{fc}((v_1 - v_2)^2)` (sigmoid → :math:`\\hat y`)."""
+        return self.sim((v1 - v2).pow(2)).squeeze(-1)
+
+    def all_pairs(self, q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Match probabilities :math:`\\hat y` of every query (Q×dim) against every gallery item (G×dim)."""
+        d = (q[:, None, :] - g[None, :, :]).pow(2)
+        return torch.sigmoid(self.sim(d).squeeze(-1))
+
+
+def pair_loss(
+    v: torch.Tensor, ids: torch.Tensor, img: torch.Tensor, head: MatchHead, neg_per_pos: int = 3,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, int, int]:  # fmt: skip
+    """:math:`\\mathcal{L}_{pair}` over item pairs from different images: :math:`y_i = 1` when the
+    ``ids`` agree. All positives plus up to ``neg_per_pos``·#positives random negatives (at least one
+    negative when there is any). Returns (loss, #positives, #negatives); loss 0 (with a graph) if none."""
+    n = v.shape[0]
+    iu, ju = torch.triu_indices(n, n, offset=1, device=v.device)
+    cross = img[iu] != img[ju]
+    iu, ju = iu[cross], ju[cross]
+    y = (ids[iu] == ids[ju]).float()
+    pos = torch.nonzero(y > 0).flatten()
+    neg = torch.nonzero(y == 0).flatten()
+    n_neg = min(len(neg), max(1, neg_per_pos * len(pos)))
+    if n_neg < len(neg):
+        perm = torch.randperm(len(neg), generator=generator)[:n_neg].to(neg.device)
+        neg = neg[perm]
+    sel = torch.cat([pos, neg])
+    if sel.numel() == 0:
+        return v.sum() * 0.0, 0, 0
+    logit = head.logits(v[iu[sel]], v[ju[sel]])
+    return F.binary_cross_entropy_with_logits(logit, y[sel]), len(pos), int(n_neg)
+
+
+class MatchRCNN(nn.Module):
+    """Mask R-CNN (torchvision ``maskrcnn_resnet50_fpn``) + :class:`MatchHead`.
+
+    Args:
+        num_classes: categories including background (DeepFashion2: 14; the kit's CCP export: 17).
+        weights: ``"auto"`` (COCO Mask R-CNN from the hub cache, else ImageNet ResNet-50 backbone from the
+            cache, else scratch), ``"none"`` (scratch), or a path to a COCO Mask R-CNN state dict.
+        min_size, max_size: torchvision's resize of the input images.
+        match_dim: length of :math:`v`.
+        lambda_pair: :math:`\\lambda_5`.
+    """
+
+    def __init__(
+        self, num_classes: int, weights: str | Path = "auto", min_size: int = 800, max_size: int = 1333,
+        match_dim: int = 256, lambda_pair: float = 1.0, neg_per_pos: int = 3,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
+        from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+        from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+        from torchvision.ops import MultiScaleRoIAlign, misc
+
+        kw = {"min_size": min_size, "max_size": max_size}
+        coco = None
+        if str(weights) == "auto":
+            coco = _hub_file(COCO_MASKRCNN_FILE)
+        elif str(weights) not in ("none", "scratch"):
+            coco = Path(weights)
+            if not coco.is_file():
+                raise QparseError(
+                    f"{coco}: Mask R-CNN weights file not found. Fix: give an existing file or 'none'."
+                )
+        imagenet = None
+        if coco is None and str(weights) == "auto":
+            imagenet = next((p for f in _IMAGENET_RESNET50_FILES if (p := _hub_file(f))), None)
+        if coco is not None:
+            det = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91, **kw)
+            # COCO weights were trained with frozen BN; rebuild the backbone the same way
+            from torchvision.models import resnet50
+
+            body = resnet50(weights=None, norm_layer=misc.FrozenBatchNorm2d)
+            det.backbone = _resnet_fpn_extractor(body, 3)
+            try:
+                det.load_state_dict(torch.load(coco, map_location="cpu", weights_only=True))
+            except Exception as e:
+                raise QparseError(
+                    f"{coco}: not a torchvision maskrcnn_resnet50_fpn COCO state dict ({e})"
+                ) from e
+            det.roi_heads.box_predictor = FastRCNNPredictor(1024, num_classes)
+            det.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, num_classes)
+            self.weights_source = (
+                f"coco-maskrcnn:{coco.name} (heads re-initialised for {num_classes} classes)"
+            )
+        elif imagenet is not None:
+            from torchvision.models import resnet50
+
+            body = resnet50(weights=None, norm_layer=misc.FrozenBatchNorm2d)
+            body.load_state_dict(torch.load(imagenet, map_location="cpu", weights_only=True))
+            det = MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=num_classes, **kw)
+            self.weights_source = f"imagenet-backbone:{imagenet.name} (detector heads from scratch)"
+        else:
+            det = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **kw)
+            self.weights_source = "scratch (no pretrained weights in the torch hub cache; none downloaded)"
+        self.detector = det
+        self.num_classes = num_classes
+        self.match_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=14, sampling_ratio=2)
+        self.match_head = MatchHead(det.backbone.out_channels, match_dim)
+        self.lambda_pair = lambda_pair
+        self.neg_per_pos = neg_per_pos
+
+    def _features(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        il, targets = self.detector.transform(images, targets)
+        return il, targets, self.detector.backbone(il.tensors)
+
+    def embed(self, features: dict, boxes: list[torch.Tensor], image_sizes: list) -> torch.Tensor:
+        """MN feature vectors :math:`v` of ``boxes`` (in the resized frame), concatenated over images."""
+        return self.match_head(self.match_pool(features, boxes, image_sizes))
+
+    def forward_train(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        """Losses (torchvision's ``loss_classifier``, ``loss_box_reg``, ``loss_mask``, ``loss_objectness``,
+        ``loss_rpn_box_reg``, plus ``loss_pair``); targets need ``boxes``, ``labels``, ``masks`` and
+        optionally ``instance_ids``. Also returns ``n_pos``/``n_neg`` (pair counts, not losses)."""
+        det = self.detector
+        il, tt, feats = self._features(images, targets)
+        proposals, rpn_losses = det.rpn(il, feats, tt)
+        _, roi_losses = det.roi_heads(feats, proposals, il.image_sizes, tt)
+        losses = {**roi_losses, **rpn_losses}
+        boxes = [t["boxes"] for t in tt]
+        if sum(len(b) for b in boxes) >= 2:
+            v = self.embed(feats, boxes, il.image_sizes)
+            ids = torch.cat([
+                t["instance_ids"] if "instance_ids" in t
+                else -(1 + torch.arange(len(t["boxes"]), device=v.device) + 10_000 * i)
+                for i, t in enumerate(tt)
+            ]).to(v.device)  # fmt: skip
+            img = torch.cat([torch.full((len(b),), i, device=v.device) for i, b in enumerate(boxes)])
+            lp, npos, nneg = pair_loss(v, ids, img, self.match_head, self.neg_per_pos, generator)
+        else:
+            lp, npos, nneg = torch.zeros((), device=images[0].device), 0, 0
+        losses["loss_pair"] = self.lambda_pair * lp
+        losses["n_pos"] = torch.tensor(float(npos))
+        losses["n_neg"] = torch.tensor(float(nneg))
+        return losses
+
+    @torch.no_grad()
+    def infer(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Detections in original image coordinates: ``boxes`` (xyxy), ``labels``, ``scores``, ``masks``
+        (N×1×H×W probabilities) and ``embeddings`` (N×dim, the MN vectors :math:`v`)."""
+        det = self.detector
+        orig = [tuple(im.shape[-2:]) for im in images]
+        il, _, feats = self._features(images)
+        proposals, _ = det.rpn(il, feats)
+        dets, _ = det.roi_heads(feats, proposals, il.image_sizes)
+        v = self.embed(feats, [d["boxes"] for d in dets], il.image_sizes)
+        dets = det.transform.postprocess(dets, il.image_sizes, orig)
+        out, i = [], 0
+        for d in dets:
+            n = len(d["boxes"])
+            out.append({**d, "embeddings": v[i : i + n]})
+            i += n
+        return out
+
+
+def augmented_view(
+    image: torch.Tensor, target: dict[str, torch.Tensor], generator: torch.Generator | None = None,
+    scale_range: tuple[float, float] = (0.8, 1.2),
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+    """A second view of the same image for CCP pairs: colour jitter (brightness, contrast, saturation ±
+    30 %), horizontal flip with probability 1/2, rescaling by a factor in ``scale_range``. Boxes and
+    masks follow; ``instance_ids`` are kept, so the same item in both views is a positive pair."""
+    g = generator
+
+    def u(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+    img = image * u(0.7, 1.3)
+    mean = img.mean()
+    img = (img - mean) * u(0.7, 1.3) + mean
+    gray = (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2])[None]
+    img = ((img - gray) * u(0.7, 1.3) + gray).clamp(0, 1)
+    boxes, masks = target["boxes"].clone(), target["masks"]
+    h, w = img.shape[-2:]
+    if float(torch.rand((), generator=g)) < 0.5:
+        img, masks = img.flip(-1), masks.flip(-1)
+        boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
+    s = u(*scale_range)
+    nh, nw = max(8, round(h * s)), max(8, round(w * s))
+    img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+    if len(masks):
+        masks = F.interpolate(masks[None].float(), size=(nh, nw), mode="nearest")[0].to(torch.uint8)
+    else:
+        masks = masks.new_zeros((0, nh, nw))
+    boxes = boxes * torch.tensor([nw / w, nh / h, nw / w, nh / h])
+    return img, {**target, "boxes": boxes, "masks": masks}
+
+
+def train_step(
+    model: MatchRCNN, optimizer: torch.optim.Optimizer, images: list[torch.Tensor],
+    targets: list[dict[str, torch.Tensor]], views: bool = True, generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:  # fmt: skip
+    """One optimisation step of :math:`\\mathcal{L}` (module docstring). With ``views`` every image is
+    paired with :func:`augmented_view` of itself (the CCP positives); items without ``instance_ids``
+    get ids unique to the image, shared with their view. Returns each loss and ``loss`` (the sum)."""
+    model.train()
+    imgs, tgts = [], []
+    for i, (im, t) in enumerate(zip(images, targets, strict=True)):
+        t = dict(t)
+        if "instance_ids" not in t:
+            t["instance_ids"] = torch.arange(len(t["boxes"])) + 100_000 * i
+        imgs.append(im)
+        tgts.append(t)
+        if views:
+            im2, t2 = augmented_view(im, t, generator)
+            imgs.append(im2)
+            tgts.append(t2)
+    imgs = [im.to(device) for im in imgs]
+    tgts = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in tgts]
+    losses = model.forward_train(imgs, tgts, generator)
+    counts = {k: float(losses.pop(k)) for k in ("n_pos", "n_neg")}
+    total = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    out = {k: float(v.detach()) for k, v in losses.items()}
+    out["loss"] = float(total.detach())
+    return {**out, **counts}
+
+
+class Df2Detection(torch.utils.data.Dataset):
+    """Images + DeepFashion2 annotations as torchvision detection targets.
+
+    Items: (image float 3×H×W in [0, 1], target) with ``boxes`` (xyxy), ``labels`` (category ids),
+    ``masks`` (uint8 N×H×W, rasterised polygons), ``instance_ids`` ((pair_id, style) for style > 0, else
+    unique per item) and ``image_id``. ``max_side`` downscales images (and targets) whose longer side
+    exceeds it. Images are ``IMAGES/<stem>.jpg|.png``.
+    """
+
+    def __init__(self, annos_dir: str | Path, images_dir: str | Path, ids: Sequence[int] | None = None,
+                 max_side: int | None = None) -> None:  # fmt: skip
+        from .df2 import load_annos
+
+        self.images = load_annos(annos_dir)
+        if ids is not None:
+            keep = {int(i) for i in ids}
+            self.images = [im for im in self.images if im.image_id in keep]
+        self.images_dir = Path(images_dir)
+        self.max_side = max_side
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _path(self, stem: str) -> Path:
+        for ext in (".jpg", ".jpeg", ".png"):
+            p = self.images_dir / f"{stem}{ext}"
+            if p.is_file():
+                return p
+        raise QparseError(f"{self.images_dir}: no image {stem}.jpg/.png. Fix: pass the right image folder.")
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from PIL import Image
+        from pycocotools import mask as mask_utils
+
+        im = self.images[i]
+        with Image.open(self._path(im.stem)) as pil:
+            rgb = np.asarray(pil.convert("RGB"))
+        h, w = rgb.shape[:2]
+        s = 1.0
+        if self.max_side and max(h, w) > self.max_side:
+            s = self.max_side / max(h, w)
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        if s != 1.0:
+            rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+        boxes, labels, masks, ids = [], [], [], []
+        for k, it in enumerate(im.items):
+            polys = [[v * s for v in p] for p in it.segmentation]
+            if polys:
+                m = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, nh, nw)))
+            else:
+                m = np.zeros((nh, nw), np.uint8)
+                x1, y1, x2, y2 = (round(v * s) for v in it.bbox)
+                m[y1:y2, x1:x2] = 1
+            boxes.append([v * s for v in it.bbox])
+            labels.append(it.category_id)
+            masks.append(m)
+            ids.append(im.pair_id * 1000 + it.style if it.style > 0 else -(im.image_id * 1000 + k + 1))
+        image = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
+        target = {
+            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64),
+            "masks": torch.from_numpy(np.stack(masks))
+            if masks
+            else torch.zeros((0, nh, nw), dtype=torch.uint8),
+            "instance_ids": torch.tensor(ids, dtype=torch.int64),
+            "image_id": torch.tensor(im.image_id),
+            "scale": torch.tensor(s),
+        }
+        return image, target
+
+
+def collate(batch: list) -> tuple[list, list]:
+    """Detection collate: lists of images and targets."""
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    if rows:
+        wr = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def train(
+    model: MatchRCNN, dataset: torch.utils.data.Dataset, out: str | Path, steps: int = 1000,
+    batch_size: int = 2, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
+    device: str = "auto", views: bool = True, checkpoint_every: int = 200, seed: int = 0,
+    resume: bool = False, num_workers: int = 2, progress: bool | None = None,
+) -> Path:  # fmt: skip
+    """Train for ``steps`` SGD steps (:func:`train_step`, one linear warm-up over the first 100 steps).
+
+    Writes ``OUT/checkpoint.pt`` (atomic; model, optimiser, step, weights_source) every
+    ``checkpoint_every`` steps and at the end, ``OUT/log.csv`` (one row per step: step, each loss,
+    seconds) and ``OUT/run.json``. ``resume`` continues from the checkpoint. Returns ``OUT``.
+    """
+    from tqdm.auto import tqdm
+
+    from .runinfo import get_device, run_record, set_seed
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = get_device(device)
+    set_seed(seed, deterministic=False)
+    model.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
+    step, rows = 0, []
+    ck = out / "checkpoint.pt"
+    if resume and ck.is_file():
+        state = torch.load(ck, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = int(state["step"])
+        if (out / "log.csv").is_file():
+            with open(out / "log.csv") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+    gen = torch.Generator().manual_seed(seed + step)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
+                                         num_workers=num_workers, generator=gen, drop_last=True)  # fmt: skip
+    if len(loader) == 0:
+        raise QparseError(f"train: dataset of {len(dataset)} images is smaller than batch_size {batch_size}")
+
+    def save() -> None:
+        atomic_torch_save(ck, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                               "scheduler": sched.state_dict(), "step": step,
+                               "num_classes": model.num_classes, "weights_source": model.weights_source})  # fmt: skip
+        _write_log(out / "log.csv", rows)
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, initial=step, desc="match-rcnn", mininterval=1.0,
+               disable=None if progress is None else not progress)  # fmt: skip
+    while step < steps:
+        for images, targets in loader:
+            ts = time.perf_counter()
+            losses = train_step(model, opt, images, targets, views=views, generator=gen, device=dev)
+            sched.step()
+            step += 1
+            if not all(np.isfinite(v) for v in losses.values()):
+                save()
+                raise QparseError(f"{out}: non-finite loss at step {step}: {losses}. Fix: lower the lr.")
+            rows.append({"step": step, **{k: round(v, 5) for k, v in losses.items()},
+                         "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - ts, 3)})  # fmt: skip
+            bar.update(1)
+            if step % checkpoint_every == 0 or step >= steps:
+                save()
+            if step >= steps:
+                break
+    bar.close()
+    save()
+    atomic_write_json(out / "run.json", run_record(
+        profile=None, seed=seed, dataset=type(dataset).__name__, wall_time_s=time.perf_counter() - t0,
+        steps=steps, batch_size=batch_size, lr=lr, views=views, device=dev, weights_source=model.weights_source,
+    ))  # fmt: skip
+    return out
+
+
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    r["counts"] = r["counts"].decode("ascii")
+    return r
+
+
+@torch.no_grad()
+def predict(
+    model: MatchRCNN, images: Sequence[torch.Tensor], image_ids: Sequence[int],
+    sources: Sequence[str] | None = None, score_thresh: float = 0.05, top_k: int = 20,
+    batch_size: int = 2, device: str | torch.device = "cpu",
+) -> dict[str, Any]:  # fmt: skip
+    """Detect, segment and match.
+
+    Returns ``{"weights_source", "results", "retrieval"}``: ``results`` is a COCO results list
+    (``image_id``, ``category_id``, ``bbox`` xywh, ``score``, ``segmentation`` RLE of mask > 0.5) for
+    :func:`qparse_lite.df2.evaluate_detections`; ``retrieval`` (when ``sources`` marks images ``user``
+    or ``shop``) has, for every detection in a user image, the ``top_k`` shop detections ranked by the
+    MN probability :math:`\\hat y`, in the format of :func:`qparse_lite.df2.evaluate_retrieval`.
+    """
+    model.eval().to(device)
+    results: list[dict[str, Any]] = []
+    dets_all: list[tuple[int, dict]] = []
+    for s in range(0, len(images), batch_size):
+        batch = [im.to(device) for im in images[s : s + batch_size]]
+        for iid, d in zip(image_ids[s : s + batch_size], model.infer(batch), strict=True):
+            keep = d["scores"] >= score_thresh
+            d = {k: v[keep].cpu() for k, v in d.items()}
+            dets_all.append((int(iid), d))
+            for b, lab, sc, m in zip(d["boxes"], d["labels"], d["scores"], d["masks"], strict=True):
+                x1, y1, x2, y2 = (float(v) for v in b)
+                results.append({"image_id": int(iid), "category_id": int(lab), "score": float(sc),
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "segmentation": _rle(m[0].numpy() > 0.5)})  # fmt: skip
+    retrieval: list[dict[str, Any]] = []
+    if sources is not None:
+        src = dict(zip((int(i) for i in image_ids), sources, strict=True))
+        gal = [
+            (iid, b, v)
+            for iid, d in dets_all
+            if src[iid] == "shop"
+            for b, v in zip(d["boxes"], d["embeddings"], strict=True)
+        ]
+        if gal:
+            gv = torch.stack([g[2] for g in gal]).to(device)
+            for iid, d in dets_all:
+                if src[iid] != "user" or len(d["boxes"]) == 0:
+                    continue
+                p = model.match_head.all_pairs(d["embeddings"].to(device), gv).cpu()
+                order = p.argsort(dim=1, descending=True)[:, :top_k]
+                for qi in range(len(d["boxes"])):
+                    retrieval.append({
+                        "query_image_id": iid, "query_bbox": [float(v) for v in d["boxes"][qi]],
+                        "query_score": float(d["scores"][qi]), "query_cls": int(d["labels"][qi]),
+                        "gallery_image_id": [gal[j][0] for j in order[qi].tolist()],
+                        "gallery_bbox": [[float(v) for v in gal[j][1]] for j in order[qi].tolist()],
+                        "gallery_score": [float(p[qi, j]) for j in order[qi].tolist()],
+                    })  # fmt: skip
+    return {"weights_source": model.weights_source, "results": results, "retrieval": retrieval}

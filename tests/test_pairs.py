@@ -1,0 +1,228 @@
+"""Pairs and targets on hand-made label maps (qparse_lite.pairs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qparse_lite.errors import QparseError
+from qparse_lite.labels import ATR18
+from qparse_lite.pairs import (
+    DeviceCorpus,
+    PairSampler,
+    TargetNorm,
+    image_to_input,
+    knn_region,
+    label_presence_boxes,
+)
+
+S = 20
+L = ATR18.num_labels
+LEFT_ARM, RIGHT_ARM = ATR18.index("left-arm"), ATR18.index("right-arm")
+
+
+def _rect(lab: np.ndarray, label: int, x0: int, y0: int, x1: int, y1: int) -> None:
+    """Label pixels x0..x1-1 × y0..y1-1."""
+    lab[y0:y1, x0:x1] = label
+
+
+def _corpus(n: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(n, S, S, 3), dtype=np.uint8)
+    labels = np.zeros((n, S, S), np.uint8)
+    mean = np.full((S, S, 3), 100.0, np.float32) + rng.random((S, S, 3), dtype=np.float32)
+    return images, labels, mean
+
+
+def test_boxes_exact():
+    lab = np.zeros((1, S, S), np.uint8)
+    _rect(lab[0], 3, 4, 2, 10, 7)  # columns 4..9, rows 2..6
+    present, boxes = label_presence_boxes(torch.as_tensor(lab), L)
+    assert present[0].tolist() == [i in (0, 3) for i in range(L)]
+    np.testing.assert_allclose(boxes[0, 3].numpy(), [4 / S, 2 / S, 10 / S, 7 / S], rtol=0, atol=1e-7)
+    assert boxes[0, 5].abs().sum() == 0  # absent label: zero box
+    # a full-image label is (0, 0, 1, 1)
+    full = np.full((1, S, S), 2, np.uint8)
+    np.testing.assert_allclose(label_presence_boxes(torch.as_tensor(full), L)[1][0, 2].numpy(), [0, 0, 1, 1])
+
+
+def test_knn_region_absent_is_exact_mean_and_targets():
+    images, labels, mean = _corpus(3)
+    _rect(labels[0], 3, 2, 2, 8, 8)  # I has label 3 and 4
+    _rect(labels[0], 4, 10, 10, 15, 18)
+    _rect(labels[1], 3, 5, 4, 12, 9)  # g has label 3 only
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=False)
+    mu = data.mean
+    # g_kl of an absent label is exactly the mean image
+    R = knn_region(data.images[[1]], data.labels[[1]], torch.tensor([4]), mu)
+    assert torch.equal(R[0], mu)
+    assert torch.equal(image_to_input(R, mu), torch.zeros_like(R))
+    # kept pixels are g_k's, the rest the mean
+    R3 = knn_region(data.images[[1]], data.labels[[1]], torch.tensor([3]), mu)[0]
+    keep = torch.as_tensor(labels[1] == 3)
+    assert torch.equal(R3[:, keep], data.images[1].float()[:, keep])
+    assert torch.equal(R3[:, ~keep], mu[:, ~keep])
+
+    sampler = PairSampler(data, [0], [[1, 2]], augment=False, batch_size=4)
+    from qparse_lite.pairs import PairIndex
+
+    z = torch.zeros(3, dtype=torch.long)
+    idx = PairIndex(torch.tensor([0, 0, 0]), torch.tensor([1, 1, 1]), torch.tensor([3, 4, 5]), z, z, z, z)
+    b = sampler.materialise(idx)
+    assert b.c.tolist() == [1.0, 1.0, 0.0]  # c = 1 iff I contains l (whatever g_k holds)
+    assert b.has_t.tolist() == [True, False, False]  # t only where both contain l
+    np.testing.assert_allclose(b.t[0].numpy(), np.array([5 - 2, 4 - 2, 12 - 8, 9 - 8]) / S, atol=1e-6)
+    assert b.t[1:].abs().sum() == 0
+    assert torch.equal(b.R[1], torch.zeros_like(b.R[1])) and torch.equal(b.R[2], b.R[1])  # mean image
+    assert torch.equal(b.I[0], image_to_input(data.images[0], mu))
+
+
+def test_mirror_swaps_left_right_and_mirrors_boxes():
+    images, labels, mean = _corpus(1)
+    _rect(labels[0], LEFT_ARM, 1, 3, 6, 12)
+    _rect(labels[0], 3, 8, 0, 11, 2)
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=True)
+    n = data.n
+    m = data.row(torch.tensor([0]), torch.tensor([1]))[0]  # variant 1 = mirrored
+    assert data.present[0, LEFT_ARM] and not data.present[0, RIGHT_ARM]
+    assert data.present[m, RIGHT_ARM] and not data.present[m, LEFT_ARM]  # left arm became the right arm
+    b0, bm = data.boxes[0, LEFT_ARM], data.boxes[m, RIGHT_ARM]
+    np.testing.assert_allclose(bm.numpy(), [1 - b0[2], b0[1], 1 - b0[0], b0[3]], atol=1e-6)
+    np.testing.assert_allclose(data.boxes[m, 3].numpy(), [1 - 11 / S, 0, 1 - 8 / S, 2 / S], atol=1e-6)
+    assert torch.equal(data.images[n], data.images[0].flip(-1))
+    assert data.num_variants == 4 and data.images.shape[0] == 4 * n
+
+
+def test_zoom_shrinks_boxes_toward_centre():
+    images, labels, mean = _corpus(1)
+    Sb = 60
+    images = np.random.default_rng(1).integers(0, 256, size=(1, Sb, Sb, 3), dtype=np.uint8)
+    labels = np.zeros((1, Sb, Sb), np.uint8)
+    mean = np.full((Sb, Sb, 3), 90.0, np.float32)
+    _rect(labels[0], 3, 0, 0, 30, 60)  # the left half
+    _rect(labels[0], 6, 40, 48, 58, 60)
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=True)
+    z = data.row(torch.tensor([0]), torch.tensor([2]))[0]  # variant 2 = ×1.2, not mirrored
+    for lab in (3, 6):
+        b, bz = data.boxes[0, lab].numpy(), data.boxes[z, lab].numpy()
+        np.testing.assert_allclose(bz, 0.5 + (b - 0.5) / 1.2, atol=1.5 / Sb)
+        assert (np.abs(bz - 0.5) <= np.abs(b - 0.5) + 1e-6).all()  # every corner moves toward the centre
+        assert bz[2] - bz[0] < b[2] - b[0] and bz[3] - bz[1] < b[3] - b[1]  # and the box shrinks
+    # the border is the (rounded) mean image and background
+    assert (data.labels[z, 0] == 0).all() and (data.images[z, :, 0, :] == 90).all()
+    assert data.present[z].tolist() == data.present[0].tolist()
+
+
+def _random_corpus(n: int = 40, seed: int = 0):
+    """People-like random maps: each image holds a random subset of labels as rectangles."""
+    rng = np.random.default_rng(seed)
+    images, labels, mean = _corpus(n, seed)
+    freq = np.linspace(0.95, 0.1, L - 1)  # label 1 common ... label 17 rare
+    for i in range(n):
+        for lab in range(1, L):
+            if rng.random() < freq[lab - 1]:
+                x0, y0 = rng.integers(0, S - 4, 2)
+                _rect(labels[i], lab, x0, y0, x0 + rng.integers(1, 4), y0 + rng.integers(1, 4))
+    return images, labels, mean
+
+
+def _knn(n: int, k: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.permutation(n)[:k] for _ in range(n)])  # may contain the query itself
+
+
+def test_balanced_labels_negative_fraction_and_no_self_pairs():
+    images, labels, mean = _random_corpus()
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=True)
+    knn = _knn(len(images), 10)
+    sampler = PairSampler(data, np.arange(len(images)), knn, neg_fraction=0.3, empty_fraction=0.1, seed=3)
+    idx = sampler.draw(40_000)
+    assert not (idx.query == idx.knn).any()  # no pair of an image with itself
+    c, t, has_t = sampler.targets(idx)
+    neg = (c == 0).float().mean().item()
+    # c = 0 comes from the neg stratum (30 %) and from empty pairs whose l ∉ I
+    assert 0.3 <= neg <= 0.4
+    assert abs((idx.stratum == 1).float().mean().item() - 0.3) < 0.01
+    # targets agree with the strata exactly when nothing is zoomed (zoom-out may drop a 1-pixel rectangle)
+    region = (idx.stratum != 2) & (idx.zoom_i == 0) & (idx.zoom_g == 0)
+    assert torch.equal(idx.stratum[region] == 1, c[region] == 0)
+    pos = (idx.stratum == 0) & region
+    assert has_t[pos].all() and not has_t[idx.stratum == 1].any()
+    lab = idx.label[idx.stratum == 0]  # ~24 000 positive pairs
+    freq = torch.bincount(lab, minlength=L)[1:].float()
+    freq = freq / freq.sum()
+    assert freq.max() / freq.min() < 1.25  # near-uniform although the corpus frequencies span 0.95..0.1
+    # the natural frequencies (label_power = 1) are far from uniform
+    nat = PairSampler(data, np.arange(len(images)), knn, label_power=1.0, seed=3).draw(20_000)
+    f2 = torch.bincount(nat.label[nat.stratum == 0], minlength=L)[1:].float()
+    assert f2.max() / f2.min() > 5
+
+
+def test_mirrored_pairs_keep_stratum():
+    images, labels, mean = _random_corpus(seed=4)
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=True)
+    sampler = PairSampler(data, np.arange(40), _knn(40, 8, 4), neg_fraction=0.4, empty_fraction=0.0)
+    idx = sampler.draw(5000)
+    assert 0.4 < idx.flip.float().mean() < 0.6 and 0.4 < idx.zoom_i.float().mean() < 0.6
+    c, _, has_t = sampler.targets(idx)
+    # mirroring keeps the stratum exactly (the region's label is mirrored with the pair); zoom-out can drop
+    # a 1-pixel region at this tiny size, so compare where I is not zoomed
+    keep = (idx.zoom_i == 0) & (idx.flip == 1)
+    assert keep.sum() > 1000
+    assert torch.equal(c[keep], (idx.stratum[keep] == 0).float())
+    assert (c == (idx.stratum == 0).float()).float().mean() > 0.97
+
+
+def test_seeded_batches_and_state():
+    images, labels, mean = _random_corpus(20)
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=True)
+    knn = _knn(20, 5)
+    a = PairSampler(data, np.arange(20), knn, batch_size=8, pairs_per_epoch=32, seed=7)
+    b = PairSampler(data, np.arange(20), knn, batch_size=8, pairs_per_epoch=32, seed=7)
+    ba, bb = list(a), list(b)
+    assert len(ba) == 4
+    for x, y in zip(ba, bb, strict=True):
+        assert torch.equal(x.I, y.I) and torch.equal(x.R, y.R) and torch.equal(x.t, y.t)
+    st = a.state_dict()
+    nxt = next(iter(a))
+    b.load_state_dict(st)
+    assert torch.equal(next(iter(b)).R, nxt.R)
+    c = PairSampler(data, np.arange(20), knn, batch_size=8, pairs_per_epoch=32, seed=8)
+    assert not torch.equal(next(iter(c)).I, ba[0].I)
+    # ranks draw disjoint streams; validation pairs are fixed by their seed
+    r1 = PairSampler(data, np.arange(20), knn, batch_size=8, seed=7, rank=1, world_size=2)
+    assert not torch.equal(r1.draw(64).query, PairSampler(data, np.arange(20), knn, seed=7).draw(64).query)
+    v1, v2 = a.fixed_pairs(50, 123), b.fixed_pairs(50, 123)
+    assert all(torch.equal(x, y) for x, y in zip(v1, v2, strict=True))
+    assert sum(len(x.c) for x in a.iter_pairs(v1, 16)) == 50
+
+
+def test_target_norm_roundtrip_and_fit():
+    images, labels, mean = _random_corpus(30)
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=True)
+    sampler = PairSampler(data, np.arange(30), _knn(30, 6))
+    tn = sampler.fit_target_norm(20_000)
+    c, t, has_t = sampler.targets(sampler.draw(20_000))
+    cn, tn_ = tn.normalise(c, t)
+    assert abs(cn.mean().item()) < 0.05 and abs(cn.std().item() - 1) < 0.05
+    assert (tn_[has_t].mean(0).abs() < 0.05).all() and ((tn_[has_t].std(0) - 1).abs() < 0.05).all()
+    c2, t2 = tn.denormalise(cn, tn_)
+    torch.testing.assert_close(c2, c, atol=1e-5, rtol=0)
+    torch.testing.assert_close(t2, t, atol=1e-5, rtol=0)
+    tn3 = TargetNorm.from_state_dict(tn.state_dict())
+    assert torch.equal(tn3.t_std, tn.t_std) and torch.equal(tn3.c_mean, tn.c_mean)
+    assert TargetNorm.from_state_dict(tn.as_dict()).c_std.item() == pytest.approx(tn.c_std.item())
+
+
+def test_holdout_and_bad_input():
+    images, labels, mean = _corpus(2)
+    _rect(labels[0], 5, 0, 0, 5, 5)
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=False, holdout=5)
+    assert not data.present[:, 5].any() and data.present[0, 0]
+    with pytest.raises(QparseError):
+        PairSampler(data, [0, 1], [[1]])  # KNN rows do not match the queries
+    bad = labels.copy()
+    bad[0, 0, 0] = 40
+    with pytest.raises(QparseError, match="outside the label set"):
+        DeviceCorpus.from_arrays(images, bad, mean, ATR18)

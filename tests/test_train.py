@@ -1,0 +1,202 @@
+"""Training: Eq. (1), metrics, exact resume, determinism, divergence, load_model (qparse_lite.train)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from qparse_lite.errors import QparseError
+from qparse_lite.labels import ATR18
+from qparse_lite.train import LOG_COLUMNS, load_model, matching_loss, read_log, roc_auc, train
+
+S = 32
+TINY = dict(pairs_per_epoch=256, batch_size=32, val_pairs=96, width=0.25, k_train=4)
+
+
+def _people(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Blocky 'people': each label a coloured rectangle at a jittered place, a random subset per image."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 40, size=(n, S, S, 3), dtype=np.uint8)
+    labels = np.zeros((n, S, S), np.uint8)
+    for i in range(n):
+        for lab in (2, 4, 6, 11, 14, 15, 16):
+            if lab in (2, 4, 11) or rng.random() < 0.5:
+                x0, y0 = (lab * 5) % 24 + rng.integers(0, 4), (lab * 3) % 24 + rng.integers(0, 4)
+                labels[i, y0 : y0 + 6, x0 : x0 + 5] = lab
+                images[i, y0 : y0 + 6, x0 : x0 + 5] = ATR18.palette[lab] // 2 + 60
+    return images, labels
+
+
+def _corpus(n: int = 24):
+    images, labels = _people(n)
+    train_idx, val_idx = np.arange(16), np.arange(16, n)
+    splits = {"train": train_idx, "val": val_idx, "test": np.arange(0)}
+    mean = images[train_idx].astype(np.float32).mean(0)
+    try:
+        from qparse_lite.prepare import Corpus
+
+        return Corpus.from_arrays(images, labels, ATR18, {k: list(v) for k, v in splits.items()}, mean=mean)
+    except ImportError:  # stand-in until qparse_lite.prepare lands
+        return SimpleNamespace(
+            images=images, labels=labels, mean=mean, label_set=ATR18, size=S, path="",
+            meta={"dataset": "test", "version": "0"}, split=lambda name: splits[name],
+        )  # fmt: skip
+
+
+def _knn(corpus) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest train images by label-map overlap (an oracle stand-in for retrieval)."""
+    lab = np.asarray(corpus.labels).reshape(len(np.asarray(corpus.labels)), -1)
+    tr = np.asarray(corpus.split("train"))
+
+    def nn(q: np.ndarray) -> np.ndarray:
+        d = (lab[q][:, None, :] != lab[tr][None, :, :]).sum(2).astype(float)
+        d[q[:, None] == tr[None, :]] = np.inf
+        return tr[np.argsort(d, 1, kind="stable")[:, :4]]
+
+    return nn(tr), nn(np.asarray(corpus.split("val")))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    corpus = _corpus()
+    knn_tr, knn_va = _knn(corpus)
+    return corpus, knn_tr, knn_va
+
+
+def _train(tiny, out, **kw):
+    corpus, knn_tr, knn_va = tiny
+    torch.set_num_threads(1)
+    kw = {**TINY, "epochs": 2, "device": "cpu", "progress": False, **kw}
+    return train("quick", "mcnn", out, corpus=corpus, knn=knn_tr, val_knn=knn_va, **kw)
+
+
+def _log_text(run) -> str:
+    return (run / "log.csv").read_text()
+
+
+def test_matching_loss_eq1():
+    pred = torch.tensor([[1.0, 0, 0, 0, 0], [0.5, 1, 1, 1, 1], [0.0, 2, 0, 0, 0]])
+    c = torch.tensor([0.0, 1.0, 0.0])
+    t = torch.tensor([[9.0, 9, 9, 9], [0, 1, 2, 3], [0, 0, 0, 0]])
+    has_t = torch.tensor([False, True, False])  # t enters only where both images hold the label
+    loss, lc, lt = matching_loss(pred, c, t, has_t)
+    assert lc.item() == pytest.approx((1 + 0.25 + 0) / 3)
+    assert lt.item() == pytest.approx((1 + 0 + 1 + 4) / 3)  # t̂ − t = (1, 0, −1, −2)
+    assert loss.item() == pytest.approx(lc.item() + lt.item())
+
+
+def test_roc_auc():
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert roc_auc(np.full(10, 0.3), np.arange(10) % 2) == 0.5  # constant predictor
+    assert roc_auc(np.array([0.2, 0.2, 0.9]), np.array([0, 1, 1])) == pytest.approx(0.75)  # tie counts 1/2
+    assert np.isnan(roc_auc(np.ones(3), np.ones(3)))
+    rng = np.random.default_rng(0)
+    s, y = rng.random(500), rng.random(500) < 0.3
+    brute = np.mean([(a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y]])
+    assert roc_auc(s, y) == pytest.approx(brute)
+
+
+def test_resume_is_exact_and_runs_are_deterministic(tiny, tmp_path):
+    a = _train(tiny, tmp_path / "a", pairs_per_epoch=1024)
+    b = _train(tiny, tmp_path / "b", pairs_per_epoch=1024, stop_after=1)  # an interrupted run ...
+    rows_b1 = read_log(b)
+    assert len(rows_b1) == 1
+    # same seed, same numbers: the interrupted run's first epoch equals the full run's
+    assert _log_text(b).splitlines() == _log_text(a).splitlines()[:2]
+    with pytest.raises(QparseError, match="--resume"):
+        _train(tiny, tmp_path / "b", pairs_per_epoch=1024)
+    _train(tiny, tmp_path / "b", pairs_per_epoch=1024, resume=True)  # ... continued
+    assert _log_text(b) == _log_text(a)
+    ca = torch.load(a / "checkpoint.pt", weights_only=False)
+    cb = torch.load(b / "checkpoint.pt", weights_only=False)
+    for k, v in ca["model"].items():
+        assert torch.equal(v, cb["model"][k]), k
+    assert ca["global_step"] == cb["global_step"] == 2 * 1024 // 32
+    assert torch.equal(ca["sampler"][0]["generator"], cb["sampler"][0]["generator"])
+
+    # the log's columns and the run record
+    with open(a / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == LOG_COLUMNS and [r["epoch"] for r in rows] == ["1", "2"]
+    rec = json.loads((a / "run.json").read_text())
+    assert rec["profile"] == "quick" and rec["variant"] == "mcnn" and rec["seed"] == 0
+    assert rec["trivial_val"]["auc"] == 0.5 and rec["epochs_done"] == 2
+    assert set(rec["trivial_val"]) >= {"loss", "acc", "disp_err"} and "git_commit" in rec
+    # the model learns the confidence on this easy corpus: better than the constant predictor
+    log = read_log(a)
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert log[-1]["val_loss_c"] < rec["trivial_val"]["loss_c"]
+    assert log[-1]["val_auc"] > 0.65
+
+    # load_model for the parsing stage
+    model, tn, meta = load_model(a)
+    assert meta["variant"] == "mcnn" and meta["epoch"] == 2 and not model.training
+    for k, v in ca["model"].items():
+        assert torch.equal(model.state_dict()[k], v)
+    assert torch.equal(tn.t_std, ca["target_norm"]["t_std"])
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, S, S), torch.zeros(2, 3, S, S)).shape == (2, 5)
+
+
+def test_other_seed_sgd_and_holdout(tiny, tmp_path):
+    ref = _train(tiny, tmp_path / "ref", epochs=1)
+    c = _train(tiny, tmp_path / "c", epochs=1, seed=1, optimizer="sgd", holdout_label="bag")
+    assert _log_text(c) != _log_text(ref)
+    row = read_log(c)[0]
+    assert row["lr"] == pytest.approx(1e-3)  # the quick profile's lr: no plateau yet
+    _, _, meta = load_model(c)
+    assert meta["holdout"] == "bag" and meta["optimizer_name"] == "sgd"
+    rec = json.loads((c / "run.json").read_text())
+    assert rec["pairs"]["per_label"]["bag"] == {"pos": 0, "neg": 0, "empty": 16 * 4}  # never a region
+    assert rec["pairs"]["per_label"]["hair"]["pos"] > 0
+    with pytest.raises(QparseError, match="not a label"):
+        _train(tiny, tmp_path / "d", holdout_label="tail")
+
+
+def test_nan_loss_stops_naming_the_step(tiny, tmp_path):
+    calls = {"n": 0}
+
+    def bad_loss(pred, c, t, has_t):
+        calls["n"] += 1
+        loss, lc, lt = matching_loss(pred, c, t, has_t)
+        if calls["n"] == 3:
+            loss = loss * float("nan")
+        return loss, lc, lt
+
+    with pytest.raises(QparseError, match="step 3 "):
+        _train(tiny, tmp_path / "nan", loss_fn=bad_loss)
+    assert not (tmp_path / "nan" / "checkpoint.pt").exists()
+    # a huge learning rate diverges too, and is reported the same way
+    with pytest.raises(QparseError, match=r"diverged: loss is (nan|inf) at step \d+"):
+        _train(tiny, tmp_path / "lr", optimizer="sgd", lr=1e12)
+
+
+def test_cli_parser():
+    from qparse_lite.cli import build_parser
+    from qparse_lite.commands.train import _parse_set
+
+    args = build_parser().parse_args(
+        ["train", "--profile", "quick", "--variant", "cross54", "--out", "x", "--set", "pairs_per_epoch=64"]
+    )
+    assert args.variant == "cross54" and args.func is not None
+    assert _parse_set(args.set) == {"pairs_per_epoch": 64}
+    with pytest.raises(QparseError):
+        _parse_set(["nothing"])
+
+
+def test_knn_computed_saved_and_reused(tiny, tmp_path):
+    corpus = tiny[0]
+    kw = {**TINY, "epochs": 1, "device": "cpu", "progress": False}
+    torch.set_num_threads(1)
+    a = train("quick", "wo-cross", tmp_path / "a", corpus=corpus, **kw)  # KNN computed (profile features)
+    assert (a / "knn_train.npz").is_file() and (a / "knn_val.npz").is_file()
+    b = train("quick", "wo-cross", tmp_path / "b", corpus=corpus, knn=a / "knn_train.npz",
+              val_knn=a / "knn_val.npz", **kw)  # fmt: skip
+    assert _log_text(a) == _log_text(b)
+    with pytest.raises(QparseError, match="not this split"):
+        train("quick", "wo-cross", tmp_path / "c", corpus=corpus, knn=a / "knn_val.npz", **kw)
