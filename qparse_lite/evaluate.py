@@ -18,12 +18,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .errors import QparseError
 from .io import atomic_save_png, atomic_write_text
 from .labels import LabelSet
 from .metrics import ConfusionMatrix, scores, table1_row, table2_row
 from .reported import label_column
 
-__all__ = ["evaluate_parser", "tables", "write_tables", "k_sweep"]
+__all__ = [
+    "evaluate_parser", "tables", "write_tables", "k_sweep", "split_neighbours", "make_parser_fn", "fig5_sweep",
+    "plot_fig5", "evaluate", "FIG5_KS", "METHODS",
+]  # fmt: skip
 
 
 def evaluate_parser(
@@ -106,3 +110,187 @@ def k_sweep(
             cms[k].update(np.asarray(parse_k(int(i), k), dtype=np.uint8), gt)
     rows = [{"k": k, **_strip_method(table1_row(scores(cms[k], label_set), f"K={k}"))} for k in ks]
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# whole evaluations: a trained run or a baseline on a corpus split (``qparse evaluate``)
+# ---------------------------------------------------------------------------------------------------
+
+FIG5_KS = (1, 3, 5, 7, 9, 11, 15)
+"""The K of the paper's Fig. 5."""
+
+METHODS = ("mcnn", "label-transfer", "mean-label-map")
+"""What ``qparse evaluate --method`` can evaluate on the same harness."""
+
+
+def split_neighbours(
+    corpus: Any, split: str, k: int, features: str, cache: str | Path | None = None
+) -> np.ndarray:
+    """KNN corpus indices (Q×K, rows in ``corpus.split(split)`` order) of a split among the train split,
+    cached as ``cache/<features>_<split>_k<K>.npz`` when ``cache`` is given."""
+    from .retrieval import KNNResult, corpus_knn
+
+    path = Path(cache) / f"{features}_{split}_k{k}.npz" if cache is not None else None
+    if path is not None and path.is_file():
+        res = KNNResult.load(path, corpus)
+        return np.asarray(res.neighbours)
+    res = corpus_knn(corpus, split, k, features)
+    if path is not None:
+        res.save(path)
+    return np.asarray(res.neighbours)
+
+
+def make_parser_fn(
+    method: str, corpus: Any, split: str, neighbours: np.ndarray, k: int, parser: Any = None,
+    superpixel_method: str | None = "slic", n_segments: int = 200,
+) -> Callable[[int], np.ndarray]:  # fmt: skip
+    """``parse(i) -> H×W`` for corpus index ``i`` of ``split`` with one of :data:`METHODS`.
+
+    ``mcnn`` needs ``parser`` (an :class:`~qparse_lite.parse.MCNNParser`); ``label-transfer`` is
+    :class:`~qparse_lite.baselines.LabelTransfer` over the same K neighbours; ``mean-label-map`` the
+    train split's per-pixel majority label (:func:`~qparse_lite.baselines.mean_label_map`).
+    """
+    from .baselines import LabelTransfer, mean_label_map
+
+    rows = {int(i): r for r, i in enumerate(corpus.split(split))}
+    if method == "mcnn":
+        if parser is None:
+            raise ValueError("method 'mcnn' needs a parser")
+        return lambda i: parser.parse(np.asarray(corpus.images[i]), neighbours[rows[i]][:k]).labels
+    if method == "label-transfer":
+        lt = LabelTransfer(corpus.label_set.num_labels, superpixel_method, n_segments)
+        return lambda i: lt(np.asarray(corpus.images[i]), np.asarray(corpus.labels[neighbours[rows[i]][:k]]))
+    if method == "mean-label-map":
+        prior = mean_label_map(np.asarray(corpus.labels[corpus.split("train")]), corpus.label_set.num_labels)
+        return lambda i: prior
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def fig5_sweep(
+    parser: Any, corpus: Any, split: str, neighbours: np.ndarray, ks: Sequence[int] = FIG5_KS,
+    limit: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Fig. 5 for an M-CNN parser: the Table 1 metrics against K, matching each image once
+    (:meth:`~qparse_lite.parse.MCNNParser.parse_k`)."""
+    idx = np.asarray(corpus.split(split))[:limit]
+    rows = {int(i): r for r, i in enumerate(corpus.split(split))}
+    cache: dict[int, dict[int, Any]] = {}
+
+    def parse_k(i: int, k: int) -> np.ndarray:
+        if i not in cache:
+            cache.clear()
+            cache[i] = parser.parse_k(np.asarray(corpus.images[i]), neighbours[rows[i]], ks)
+        return cache[i][k].labels
+
+    return k_sweep(parse_k, corpus, idx, corpus.label_set, ks)
+
+
+def plot_fig5(df: pd.DataFrame, ax: Any = None, label: str = "this run") -> Any:
+    """Average F1 against K, this run's curve beside the two points the paper states (K = 1, 9)."""
+    import matplotlib.pyplot as plt
+
+    from . import reported
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(df["k"], df["avg_f1"], "o-", label=label)
+    paper = reported.fig5()
+    ax.plot(paper["k"], paper["avg_f1"], "s", color="k", label="paper (stated in the text)")
+    ax.set_xlabel("K (KNN images per test image)")
+    ax.set_ylabel("average F1 (%)")
+    ax.set_xticks(list(df["k"]))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def evaluate(
+    corpus: Any, out: str | Path, *, method: str = "mcnn", model: str | Path | None = None, split: str = "test",
+    k: int = 9, features: str | None = None, device: str = "cpu", xi1: float | None = None,
+    xi2: float | None = None, erosion: int | None = None, superpixel_method: str | None = "slic",
+    n_segments: int = 200, background: str = "geodesic", fig5: bool = False, limit: int | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Evaluate a trained run (``method="mcnn"``, ``model`` = its folder) or a baseline on a corpus split.
+
+    Writes into ``out``: ``pred/<id>.png`` and ``gt/<id>.png`` (palette label maps that ``qparse score``
+    accepts), ``table1.csv/.md`` and ``table2.csv/.md`` (one row, the paper's column names, with
+    ``paper_method`` naming the paper's row where there is one), ``scores.json`` (every metric) and, with
+    ``fig5``, ``fig5.csv/.md`` and ``fig5.png`` (K ∈ :data:`FIG5_KS`). ξ1, ξ2 and the erosion size default
+    to the run's profile (the paper's 0.8, 0.5 and 10 px at 227). Returns the scores with a ``run`` record.
+    """
+    import time
+
+    from .io import atomic_write_json
+    from .mcnn import PAPER_NAMES
+    from .metrics import json_safe
+    from .runinfo import run_record
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    parser, prof, variant = None, None, None
+    if method == "mcnn":
+        if model is None:
+            raise QparseError("qparse evaluate --method mcnn needs --model RUN (a qparse train folder)")
+        from .parse import MCNNParser
+        from .profiles import Profile
+        from .train import load_model
+
+        net, tn, meta = load_model(model, map_location=device)
+        prof = Profile(**meta["profile"])
+        variant = meta["variant"]
+        if meta["label_set"]["names"] != list(corpus.label_set.names):
+            raise QparseError(
+                f"{model}: trained on label set {meta['label_set']['name']}, the corpus {corpus.path} has "
+                f"{corpus.label_set.name}. Fix: evaluate on the corpus the model was trained with."
+            )
+        parser = MCNNParser(
+            net, tn, corpus, xi1=prof.xi1 if xi1 is None else xi1, xi2=prof.xi2 if xi2 is None else xi2,
+            erosion=prof.erosion_px if erosion is None else erosion, superpixel_method=superpixel_method,
+            n_segments=n_segments, background=background, device=device,
+        )  # fmt: skip
+        features = features or prof.features
+    elif method not in METHODS:
+        raise QparseError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
+    features = features or "hog-color"
+    kmax = max(k, *FIG5_KS) if fig5 else k
+    nb = split_neighbours(corpus, split, kmax, features, out / "knn")
+    fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments)
+    idx = np.asarray(corpus.split(split))[:limit]
+    sc = evaluate_parser(fn, corpus, idx, corpus.label_set, out, desc=f"evaluate {method}")
+    label = name or {
+        "mcnn": f"M-CNN {variant}" if variant != "mcnn" else "M-CNN",
+        "label-transfer": "KNN label transfer (PaperDoll-like)",
+        "mean-label-map": "mean label map (prior)",
+    }[method]
+    paper = {"mcnn": PAPER_NAMES.get(variant or "", ""), "label-transfer": "PaperDoll [28]"}.get(method, "")
+    if method == "mcnn" and not superpixel_method and variant == "mcnn":
+        paper = "M-CNN (w/o ss)"
+    t1, t2 = tables([(label, paper, sc)], corpus.label_set)
+    write_tables(t1, out, "table1")
+    write_tables(t2, out, "table2")
+    if fig5:
+        if parser is None:
+            raise QparseError("--fig5 sweeps K for the M-CNN; use --method mcnn")
+        df = fig5_sweep(parser, corpus, split, nb, FIG5_KS, limit)
+        write_tables(df, out, "fig5")
+        import matplotlib.pyplot as plt
+
+        ax = plot_fig5(df)
+        from .io import atomic_path
+
+        with atomic_path(out / "fig5.png", suffix=".png") as tmp:
+            ax.figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        plt.close(ax.figure)
+    rec = run_record(
+        stage="evaluate", method=method, model=str(model) if model else None, variant=variant,
+        profile=prof.name if prof else None, seed=prof.seed if prof else None,
+        dataset=(corpus.meta or {}).get("dataset"), dataset_version=(corpus.meta or {}).get("version"),
+        corpus=str(corpus.path), split=split, k=k, features=features, images=len(idx),
+        parser={"xi1": getattr(parser, "xi1", None), "xi2": getattr(parser, "xi2", None),
+                "erosion": getattr(parser, "erosion", None), "superpixels": superpixel_method,
+                "n_segments": n_segments, "background": background},
+        wall_time_s=round(time.perf_counter() - t0, 2),
+    )  # fmt: skip
+    atomic_write_json(out / "scores.json", json_safe({**sc, "method": label, "run": rec}))
+    return {**sc, "method": label, "paper_method": paper, "run": rec}

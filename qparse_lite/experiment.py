@@ -57,7 +57,8 @@ class Workspace:
     ) -> None:  # fmt: skip
         name = profile if isinstance(profile, str) else profile.name
         base = get_profile(name) if isinstance(profile, str) else profile
-        self.profile: Profile = get_profile(name, **{**base.to_dict(), "seed": seed, **overrides})
+        fields = {k: v for k, v in base.to_dict().items() if k != "name"}
+        self.profile: Profile = get_profile(name, **{**fields, "seed": seed, **overrides})
         self.out = Path(output_dir) if output_dir else default_output_dir(name)
         self.out.mkdir(parents=True, exist_ok=True)
         if data_root is None and self.profile.dataset == "ccp":

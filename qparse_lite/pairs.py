@@ -242,17 +242,17 @@ class DeviceCorpus:
 
         ``holdout``: label id(s) never used as positives — their pixels become background (0) here.
         """
-        lab = torch.as_tensor(np.ascontiguousarray(labels), dtype=torch.uint8)
+        lab = torch.from_numpy(np.array(labels, dtype=np.uint8))  # a writable copy (the cache is read-only)
         if holdout is not None:
             for h in [holdout] if isinstance(holdout, int) else holdout:
                 if not 0 < int(h) < len(label_set.names):
                     raise QparseError(f"holdout label id {h} is not a foreground label of {label_set.name}")
                 lab = torch.where(lab == int(h), torch.zeros_like(lab), lab)
-        img = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.uint8)
+        img = torch.from_numpy(np.array(images, dtype=np.uint8))
         if img.ndim != 4 or img.shape[-1] != 3:
             raise QparseError(f"images must be N×S×S×3 uint8, got shape {tuple(img.shape)}")
         img = img.permute(0, 3, 1, 2).contiguous()
-        mu = torch.as_tensor(np.asarray(mean, np.float32)).permute(2, 0, 1).contiguous()
+        mu = torch.from_numpy(np.array(mean, np.float32)).permute(2, 0, 1).contiguous()
         lut = torch.as_tensor(label_set.mirror_lut.astype(np.int64))
         return cls(
             img.to(device), lab.to(device), mu.to(device), lut.to(device), tuple(label_set.names), augment

@@ -26,7 +26,7 @@ import torch
 
 from . import postprocess as pp
 
-__all__ = ["ParseStages", "MCNNParser", "label_boxes"]
+__all__ = ["ParseStages", "MCNNParser", "PhotoParse", "label_boxes", "parse_photo", "paste_back", "overlay"]
 
 
 def label_boxes(labels: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +78,7 @@ class MCNNParser:
         corpus: the prepared corpus (``qparse_lite.prepare.Corpus``); its images are the KNN database.
         xi1, xi2, erosion: ξ1, ξ2 and the seed erosion size in pixels (paper: 0.8, 0.5, 10 at 227).
         superpixel_method: ``slic`` | ``felzenszwalb`` | ``quickshift`` | ``None`` (the "w/o ss" ablation).
-        n_segments: superpixels per crop.
+        n_segments: superpixels per crop (SLIC; the paper does not give its count).
         background: ``geodesic`` (paper-like) or ``complement`` (1 − p_fg, an ablation).
         device: where the M-CNN runs; batch_size: pairs per forward pass.
     """
@@ -145,7 +145,7 @@ class MCNNParser:
         M = pp.probability_maps(nb_labels, boxes, t, present, visible, (S, S))
         fg_prob = pp.foreground_probability(M)
         rough = pp.rough_foreground(fg_prob, self.xi2)
-        fg_seed, bg_seed = pp.seeds(rough, self.erosion)
+        fg_seed, bg_seed = pp.seeds(rough, self.erosion, p_fg=fg_prob)
         if self.background == "geodesic":
             bg_prob = pp.background_probability(image, fg_seed, bg_seed)
         else:
@@ -167,3 +167,80 @@ class MCNNParser:
         """All stages for one S×S×3 crop and its KNN corpus indices (nearest first)."""
         present, c, t = self.match(image, neighbours)
         return self.postprocess(image, neighbours, present, c, t)
+
+    def parse_k(self, image: np.ndarray, neighbours: np.ndarray, ks: Any) -> dict[int, ParseStages]:
+        """Parses with the first K neighbours for every K in ``ks`` (Fig. 5), matching only once.
+
+        ĉ_kl and t̂_kl of a pair do not depend on the other neighbours, so the M-CNN runs over the
+        ``max(ks)`` nearest images once and each K post-processes its first K rows.
+        """
+        ks = sorted({int(k) for k in ks})
+        nb = np.asarray(neighbours)[: ks[-1]]
+        if len(nb) < ks[-1]:
+            raise ValueError(f"parse_k: {len(nb)} neighbours given, K up to {ks[-1]} asked for")
+        present, c, t = self.match(image, nb)
+        return {k: self.postprocess(image, nb[:k], present[:k], c[:k], t[:k]) for k in ks}
+
+
+# -- raw photos ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PhotoParse:
+    """The parse of a raw photo: the label map at the photo's resolution and how it was obtained."""
+
+    labels: np.ndarray  # H×W uint8, background outside the person crop
+    box: tuple[int, int, int, int]  # the square person crop in photo pixels (may extend past the border)
+    crop_method: str  # "hog" (OpenCV people detector) | "whole-image" (nobody found)
+    neighbours: np.ndarray  # the K corpus indices retrieved for the crop
+    stages: ParseStages  # every intermediate at the crop size S×S
+
+
+def paste_back(crop_labels: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """Map an S×S label map of the crop ``box`` back onto an H×W photo (nearest neighbour; background
+    outside the box; the parts of the box past the photo border are dropped)."""
+    import cv2
+
+    H, W = shape
+    x0, y0, x1, y1 = (int(v) for v in box)
+    big = cv2.resize(np.asarray(crop_labels, np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    out = np.zeros((H, W), np.uint8)
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
+    if cx1 > cx0 and cy1 > cy0:
+        out[cy0:cy1, cx0:cx1] = big[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    return out
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """The photo with its foreground labels blended in their palette colours (background untouched)."""
+    img = np.asarray(image, np.float32)
+    col = np.asarray(palette, np.float32)[labels]
+    fg = (labels > 0)[..., None]
+    return np.where(fg, (1 - alpha) * img + alpha * col, img).round().astype(np.uint8)
+
+
+def parse_photo(
+    parser: MCNNParser, image: np.ndarray, extractor: Any, database_features: np.ndarray,
+    database_indices: np.ndarray, k: int = 9,
+) -> PhotoParse:  # fmt: skip
+    """Parse a raw photo of any size that is not in the corpus.
+
+    1. human-centric crop with OpenCV's HOG people detector (:func:`qparse_lite.prepare.human_centric_crop`;
+       the whole image, with a warning, when it finds nobody), resized to the corpus size S;
+    2. its K nearest corpus images by ``extractor`` features among ``database_features`` (rows of
+       ``database_indices``, normally the train split; :func:`qparse_lite.retrieval.corpus_features`);
+    3. :meth:`MCNNParser.parse`; 4. the S×S result pasted back at the photo's resolution (:func:`paste_back`).
+    """
+    from .prepare import human_centric_crop
+    from .retrieval import knn
+
+    S = int(parser.corpus.size)
+    crop, _, box, method = human_centric_crop(np.asarray(image), S)
+    if extractor.needs_labels:
+        raise ValueError(f"features {extractor.name!r} need label maps; a raw photo has none")
+    feat = extractor(crop[None], progress=False)
+    rows, _ = knn(database_features, feat, k)
+    neighbours = np.asarray(database_indices)[rows[0]]
+    stages = parser.parse(crop, neighbours)
+    full = paste_back(stages.labels, box, image.shape[:2])
+    return PhotoParse(full, tuple(int(v) for v in box), method, neighbours, stages)  # type: ignore[arg-type]

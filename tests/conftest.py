@@ -17,3 +17,24 @@ def ccp_root() -> Path:
     if not (CCP_MIRROR / "label_list.mat").is_file():
         pytest.skip(f"CCP mirror not found at {CCP_MIRROR} (set QPARSE_CCP_ROOT)")
     return CCP_MIRROR
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A small prepared synthetic corpus (48 px) and an M-CNN trained on it for one short epoch.
+
+    Returns ``(corpus, run_dir)``. The model is barely trained: tests that use it check plumbing and
+    shapes, not parsing quality.
+    """
+    from qparse_lite.datasets import get_dataset
+    from qparse_lite.prepare import Corpus, prepare_corpus
+    from qparse_lite.train import train
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    prepare_corpus(get_dataset("synthetic", n=60, size=128, seed=3), 48, base / "corpus", progress=False)
+    corpus = Corpus.load(base / "corpus")
+    run = train(
+        "quick", "mcnn", base / "run", device="cpu", corpus=corpus, epochs=1, pairs_per_epoch=256,
+        batch_size=32, val_pairs=64, k_train=4, width=0.25, progress=False,
+    )  # fmt: skip
+    return corpus, run

@@ -1,0 +1,58 @@
+"""``qparse evaluate``: Table 1/2 rows (and Fig. 5) of a trained run or a baseline on a corpus split."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="parse a corpus split and write Table 1/2 rows, per-image label maps and (--fig5) the K sweep",
+        description="Parses every image of a split of a prepared corpus with a trained M-CNN (--model) or a "
+        "baseline on the same harness (--method label-transfer | mean-label-map), and writes OUT/table1.csv/.md, "
+        "OUT/table2.csv/.md, OUT/scores.json, OUT/pred/<id>.png and OUT/gt/<id>.png (which `qparse score` "
+        "accepts). --fig5 adds OUT/fig5.csv/.md/.png: average F1 against K in {1,3,5,7,9,11,15}.",
+    )
+    p.add_argument("--model", default=None, help="a `qparse train` run folder (for --method mcnn)")
+    p.add_argument("--corpus", required=True, help="prepared corpus cache folder (`qparse prepare`)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate")
+    p.add_argument("--k", type=int, default=9, help="KNN images per test image (paper: 9)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--method", default="mcnn", choices=["mcnn", "label-transfer", "mean-label-map"],
+                   help="mcnn (needs --model), or a baseline: KNN label transfer (PaperDoll-like, not "
+                        "PaperDoll) or the train split's mean label map")  # fmt: skip
+    p.add_argument("--features", default=None,
+                   help="retrieval features (default: the model's profile; hog-color for baselines)")  # fmt: skip
+    p.add_argument("--xi1", type=float, default=None, help="label visibility threshold ξ1 (default: profile, 0.8)")
+    p.add_argument("--xi2", type=float, default=None, help="rough foreground threshold ξ2 (default: profile, 0.5)")
+    p.add_argument("--erosion", type=int, default=None,
+                   help="seed erosion size in px (default: 10 scaled to the image size)")  # fmt: skip
+    p.add_argument("--superpixels", default="slic", choices=["slic", "felzenszwalb", "quickshift", "none"],
+                   help="superpixel smoothing (none: the paper's 'w/o ss' ablation)")  # fmt: skip
+    p.add_argument("--n-segments", type=int, default=200, help="SLIC superpixels per image")
+    p.add_argument("--background", default="geodesic", choices=["geodesic", "complement"],
+                   help="background probability: geodesic distances from the seeds, or 1 - p_fg")  # fmt: skip
+    p.add_argument("--fig5", action="store_true", help="also sweep K (Fig. 5)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate
+    from ..metrics import markdown_table
+    from ..prepare import Corpus
+    from ..runinfo import get_device
+
+    corpus = Corpus.load(args.corpus)
+    res = evaluate(
+        corpus, args.out, method=args.method, model=args.model, split=args.split, k=args.k,
+        features=args.features, device=get_device(args.device), xi1=args.xi1, xi2=args.xi2,
+        erosion=args.erosion, superpixel_method=None if args.superpixels == "none" else args.superpixels,
+        n_segments=args.n_segments, background=args.background, fig5=args.fig5, limit=args.limit,
+    )  # fmt: skip
+    keys = ["accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"]
+    print(markdown_table([{"method": res["method"], **{k: res[k] for k in keys}}]))
+    print(f"wrote {args.out}/table1.csv, table2.csv, scores.json, pred/, gt/" + (", fig5.csv/png" if args.fig5 else ""))
+    return 0

@@ -1,0 +1,97 @@
+"""The evaluation harness, baselines and ``qparse evaluate`` (Table 1/2 rows, per-image maps, Fig. 5)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from qparse_lite.baselines import LabelTransfer, mean_label_map, transfer_votes
+from qparse_lite.cli import main
+from qparse_lite.evaluate import FIG5_KS, evaluate_parser, k_sweep, tables
+from qparse_lite.labels import ATR18
+
+
+def test_mean_label_map_is_the_pixelwise_majority():
+    labels = np.array([[[0, 1], [2, 2]], [[0, 1], [1, 2]], [[3, 3], [1, 0]]], np.uint8)
+    assert mean_label_map(labels, 4).tolist() == [[0, 1], [1, 2]]
+
+
+def test_transfer_votes_and_label_transfer():
+    nb = np.array([[[1, 1], [0, 2]], [[1, 0], [0, 2]]], np.uint8)
+    v = transfer_votes(nb, 3)
+    assert v.shape == (3, 2, 2)
+    np.testing.assert_allclose(v.sum(0), 1.0)
+    assert v[1, 0, 1] == pytest.approx(0.5) and v[2, 1, 1] == pytest.approx(1.0)
+    # with its own label map as the only neighbour and no smoothing, transfer reproduces it exactly
+    gt = np.random.default_rng(0).integers(0, 5, (9, 9)).astype(np.uint8)
+    lt = LabelTransfer(5, superpixel_method=None)
+    assert (lt(np.zeros((9, 9, 3), np.uint8), gt[None]) == gt).all()
+
+
+def test_harness_scores_a_perfect_and_a_constant_parser(tiny_run):
+    corpus, _ = tiny_run
+    idx = corpus.split("test")
+    perfect = evaluate_parser(lambda i: np.asarray(corpus.labels[i]), corpus, idx, corpus.label_set)
+    assert perfect["accuracy"] == pytest.approx(100.0) and perfect["avg_f1"] == pytest.approx(100.0)
+    bg = evaluate_parser(lambda i: np.zeros_like(corpus.labels[i]), corpus, idx, corpus.label_set)
+    assert bg["fg_accuracy"] == pytest.approx(0.0) and bg["avg_f1"] < 10
+    t1, t2 = tables([("perfect", "M-CNN", perfect)], corpus.label_set)
+    assert list(t1.columns[:2]) == ["method", "paper_method"] and t1.avg_f1[0] == pytest.approx(100)
+    assert "upper_clothes" in t2.columns  # the paper's CSV spelling
+
+
+def test_k_sweep_columns(tiny_run):
+    corpus, _ = tiny_run
+    idx = corpus.split("test")[:3]
+    df = k_sweep(lambda i, k: np.asarray(corpus.labels[i]) * (k > 1), corpus, idx, corpus.label_set, (1, 3))
+    assert df.k.tolist() == [1, 3] and df.avg_f1[1] == pytest.approx(100) and df.avg_f1[0] < df.avg_f1[1]
+
+
+def test_evaluate_cli_mcnn_tables_maps_fig5_and_score_agree(tiny_run, tmp_path, capsys):
+    corpus, run = tiny_run
+    out = tmp_path / "ev"
+    rc = main(["evaluate", "--model", str(run), "--corpus", str(corpus.path), "--split", "test", "--k", "3",
+               "--out", str(out), "--fig5", "--limit", "4", "--xi1", "0.3", "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    t1 = pd.read_csv(out / "table1.csv")
+    assert t1.method[0] == "M-CNN" and t1.paper_method[0] == "M-CNN"
+    assert set(pd.read_csv(out / "table2.csv").columns) >= {"hat", "left_shoe"}
+    assert (out / "table1.md").is_file() and (out / "fig5.png").is_file()
+    fig5 = pd.read_csv(out / "fig5.csv")
+    assert fig5.k.tolist() == list(FIG5_KS)
+    assert len(list((out / "pred").glob("*.png"))) == 4 == len(list((out / "gt").glob("*.png")))
+    sc = json.loads((out / "scores.json").read_text())
+    assert sc["run"]["git_commit"] and sc["run"]["images"] == 4 and sc["run"]["parser"]["xi1"] == 0.3
+    # fig5 at K = 3 is the same evaluation as the table at K = 3
+    assert fig5.set_index("k").avg_f1[3] == pytest.approx(t1.avg_f1[0], abs=0.01)
+    capsys.readouterr()
+    assert main(["score", "--pred", str(out / "pred"), "--gt", str(out / "gt"), "--labels", "atr18", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["avg_f1"] == pytest.approx(sc["avg_f1"], abs=1e-6)
+    assert scored["accuracy"] == pytest.approx(sc["accuracy"], abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["label-transfer", "mean-label-map"])
+def test_evaluate_cli_baselines(tiny_run, tmp_path, method):
+    corpus, _ = tiny_run
+    out = tmp_path / method
+    assert main(["evaluate", "--method", method, "--corpus", str(corpus.path), "--k", "3", "--out", str(out)]) == 0
+    t1 = pd.read_csv(out / "table1.csv")
+    assert 0 < t1.avg_f1[0] < 100
+    assert str(t1.paper_method.astype(object).fillna("")[0]) == ("PaperDoll [28]" if method == "label-transfer" else "")
+
+
+def test_evaluate_cli_errors(tiny_run, tmp_path, capsys):
+    corpus, run = tiny_run
+    assert main(["evaluate", "--corpus", str(corpus.path), "--out", str(tmp_path / "x")]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tmp_path / "nope"), "--corpus", str(corpus.path),
+                 "--out", str(tmp_path / "y")]) == 2  # fmt: skip
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["evaluate", "--method", "label-transfer", "--corpus", str(corpus.path), "--fig5",
+                 "--out", str(tmp_path / "z")]) == 2  # fmt: skip
+    assert "--fig5" in capsys.readouterr().err
+    assert ATR18.name == corpus.label_set.name
