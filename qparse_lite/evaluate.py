@@ -26,7 +26,7 @@ from .reported import label_column
 
 __all__ = [
     "evaluate_parser", "tables", "write_tables", "k_sweep", "split_neighbours", "make_parser_fn", "fig5_sweep",
-    "plot_fig5", "evaluate", "FIG5_KS", "METHODS",
+    "plot_fig5", "evaluate", "parameter_sweep", "FIG5_KS", "METHODS",
 ]  # fmt: skip
 
 
@@ -259,7 +259,7 @@ def evaluate(
     idx = np.asarray(corpus.split(split))[:limit]
     sc = evaluate_parser(fn, corpus, idx, corpus.label_set, out, desc=f"evaluate {method}")
     label = name or {
-        "mcnn": f"M-CNN {variant}" if variant != "mcnn" else "M-CNN",
+        "mcnn": PAPER_NAMES.get(variant or "", f"M-CNN {variant}"),
         "label-transfer": "KNN label transfer (PaperDoll-like)",
         "mean-label-map": "mean label map (prior)",
     }[method]
@@ -294,3 +294,35 @@ def evaluate(
     )  # fmt: skip
     atomic_write_json(out / "scores.json", json_safe({**sc, "method": label, "run": rec}))
     return {**sc, "method": label, "paper_method": paper, "run": rec}
+
+
+def parameter_sweep(
+    parser: Any, corpus: Any, split: str, neighbours: np.ndarray, name: str, values: Sequence[Any],
+    k: int = 9, limit: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """The Table 1 metrics of an M-CNN parser for each value of one post-processing parameter.
+
+    ``name`` is an attribute of :class:`~qparse_lite.parse.MCNNParser` (``xi1``, ``xi2``, ``erosion``,
+    ``superpixel_method``, ``n_segments``, ``background``). The M-CNN runs once per image; only the
+    post-processing is repeated per value. Used to choose ξ1 on the validation split (notebook 04).
+    """
+    import copy
+
+    if not hasattr(parser, name):
+        raise ValueError(f"the parser has no parameter {name!r}")
+    idx = np.asarray(corpus.split(split))[:limit]
+    rows = {int(i): r for r, i in enumerate(corpus.split(split))}
+    variants = []
+    for v in values:
+        p = copy.copy(parser)
+        setattr(p, name, v)
+        variants.append(p)
+    cms = [ConfusionMatrix(corpus.label_set.num_labels) for _ in values]
+    for i in tqdm(idx, desc=f"{name} sweep", mininterval=1.0, disable=None):
+        image, nb = np.asarray(corpus.images[i]), neighbours[rows[int(i)]][:k]
+        present, c, t = parser.match(image, nb)
+        gt = np.asarray(corpus.labels[i])
+        for p, cm in zip(variants, cms, strict=True):
+            cm.update(p.postprocess(image, nb, present, c, t).labels, gt)
+    out = [{name: v, **_strip_method(table1_row(scores(cm, corpus.label_set), str(v)))} for v, cm in zip(values, cms, strict=True)]
+    return pd.DataFrame(out)

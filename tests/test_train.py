@@ -12,6 +12,7 @@ import torch
 
 from qparse_lite.errors import QparseError
 from qparse_lite.labels import ATR18
+from qparse_lite.profiles import get_profile
 from qparse_lite.train import LOG_COLUMNS, load_model, matching_loss, read_log, roc_auc, train
 
 S = 32
@@ -148,7 +149,7 @@ def test_other_seed_sgd_and_holdout(tiny, tmp_path):
     c = _train(tiny, tmp_path / "c", epochs=1, seed=1, optimizer="sgd", holdout_label="bag")
     assert _log_text(c) != _log_text(ref)
     row = read_log(c)[0]
-    assert row["lr"] == pytest.approx(1e-3)  # the quick profile's lr: no plateau yet
+    assert row["lr"] == pytest.approx(get_profile("quick").lr)  # SGD at the profile lr: no plateau yet
     _, _, meta = load_model(c)
     assert meta["holdout"] == "bag" and meta["optimizer_name"] == "sgd"
     rec = json.loads((c / "run.json").read_text())

@@ -1,0 +1,88 @@
+"""The notebook rules (notebooks/README.md): stored without outputs, one ``parameters`` cell as the whole
+interface, kernel ``python3``; and ``qparse reproduce`` failing loudly, naming the notebook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from qparse_lite.errors import QparseError
+from qparse_lite.reproduce import NOTEBOOK_DIR, list_notebooks, reproduce
+
+PARAMETERS = ["profile", "data_root", "device", "seed", "output_dir"]
+NOTEBOOKS = list_notebooks()
+
+
+def test_the_reading_order_is_complete():
+    names = [p.stem for p in NOTEBOOKS]
+    assert [n[:2] for n in names] == [f"{i:02d}" for i in range(len(names))]
+    for stem in ("00_setup_and_data", "01_knn_retrieval", "02_mcnn_architecture", "03_training",
+                 "04_parsing_step_by_step", "05_reproduce_tables", "06_new_labels_without_retraining"):  # fmt: skip
+        assert stem in names
+    readme = (NOTEBOOK_DIR / "README.md").read_text()
+    for n in names:
+        assert n in readme, f"notebooks/README.md does not list {n}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_stored_without_outputs_and_with_one_parameters_cell(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for c in code:
+        assert c.outputs == [] and c.execution_count is None, f"{path.name}: outputs stored; clear them"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    names = [line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line]
+    assert names == PARAMETERS
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {path.stem[:2]} ·")
+    assert "papermill" not in json.dumps(nb.metadata)  # no executed-notebook metadata committed
+
+
+def _notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(
+        'profile = "quick"\ndata_root = None\ndevice = "auto"\nseed = 0\noutput_dir = None'
+    )
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# 00 · test"), params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_reproduce_stops_naming_the_notebook_and_resumes(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "00_ok.ipynb", "open(output_dir + '/00.txt', 'w').write(str(seed))")
+    _notebook(
+        nbs / "01_data.ipynb",
+        "from pathlib import Path\nfrom qparse_lite.errors import QparseError\n"
+        "if data_root and not Path(data_root).is_dir():\n"
+        "    raise QparseError(f'{data_root}: no dataset here. Fix: qparse data download ccp --root DIR')",
+    )
+    out = tmp_path / "run"
+    with pytest.raises(QparseError) as e:
+        reproduce("quick", out, data_root=str(tmp_path / "missing"), notebook_dir=nbs, seed=3)
+    msg = str(e.value)
+    assert "01_data.ipynb" in msg and "no dataset here" in msg and "--resume" in msg
+    status = json.loads((out / "status.json").read_text())
+    assert status["00_ok"]["status"] == "ok" and status["01_data"]["status"] == "failed"
+    assert (out / "00.txt").read_text() == "3"
+    (out / "00.txt").unlink()
+    run = reproduce("quick", out, resume=True, data_root=str(tmp_path), notebook_dir=nbs, seed=3)
+    assert not (out / "00.txt").exists()  # 00 was complete: skipped
+    assert json.loads((run / "status.json").read_text())["01_data"]["status"] == "ok"
+    assert (run / "report.md").is_file() and (run / "notebooks" / "01_data.html").is_file()
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["seed"] == 3 and rec["git_commit"] and rec["hardware"]
+
+
+def test_reproduce_real_notebook_with_a_bad_data_root(tmp_path):
+    """The injected failure of the issue: the ccp profile with a data root that does not exist."""
+    with pytest.raises(QparseError) as e:
+        reproduce("ccp", tmp_path / "run", data_root=str(tmp_path / "nowhere"), notebooks=["00"])
+    assert "00_setup_and_data.ipynb" in str(e.value)
