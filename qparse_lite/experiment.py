@@ -32,9 +32,11 @@ from .runinfo import PACKAGE_ROOT, get_device, set_seed
 __all__ = ["Workspace", "default_output_dir"]
 
 
-def default_output_dir(profile: str) -> Path:
-    """``runs/notebooks-<profile>`` at the repository root (used when ``output_dir`` is None)."""
-    return PACKAGE_ROOT / "runs" / f"notebooks-{profile}"
+def default_output_dir(profile: str, seed: int | None = None) -> Path:
+    """``runs/notebooks-<profile>`` at the repository root (``…-seed<N>`` for a seed other than the
+    profile's); used when ``output_dir`` is None."""
+    suffix = "" if seed is None or seed == get_profile(profile).seed else f"-seed{seed}"
+    return PACKAGE_ROOT / "runs" / f"notebooks-{profile}{suffix}"
 
 
 class Workspace:
@@ -59,14 +61,31 @@ class Workspace:
         base = get_profile(name) if isinstance(profile, str) else profile
         fields = {k: v for k, v in base.to_dict().items() if k != "name"}
         self.profile: Profile = get_profile(name, **{**fields, "seed": seed, **overrides})
-        self.out = Path(output_dir) if output_dir else default_output_dir(name)
+        self.out = Path(output_dir) if output_dir else default_output_dir(name, self.profile.seed)
         self.out.mkdir(parents=True, exist_ok=True)
+        self._check_profile()
         if data_root is None and self.profile.dataset == "ccp":
             guess = PACKAGE_ROOT.parent / "shared" / "datasets" / "clothing-co-parsing"
             data_root = guess if guess.is_dir() else None
         self.data_root = Path(data_root) if data_root else None
         self.device = get_device(device)
         set_seed(self.profile.seed)
+
+    def _check_profile(self) -> None:
+        """A folder holds one profile's work: ``workspace.json`` records it, and a folder made with other
+        settings is refused (its corpus and models would silently not match)."""
+        rec_path = self.out / "workspace.json"
+        want = self.profile.to_dict()
+        if rec_path.is_file():
+            have = json.loads(rec_path.read_text()).get("profile", {})
+            diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+            if diff:
+                raise QparseError(
+                    f"{self.out} holds work of another setting ({', '.join(f'{k}: {have.get(k)!r} there, {want.get(k)!r} now' for k in diff)}). "
+                    f"Fix: pass another output_dir, or delete {self.out}."
+                )
+        else:
+            atomic_write_text(rec_path, json.dumps({"profile": want}, indent=1) + "\n")
 
     # -- folders --------------------------------------------------------------------------------------
     @property

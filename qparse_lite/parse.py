@@ -98,7 +98,7 @@ class MCNNParser:
         self.superpixel_method, self.n_segments, self.background = superpixel_method, n_segments, background
         self.device, self.batch_size = device, batch_size
         self._to_input = image_to_input
-        self.mean = torch.as_tensor(np.asarray(corpus.mean, np.float32), device=device).permute(2, 0, 1)
+        self.mean = torch.from_numpy(np.array(corpus.mean, np.float32)).to(device).permute(2, 0, 1)
 
     # -- stage 1: the M-CNN over all K×L pairs --------------------------------------------------------
     @torch.no_grad()
@@ -110,7 +110,7 @@ class MCNNParser:
         g = torch.as_tensor(np.asarray(self.corpus.images[np.asarray(neighbours)]), device=dev)
         g = g.permute(0, 3, 1, 2).float()  # K×3×S×S, 0..255
         y = torch.as_tensor(nb_labels, device=dev).long()  # K×S×S
-        I = torch.as_tensor(np.ascontiguousarray(image), device=dev).permute(2, 0, 1)[None].float()
+        I = torch.from_numpy(np.array(image, np.uint8)).to(dev).permute(2, 0, 1)[None].float()
         cache = self.model.encode_test(self._to_input(I, self.mean))
         fg = torch.arange(1, L, device=dev)
         kk, ll = torch.meshgrid(torch.arange(len(neighbours), device=dev), fg, indexing="ij")
