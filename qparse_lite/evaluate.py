@@ -83,11 +83,11 @@ def _strip_method(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "method"}
 
 
-def write_tables(df: pd.DataFrame, out: str | Path, name: str) -> tuple[Path, Path]:
-    """Write ``out/name.csv`` and ``out/name.md`` atomically."""
+def write_tables(df: pd.DataFrame, out: str | Path, name: str, decimals: int = 2) -> tuple[Path, Path]:
+    """Write ``out/name.csv`` and ``out/name.md`` atomically (floats with ``decimals`` decimals)."""
     out = Path(out)
-    csv = atomic_write_text(out / f"{name}.csv", df.to_csv(index=False, float_format="%.2f"))
-    md = atomic_write_text(out / f"{name}.md", df.to_markdown(index=False, floatfmt=".2f") + "\n")
+    csv = atomic_write_text(out / f"{name}.csv", df.to_csv(index=False, float_format=f"%.{decimals}f"))
+    md = atomic_write_text(out / f"{name}.md", df.to_markdown(index=False, floatfmt=f".{decimals}f") + "\n")
     return csv, md
 
 

@@ -105,11 +105,11 @@ class Workspace:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
         return target
 
-    def save_table(self, df: Any, name: str) -> Path:
+    def save_table(self, df: Any, name: str, decimals: int = 2) -> Path:
         """Save a DataFrame as ``results/<name>.csv`` and ``.md`` atomically; returns the CSV path."""
         from .evaluate import write_tables
 
-        return write_tables(df, self.results_dir, name)[0]
+        return write_tables(df, self.results_dir, name, decimals)[0]
 
     # -- data -----------------------------------------------------------------------------------------
     def dataset(self) -> Any:

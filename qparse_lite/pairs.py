@@ -406,7 +406,7 @@ class PairSampler:
         if self.knn.ndim != 2 or self.knn.shape[0] != len(self.queries):
             raise QparseError(
                 f"PairSampler: KNN table of shape {tuple(self.knn.shape)} does not match {len(self.queries)} "
-                "queries. Fix: compute the KNN for the same split (qparse retrieve / --knn)."
+                "queries. Fix: compute the KNN for the same split (qparse knn / --knn)."
             )
         if len(self.queries) and (int(self.queries.max()) >= data.n or int(self.knn.max()) >= data.n):
             raise QparseError(

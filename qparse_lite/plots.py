@@ -103,7 +103,8 @@ def label_legend(ax: Any, label_set: Any, ids: Sequence[int], fontsize: str = "s
 
     handles = [Patch(color=np.asarray(label_set.palette[i]) / 255, label=label_set.names[i]) for i in ids]
     if handles:
-        ax.legend(handles=handles, fontsize=fontsize, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.legend(handles=handles, fontsize=fontsize, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  ncol=1 + len(handles) // 9)  # fmt: skip
 
 
 def show_stages(stages: Any, label_set: Any, gt: np.ndarray | None = None) -> Any:

@@ -54,3 +54,21 @@ def test_every_subcommand_has_help(cmd, capsys):
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "qparse_lite", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "reproduce" in out.stdout
+
+
+def test_atomic_writes_get_normal_permissions_and_leave_no_temp_files(tmp_path):
+    import os
+
+    from qparse_lite.io import atomic_path, atomic_write_text
+
+    p = atomic_write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(p).st_mode & 0o777 == 0o666 & ~mask
+    try:
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    except RuntimeError:
+        pass
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.txt"]
