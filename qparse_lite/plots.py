@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_image", "draw_box", "show_pairs", "plot_training_log", "show_stages", "label_legend"]
+__all__ = ["to_image", "draw_box", "show_pairs", "plot_training_log", "show_stages", "label_legend", "interactive"]
 
 
 def to_image(x: Any, mean: Any) -> np.ndarray:
@@ -131,3 +131,29 @@ def show_stages(stages: Any, label_set: Any, gt: np.ndarray | None = None) -> An
     label_legend(axes[-1], label_set, [i for i in ids if i > 0])
     fig.tight_layout()
     return fig
+
+
+def interactive(fn: Any, **controls: Any) -> Any:
+    """Sliders (ipywidgets) that redraw the figure ``fn(**values)`` returns; display the returned box.
+
+    Like ``ipywidgets.interact``, but the figure is put into the Output widget's state directly instead of
+    being captured with ``with out:``: captured output can hang headless execution (papermill/nbclient,
+    jupyter/nbclient#312). Widgets keep no state in a saved notebook: draw a static figure beside them.
+    """
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+
+    out = W.Output()
+
+    def draw(*_: Any) -> None:
+        fig = fn(**{k: w.value for k, w in controls.items()})
+        out.outputs = ()
+        out.append_display_data(fig)
+        plt.close(fig)
+
+    for name, w in controls.items():
+        w.description = w.description or name
+        w.continuous_update = False
+        w.observe(draw, names="value")
+    draw()
+    return W.VBox([W.HBox(list(controls.values())), out])
