@@ -3,8 +3,15 @@
 The second matching system of the kit (NOTES.md §4) is Match R-CNN, benchmarked on DeepFashion2. This
 module reads DeepFashion2's per-image annotation files, converts them to COCO, scores detections and
 masks with pycocotools (overall and per subset, like Table 4 of the note), scores consumer-to-shop
-retrieval by DeepFashion2's own protocol, and exports the Clothing Co-Parsing (CCP) mirror into the
-same layout so that everything also runs on data the kit has.
+retrieval by DeepFashion2's own protocol, and exports the Clothing Co-Parsing (CCP) mirror
+(:func:`export_ccp`) or any prepared corpus (:func:`export_corpus`: the synthetic quick data, CCP or ATR
+crops) into the same layout so that everything also runs on data the kit has.
+
+**Parsers meet detectors.** A parser (the M-CNN) outputs a label map, a detector (Match R-CNN) outputs
+scored instances. :func:`instances_from_label_map` turns a label map into instances (one per garment
+category present, scored by the mean label probability) for AP_mask; :func:`instances_to_label_map`
+paints instances into a garment label map for the pixel metrics of :mod:`qparse_lite.metrics`. Which
+labels are garments is :data:`CORPUS_GARMENTS`.
 
 **Annotation layout** (``annos/000001.json``; any numeric file stem works, its integer is the image id)::
 
@@ -76,6 +83,23 @@ __all__ = [
     "retrieval_table",
     "export_ccp",
     "scale_from_fraction",
+    "anno_from_dict",
+    "CORPUS_GARMENTS",
+    "CORPUS_ID_OFFSET",
+    "MIN_ITEM_AREA",
+    "garment_categories",
+    "garment_label_set",
+    "to_garment_labels",
+    "mask_to_polygons",
+    "rasterize",
+    "item_from_mask",
+    "corpus_items",
+    "export_corpus",
+    "instances_from_label_map",
+    "instances_to_label_map",
+    "detection_frame",
+    "random_retrieval",
+    "draw_items",
 ]
 
 #: DeepFashion2's 13 categories, ids 1..13.
@@ -200,6 +224,17 @@ def load_anno(path: str | Path) -> Df2Image:
         raise QparseError(f"{path}: cannot read ({e}). Fix: check the path and permissions.") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise QparseError(f"{path}: not JSON ({e}). Fix: re-download or re-export the file.") from e
+    return anno_from_dict(data, image_id, path)
+
+
+def anno_from_dict(data: Any, image_id: int, path: str | Path | None = None) -> Df2Image:
+    """Validate one annotation already in memory (the JSON object of a file) as :func:`load_anno` does.
+
+    ``path`` names it in error messages and becomes :attr:`Df2Image.path` (default ``<image_id>.json``;
+    the stem is the zero-padded id). Used for annotations the kit builds without writing a file (the
+    augmented views of :func:`qparse_lite.match_rcnn.retrieval_views`).
+    """
+    path = Path(path) if path is not None else Path(f"{image_id:06d}.json")
     if not isinstance(data, dict):
         raise _bad(path, "top level", f"expected an object, got {type(data).__name__}")
     if data.get("source") not in ("user", "shop"):
@@ -786,3 +821,424 @@ def export_ccp(
                                       wall_time_s=seconds)},
     )  # fmt: skip
     return summary
+
+
+# ---------------------------------------------------------------------------------------- corpus export
+
+#: Which labels of the kit's label sets are **garments**, i.e. become DeepFashion2 items, and their
+#: category (DeepFashion2 1..13, kit 14..16) with ``True`` where the mapping is exact and ``False`` where
+#: it is a guess (the label set does not say sleeve length or cut). Labels not listed never become items:
+#:
+#: * ``atr18``: hat, sunglasses, belt and scarf (accessories DeepFashion2 does not annotate), hair, face,
+#:   arms and legs (the body). Left and right shoe map to the same category and form **one** item
+#:   (both shoes), as CCP's single shoes label does.
+#: * ``ccp-coarse``: hat, sunglasses, belt, scarf, accessories, legwear (DeepFashion2 has no socks or
+#:   tights), hair and skin.
+#: * ``ccp59``: the fine CCP names of :data:`CCP_TO_DF2` (the same table :func:`export_ccp` uses).
+#:
+#: Shoes and bags are not DeepFashion2 categories either; they are the kit's own (14, 15), kept
+#: because both label sets have them and both parsers output them.
+CORPUS_GARMENTS: dict[str, dict[str, tuple[int, bool]]] = {
+    "atr18": {"upper-clothes": (1, False), "skirt": (9, True), "pants": (8, False), "dress": (10, False),
+              "left-shoe": (14, True), "right-shoe": (14, True), "bag": (15, True)},
+    "ccp-coarse": {"upper-clothes": (1, False), "outerwear": (4, False), "skirt": (9, True),
+                   "pants": (8, False), "dress": (10, False), "shoes": (14, True), "bag": (15, True)},
+    "ccp59": dict(CCP_TO_DF2),
+}  # fmt: skip
+
+#: Image ids of a corpus export: corpus index + this offset (DeepFashion2 ids start at 1).
+CORPUS_ID_OFFSET = 1
+
+#: Smallest item of a corpus export, in crop pixels (ground truth and parser instances alike).
+MIN_ITEM_AREA = 4
+
+#: Version of :func:`export_corpus`'s output; a change makes it rewrite existing exports.
+_EXPORT_VERSION = 1
+
+
+def garment_categories(label_set: Any) -> dict[int, int]:
+    """Label id → category id for the garment labels of ``label_set`` (:data:`CORPUS_GARMENTS`)."""
+    name = getattr(label_set, "name", label_set)
+    if name not in CORPUS_GARMENTS:
+        raise QparseError(
+            f"label set {name!r}: no garment table. Fix: use one of {', '.join(CORPUS_GARMENTS)} "
+            "or add it to qparse_lite.df2.CORPUS_GARMENTS."
+        )
+    table = CORPUS_GARMENTS[name]
+    return {i: table[n][0] for i, n in enumerate(label_set.names) if n in table}
+
+
+def garment_label_set(label_set: Any) -> Any:
+    """The label space of garment *categories*: background plus the categories of ``label_set``'s
+    garments in id order (``atr18`` → background, short sleeve top, trousers, skirt, short sleeve dress,
+    shoes, bag). Pixel metrics of a parser and of a detector are comparable in it."""
+    from .labels import LabelSet
+
+    cats = sorted(set(garment_categories(label_set).values()))
+    return LabelSet(f"{label_set.name}-garments", ("background", *(CATEGORIES[c] for c in cats)))
+
+
+def _category_index(label_set: Any) -> dict[int, int]:
+    """Category id → its index in :func:`garment_label_set`."""
+    cats = sorted(set(garment_categories(label_set).values()))
+    return {c: i + 1 for i, c in enumerate(cats)}
+
+
+def to_garment_labels(label_map: np.ndarray, label_set: Any) -> np.ndarray:
+    """A label map of ``label_set`` → a map in :func:`garment_label_set` (non-garments → background)."""
+    lut = np.zeros(label_set.num_labels, np.uint8)
+    index = _category_index(label_set)
+    for lab, cat in garment_categories(label_set).items():
+        lut[lab] = index[cat]
+    return lut[np.asarray(label_map)]
+
+
+def _hole_free_pieces(mask: np.ndarray) -> list[np.ndarray]:
+    """Split a mask into pieces without holes whose union is the mask: a cut between two rows through a
+    hole opens it to the outside (the removed rows span the whole width), so recursing ends."""
+    from scipy import ndimage
+
+    holes = ndimage.binary_fill_holes(mask) & ~mask
+    if not holes.any():
+        return [mask]
+    ys = np.nonzero(holes)[0]
+    lab, _ = ndimage.label(holes)
+    ys = np.nonzero(lab == lab[ys[0], np.nonzero(holes[ys[0]])[0][0]])[0]
+    r = (int(ys.min()) + int(ys.max()) + 1) // 2  # rows < r above the cut, rows >= r below
+    top, bottom = mask.copy(), mask.copy()
+    top[r:] = False
+    bottom[:r] = False
+    return [p for part in (top, bottom) if part.any() for p in _hole_free_pieces(part)]
+
+
+def mask_to_polygons(mask: np.ndarray) -> list[list[float]]:
+    """Polygons ``[[x1, y1, x2, y2, ...], ...]`` whose union is exactly a binary mask's pixels.
+
+    Pixel (row r, column c) is the unit square [c, c+1] × [r, r+1] (COCO's convention). The outlines run
+    along pixel edges (marching squares at level 0.5; a corner is cut by at most half a pixel, which keeps
+    the corner pixel's centre inside), so pycocotools rasterises them back to the mask exactly
+    (:func:`rasterize`). A DeepFashion2 polygon cannot describe a hole (a bag held in front of a top), so
+    a mask with holes is first cut between rows through each hole into hole-free pieces, one polygon
+    (or more) each.
+    """
+    from skimage import measure
+
+    m = np.asarray(mask, bool)
+    polys = []
+    for piece in _hole_free_pieces(m) if m.any() else []:
+        for c in measure.find_contours(np.pad(piece, 1).astype(np.float32), 0.5):
+            c = measure.approximate_polygon(c, tolerance=0.01)[:-1]  # closed: drop the repeated point
+            if len(c) >= 3:
+                polys.append((c[:, ::-1] - 0.5).ravel().round(3).tolist())  # padded (row, col) → (x, y)
+    return polys
+
+
+def rasterize(segmentation: list[list[float]], height: int, width: int) -> np.ndarray:
+    """The H×W bool mask of DeepFashion2/COCO polygons (pycocotools, union of the polygons)."""
+    from pycocotools import mask as mask_utils
+
+    if not segmentation:
+        return np.zeros((height, width), bool)
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))) > 0
+
+
+def item_from_mask(category_id: int, mask: np.ndarray, style: int = 0, name: str | None = None) -> dict[str, Any]:
+    """A DeepFashion2 item (the JSON object of ``item<k>``) from a binary mask.
+
+    Box: the pixel extent [x1, y1, x2 + 1, y2 + 1]; segmentation: :func:`mask_to_polygons`; scale:
+    :func:`scale_from_fraction` of box area / image area; occlusion, zoom-in and viewpoint 0 (*unknown*:
+    a label map does not say them); no landmarks.
+    """
+    m = np.asarray(mask, bool)
+    if not m.any():
+        raise QparseError(f"item_from_mask: empty mask for category {category_id}")
+    ys, xs = np.nonzero(m)
+    x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    h, w = m.shape
+    return {
+        "category_id": int(category_id), "category_name": name or CATEGORIES[int(category_id)],
+        "style": int(style), "bounding_box": [x1, y1, x2, y2], "landmarks": [],
+        "segmentation": mask_to_polygons(m), "scale": scale_from_fraction((x2 - x1) * (y2 - y1) / (h * w)),
+        "occlusion": 0, "zoom_in": 0, "viewpoint": 0,
+    }  # fmt: skip
+
+
+def corpus_items(label_map: np.ndarray, label_set: Any, min_area: int = MIN_ITEM_AREA) -> list[tuple[int, np.ndarray]]:
+    """``(category id, mask)`` of every garment category present in a label map with ``min_area`` pixels
+    or more, in category order: **one item per category** (the labels of a category merged, e.g. both
+    ATR shoes), because a parser's output is a label map and its unit is a label, not a connected
+    component."""
+    lab = np.asarray(label_map)
+    by_cat: dict[int, list[int]] = {}
+    for label, cat in garment_categories(label_set).items():
+        by_cat.setdefault(cat, []).append(label)
+    out = []
+    for cat in sorted(by_cat):
+        m = np.isin(lab, by_cat[cat])
+        if int(m.sum()) >= min_area:
+            out.append((cat, m))
+    return out
+
+
+def export_corpus(
+    corpus: Any, out: str | Path, split: str | None = "test", indices: Sequence[int] | None = None,
+    min_area: int = MIN_ITEM_AREA, write_images: bool = True, progress: bool | None = None,
+    reuse: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Export a prepared corpus (:class:`qparse_lite.prepare.Corpus`) as DeepFashion2 files, so the
+    DeepFashion2 evaluation runs on any profile's data (synthetic quick, CCP, ATR).
+
+    Writes ``OUT/annos/<id>.json`` and (``write_images``) ``OUT/images/<id>.png`` (the S×S crop) for the
+    images of ``split`` (or the corpus ``indices``). Image id: corpus index + :data:`CORPUS_ID_OFFSET`
+    (file stem zero-padded to 6 digits); ``source`` "user"; ``pair_id`` the image id; ``width``/``height``
+    S. Items: :func:`corpus_items` (garments of :data:`CORPUS_GARMENTS`, one per category present,
+    ``min_area`` pixels or more) as :func:`item_from_mask` objects with ``style`` 1, 2, ... (each item its
+    own (pair_id, style), so that the same item in two augmented views is a retrieval positive);
+    ``category_guess`` true where the mapping is a guess. Attributes the data lacks (occlusion, zoom-in,
+    viewpoint) are 0 = unknown. Also writes ``OUT/export.json`` with counts, the garment table and the
+    polygons' fidelity (IoU of each rasterised item with its label pixels: 1 when
+    :func:`mask_to_polygons` is exact). Returns that summary.
+
+    With ``reuse``, an export of the same corpus arrays (the SHA-256 sums of a saved corpus), images,
+    settings and code already complete in ``OUT`` (its ``export.json`` written last) is not written again;
+    its summary comes back with ``"reused": True``. An in-memory corpus is always exported.
+    """
+    from tqdm.auto import tqdm
+
+    from .io import atomic_save_png
+    from .runinfo import run_record
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    ls = corpus.label_set
+    cats = garment_categories(ls)
+    table = CORPUS_GARMENTS[ls.name]
+    if (indices is None) == (split is None):
+        raise QparseError("export_corpus: give split or indices (one of them)")
+    idx = [int(i) for i in (corpus.split(split) if split is not None else indices)]
+    sums = corpus.meta.get("checksums") or {}
+    key = {"labels": sums.get("labels"), "images": sums.get("images"), "indices": idx, "min_area": min_area,
+           "write_images": write_images, "garments": table, "version": _EXPORT_VERSION}  # fmt: skip
+    done = out / "export.json"
+    if reuse and key["labels"] and done.is_file():
+        try:
+            prev = json.loads(done.read_text())
+        except (OSError, json.JSONDecodeError):
+            prev = {}
+        if json.loads(json.dumps(prev.get("key"))) == json.loads(json.dumps(key)):
+            return {k: v for k, v in prev.items() if k not in ("key", "run")} | {"reused": True}
+    done.unlink(missing_ok=True)
+    guess = {c: not exact for n, (c, exact) in table.items() if n in ls.names}
+    counts: Counter = Counter()
+    scales: Counter = Counter()
+    fidelity: list[float] = []
+    S = int(corpus.size)
+    for i in tqdm(idx, desc="export corpus", mininterval=1.0, disable=None if progress is None else not progress):
+        iid = i + CORPUS_ID_OFFSET
+        doc: dict[str, Any] = {"source": "user", "pair_id": iid, "width": S, "height": S,
+                               "corpus_index": i, "corpus_id": str(corpus.ids[i])}  # fmt: skip
+        for k, (cat, m) in enumerate(corpus_items(np.asarray(corpus.labels[i]), ls, min_area), start=1):
+            it = item_from_mask(cat, m, style=k)
+            it["category_guess"] = guess.get(cat, False)
+            it["labels"] = sorted({ls.names[lab] for lab, c in cats.items() if c == cat})
+            doc[f"item{k}"] = it
+            counts[cat] += 1
+            scales[SUBSET_FAMILIES["scale"][it["scale"]]] += 1
+            r = rasterize(it["segmentation"], S, S)
+            fidelity.append(float((r & m).sum() / (r | m).sum()))
+        atomic_write_json(out / "annos" / f"{iid:06d}.json", doc)
+        if write_images:
+            atomic_save_png(out / "images" / f"{iid:06d}.png", np.asarray(corpus.images[i]))
+    seconds = time.perf_counter() - t0
+    summary = {
+        "n_images": len(idx), "n_items": sum(counts.values()), "split": split, "label_set": ls.name,
+        "items_per_category": {CATEGORIES[c]: counts[c] for c in sorted(counts)},
+        "items_per_scale": {s: scales[s] for s in SUBSET_FAMILIES["scale"].values()},
+        "garments": {n: {"category_id": c, "category": CATEGORIES[c], "guess": not e}
+                     for n, (c, e) in table.items() if n in ls.names},
+        "not_items": [n for n in ls.names[1:] if n not in table],
+        "unknown_attributes": ["occlusion", "zoom_in", "viewpoint"],
+        "polygon_iou_mean": float(np.mean(fidelity)) if fidelity else None,
+        "polygon_iou_min": float(np.min(fidelity)) if fidelity else None,
+        "min_area": min_area, "seconds": round(seconds, 3), "reused": False,
+    }  # fmt: skip
+    atomic_write_json(
+        done,
+        {**summary, "key": key, "run": run_record(profile=None, seed=None, dataset=str(corpus.meta.get("dataset")),
+                                      dataset_version=str(corpus.meta.get("version")), wall_time_s=seconds)},
+    )  # fmt: skip
+    return summary
+
+
+def instances_from_label_map(
+    label_map: np.ndarray, label_set: Any, image_id: int, prob_maps: np.ndarray | None = None,
+    min_area: int = MIN_ITEM_AREA,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """COCO results from a parser's label map, so that a parse (the M-CNN's) is scored by
+    :func:`evaluate_detections` like a detector's output.
+
+    One instance per garment category present (:func:`corpus_items`, the unit of the ground truth of
+    :func:`export_corpus`), ``segmentation`` an RLE of its pixels, ``bbox`` their extent. ``score``: the
+    mean, over the instance's pixels, of the probability of the label each pixel carries
+    (``prob_maps[label, y, x]``, L×H×W, the M-CNN's :math:`M_l` of ``ParseStages.prob_maps``), clipped
+    to [0, 1]; 1.0 without ``prob_maps``. AP ranks instances by this score.
+    """
+    from pycocotools import mask as mask_utils
+
+    lab = np.asarray(label_map)
+    out = []
+    for cat, m in corpus_items(lab, label_set, min_area):
+        if prob_maps is None:
+            score = 1.0
+        else:
+            pm = np.asarray(prob_maps)
+            ys, xs = np.nonzero(m)
+            score = float(np.clip(pm[lab[ys, xs], ys, xs].mean(), 0.0, 1.0))
+        ys, xs = np.nonzero(m)
+        x1, y1 = int(xs.min()), int(ys.min())
+        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        out.append({"image_id": int(image_id), "category_id": int(cat), "score": score,
+                    "bbox": [x1, y1, int(xs.max()) + 1 - x1, int(ys.max()) + 1 - y1], "segmentation": rle})  # fmt: skip
+    return out
+
+
+def instances_to_label_map(
+    results: Iterable[dict[str, Any]], shape: tuple[int, int], label_set: Any, score_thresh: float = 0.5
+) -> np.ndarray:
+    """A garment label map (in :func:`garment_label_set`) painted from one image's COCO results, so that a
+    detector (Match R-CNN) is scored by the pixel metrics of :mod:`qparse_lite.metrics` like a parser.
+
+    Instances with ``score >= score_thresh`` are painted in increasing score (the most confident wins
+    where masks overlap) with the index of their category; categories outside the garment set and
+    unpainted pixels are background. Masks: RLE or polygon ``segmentation``, else the ``bbox``.
+    """
+    from pycocotools import mask as mask_utils
+
+    h, w = shape
+    index = _category_index(label_set)
+    out = np.zeros((h, w), np.uint8)
+    for r in sorted(results, key=lambda r: float(r["score"])):
+        if float(r["score"]) < score_thresh or int(r["category_id"]) not in index:
+            continue
+        seg = r.get("segmentation")
+        if isinstance(seg, dict):
+            rle = dict(seg)
+            if isinstance(rle["counts"], str):
+                rle["counts"] = rle["counts"].encode("ascii")
+            m = mask_utils.decode(rle) > 0
+        elif isinstance(seg, list) and seg:
+            m = rasterize(seg, h, w)
+        else:
+            x, y, bw, bh = (float(v) for v in r["bbox"])
+            m = np.zeros((h, w), bool)
+            m[max(0, round(y)) : round(y + bh), max(0, round(x)) : round(x + bw)] = True
+        out[m] = index[int(r["category_id"])]
+    return out
+
+
+def detection_frame(ev: dict[str, Any], reported: bool = True) -> Any:
+    """:func:`evaluate_detections` as a DataFrame (one row per subset, then overall), with the note's
+    reported Match R-CNN AP_mask (Table 4) beside a ``segm`` evaluation when ``reported``.
+
+    Columns: family, subset, n_gt, AP, AP50, AP75 (NaN where a subset has no ground truth, e.g. occlusion
+    on data that lacks it) and, for ``segm``, reported AP_mask / AP50 / AP75.
+    """
+    import pandas as pd
+
+    rows = [
+        {"family": fam, "subset": sub, "n_gt": s["n_gt"], "AP": s["ap"], "AP50": s["ap50"], "AP75": s["ap75"]}
+        for fam in SUBSET_FAMILIES for sub, s in ev.get(fam, {}).items()
+    ]  # fmt: skip
+    o = ev["overall"]
+    rows.append({"family": "overall", "subset": "all", "n_gt": o["n_gt"], "AP": o["ap"], "AP50": o["ap50"],
+                 "AP75": o["ap75"]})  # fmt: skip
+    df = pd.DataFrame(rows)
+    for c in ("AP", "AP50", "AP75"):
+        df[c] = df[c].astype(float)
+    if reported and ev["iou_type"] == "segm":
+        from .reported import deepfashion2_segm
+
+        rep = deepfashion2_segm().rename(columns={
+            "subset_family": "family", "ap_mask": "reported AP_mask", "ap_mask_iou50": "reported AP50",
+            "ap_mask_iou75": "reported AP75"})  # fmt: skip
+        df = df.merge(rep, on=["family", "subset"], how="left")
+    return df
+
+
+def random_retrieval(results: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """The same retrieval results with every gallery list shuffled: the chance level of
+    :func:`evaluate_retrieval` for these detections (same queries and query detections, no matching).
+
+    Meaningful when each list holds the *whole* gallery (``predict(..., top_k=None)``); shuffling a
+    top-20 list would keep its top-20 accuracy."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in results:
+        order = rng.permutation(len(r["gallery_image_id"]))
+        out.append({**r, "gallery_image_id": [r["gallery_image_id"][j] for j in order],
+                    "gallery_bbox": [r["gallery_bbox"][j] for j in order]})  # fmt: skip
+    return out
+
+
+def draw_items(
+    ax: Any, image: np.ndarray, items: Sequence[Any], label_set: Any | None = None, title: str | None = None,
+    score_thresh: float = 0.0, max_items: int = 10,
+) -> Any:  # fmt: skip
+    """Draw clothing items on ``image`` (H×W×3 uint8 or 3×H×W float in [0, 1]) in a matplotlib axis.
+
+    ``items``: :class:`Df2Item` s (ground truth: polygons and box, ``category · style``) or COCO results
+    (detections: RLE/polygon mask and box, labelled ``category score`` or by their ``text`` key; only
+    ``score >= score_thresh``, the ``max_items`` best). Masks are tinted in the category's colour of :func:`garment_label_set`
+    (``label_set`` given) or of a fixed palette. Returns ``ax``.
+    """
+    from matplotlib.patches import Rectangle
+    from pycocotools import mask as mask_utils
+
+    from .labels import voc_palette
+
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
+        img = (np.clip(img.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
+    h, w = img.shape[:2]
+    pal = voc_palette(max(CATEGORIES) + 1)
+    index = _category_index(label_set) if label_set is not None else {}
+    if label_set is not None:
+        gpal = garment_label_set(label_set).palette
+    canvas = img.astype(np.float32)
+    boxes = []
+    if items and isinstance(items[0], dict):
+        items = sorted((r for r in items if float(r["score"]) >= score_thresh), key=lambda r: -float(r["score"]))
+        items = items[:max_items]
+    for it in items:
+        if isinstance(it, Df2Item):
+            cat, m = it.category_id, rasterize(it.segmentation, h, w)
+            x1, y1, x2, y2 = it.bbox
+            text = f"{CATEGORIES[cat]} · {it.style}"
+        else:
+            cat = int(it["category_id"])
+            seg = it.get("segmentation")
+            if isinstance(seg, dict):
+                rle = dict(seg)
+                rle["counts"] = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
+                m = mask_utils.decode(rle) > 0
+            elif isinstance(seg, list) and seg:
+                m = rasterize(seg, h, w)
+            else:
+                m = np.zeros((h, w), bool)
+            x1, y1, bw, bh = it["bbox"]
+            x2, y2 = x1 + bw, y1 + bh
+            text = it.get("text") or f"{CATEGORIES.get(cat, cat)} {float(it['score']):.2f}"
+        col = gpal[index[cat]] if cat in index else pal[cat]
+        canvas[m] = 0.45 * canvas[m] + 0.55 * np.asarray(col, np.float32)
+        boxes.append(((x1, y1, x2, y2), col, text))
+    ax.imshow(canvas.round().astype(np.uint8))
+    for (x1, y1, x2, y2), col, text in boxes:
+        c = np.asarray(col) / 255.0
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ec=c, lw=1.2))
+        ax.text(x1 - 0.5, y1 - 1, text, color="white", fontsize=6, va="bottom",
+                bbox={"facecolor": c, "alpha": 0.8, "pad": 0.5, "lw": 0})  # fmt: skip
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+    return ax

@@ -25,11 +25,14 @@ DeepFashion2 the id is (pair_id, style) for style > 0. On CCP, which has no cons
 augmented view (colour jitter, horizontal flip, rescaling: :func:`augmented_view`); the same item in
 the two views is a positive pair, any other item (same image or another) a negative one. All positive
 pairs and up to ``neg_per_pos`` times as many random negatives enter :math:`\\mathcal{L}_{pair}`.
+The retrieval test set is made the same way (:func:`retrieval_views`): a query and its only positive are
+the same item in two augmented views of one image.
 
 **Weights.** COCO-pretrained Mask R-CNN weights are used only when the file is already in the torch hub
 cache (``<hub>/checkpoints/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``) or given as a path; otherwise an
 ImageNet ResNet-50 from the cache (``resnet50-0676ba61.pth`` / ``resnet50-11ad3fa6.pth``) initialises
-the backbone; otherwise the model starts from scratch. Nothing is ever downloaded. The choice is
+the backbone; otherwise the model starts from scratch, with GroupNorm in the backbone (``scratch_norm``).
+Nothing is ever downloaded. The choice is
 ``MatchRCNN.weights_source`` and appears in every result, checkpoint and run record.
 """
 
@@ -61,6 +64,9 @@ __all__ = [
     "train",
     "predict",
     "collate",
+    "retrieval_views",
+    "parameter_table",
+    "SHOP_ID_OFFSET",
 ]
 
 COCO_MASKRCNN_FILE = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
@@ -137,20 +143,40 @@ class MatchRCNN(nn.Module):
         min_size, max_size: torchvision's resize of the input images.
         match_dim: length of :math:`v`.
         lambda_pair: :math:`\\lambda_5`.
+        anchor_sizes: one anchor size per FPN level (P2..P6; torchvision's default 32..512 suits photos of
+            800 px; tiny corpus crops need smaller ones, e.g. 8..128); 3 aspect ratios each, as the default.
+        scratch_norm: normalisation of a ResNet-50 trained from scratch: ``"group"`` (GroupNorm, 32 groups;
+            the default: detectors trained from scratch use GN — He et al., "Rethinking ImageNet
+            Pre-training", ICCV 2019 — because BatchNorm statistics of 1–2 images per step are noise at
+            test time, when the running averages replace them) or ``"batch"`` (torchvision's default).
+            Pretrained backbones keep their frozen BatchNorm.
+        detector_kw: passed to torchvision's ``MaskRCNN`` (e.g. ``rpn_post_nms_top_n_train``,
+            ``box_batch_size_per_image``, ``box_detections_per_img`` for a small CPU run).
     """
 
     def __init__(
         self, num_classes: int, weights: str | Path = "auto", min_size: int = 800, max_size: int = 1333,
         match_dim: int = 256, lambda_pair: float = 1.0, neg_per_pos: int = 3,
+        anchor_sizes: Sequence[int] | None = None, scratch_norm: str = "group", **detector_kw: Any,
     ) -> None:  # fmt: skip
         super().__init__()
+        if scratch_norm not in ("group", "batch"):
+            raise QparseError(f"scratch_norm {scratch_norm!r}: choose group or batch")
         from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
+        from torchvision.models.detection.anchor_utils import AnchorGenerator
         from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
         from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
         from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
         from torchvision.ops import MultiScaleRoIAlign, misc
 
-        kw = {"min_size": min_size, "max_size": max_size}
+        kw: dict[str, Any] = {"min_size": min_size, "max_size": max_size, **detector_kw}
+        if anchor_sizes is not None:
+            if len(anchor_sizes) != 5:
+                raise QparseError(f"anchor_sizes: one size per FPN level (5), got {list(anchor_sizes)}")
+            # same 3 aspect ratios per location as torchvision's default, so the RPN head keeps its shape
+            kw["rpn_anchor_generator"] = AnchorGenerator(
+                tuple((int(a),) for a in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes)
+            )
         coco = None
         if str(weights) == "auto":
             coco = _hub_file(COCO_MASKRCNN_FILE)
@@ -189,14 +215,28 @@ class MatchRCNN(nn.Module):
             det = MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=num_classes, **kw)
             self.weights_source = f"imagenet-backbone:{imagenet.name} (detector heads from scratch)"
         else:
-            det = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **kw)
-            self.weights_source = "scratch (no pretrained weights in the torch hub cache; none downloaded)"
+            if scratch_norm == "group":
+                from torchvision.models import resnet50
+
+                body = resnet50(weights=None, norm_layer=lambda c: nn.GroupNorm(32, c))
+                det = MaskRCNN(_resnet_fpn_extractor(body, 5), num_classes=num_classes, **kw)
+            else:
+                det = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes, **kw)
+            self.weights_source = (
+                f"scratch ({'GroupNorm' if scratch_norm == 'group' else 'BatchNorm'} backbone; "
+                "no pretrained weights in the torch hub cache; none downloaded)"
+            )
         self.detector = det
         self.num_classes = num_classes
         self.match_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=14, sampling_ratio=2)
         self.match_head = MatchHead(det.backbone.out_channels, match_dim)
         self.lambda_pair = lambda_pair
         self.neg_per_pos = neg_per_pos
+
+    @property
+    def pretrained(self) -> bool:
+        """True when any pretrained weights (COCO Mask R-CNN or ImageNet ResNet-50) were loaded."""
+        return not self.weights_source.startswith("scratch")
 
     def _features(self, images: list[torch.Tensor], targets: list[dict] | None = None):
         il, targets = self.detector.transform(images, targets)
@@ -391,6 +431,89 @@ class Df2Detection(torch.utils.data.Dataset):
         return image, target
 
 
+#: Image ids of the shop views of :func:`retrieval_views`: the user view's id + this offset.
+SHOP_ID_OFFSET = 1_000_000
+
+
+def retrieval_views(
+    dataset: Df2Detection, seed: int = 0, id_offset: int = SHOP_ID_OFFSET,
+    scale_range: tuple[float, float] = (0.8, 1.2),
+) -> tuple[list[torch.Tensor], list[int], list[str], list[Any]]:  # fmt: skip
+    """A consumer-to-shop test set whose positive pairs are **two augmented views of the same item**.
+
+    DeepFashion2 pairs consumer (``user``) photos with ``shop`` photos of the same garment (same
+    ``pair_id`` and ``style``). Data without such pairs (the synthetic corpus, CCP) gets them from
+    augmentation: every image of ``dataset`` is drawn twice as independent :func:`augmented_view` s
+    (colour jitter, flip, rescaling). The first view is the user image (the image's id), the second the
+    shop image (id + ``id_offset``); both keep the image's ``pair_id`` and every item its ``style``, so
+    a query item's only positive is itself in the other view. The views' annotations are rebuilt from
+    the moved masks (:func:`qparse_lite.df2.item_from_mask`; an item whose mask vanished in a view is
+    dropped from that view).
+
+    Returns ``(images, image_ids, sources, annotations)`` — user views first, then shop views — ready
+    for ``predict(model, images, image_ids, sources)`` and ``df2.evaluate_retrieval(annotations, ...)``.
+    """
+    from .df2 import anno_from_dict, item_from_mask
+
+    g = torch.Generator().manual_seed(seed)
+    views: dict[str, list] = {"user": [], "shop": []}
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        meta = dataset.images[i]
+        for source, offset in (("user", 0), ("shop", id_offset)):
+            img, t = augmented_view(image, target, g, scale_range)
+            h, w = img.shape[-2:]
+            doc: dict[str, Any] = {"source": source, "pair_id": meta.pair_id, "width": int(w), "height": int(h)}
+            for k, (cat, m) in enumerate(zip(t["labels"].tolist(), t["masks"], strict=True)):
+                if m.any():
+                    doc[f"item{k + 1}"] = item_from_mask(int(cat), m.numpy() > 0, style=meta.items[k].style)
+            iid = meta.image_id + offset
+            views[source].append((img, iid, anno_from_dict(doc, iid)))
+    both = views["user"] + views["shop"]
+    sources = ["user"] * len(views["user"]) + ["shop"] * len(views["shop"])
+    return [v[0] for v in both], [v[1] for v in both], sources, [v[2] for v in both]
+
+
+def parameter_table(model: MatchRCNN) -> Any:
+    """Parameters of every part of Match R-CNN, laid out as the note's Fig. 4 (FN, PN, MN).
+
+    A DataFrame with columns ``network``, ``part``, ``the note``, ``module`` and ``parameters``; the
+    parameter column sums to all of ``model``'s parameters. Parts without parameters (RoIAlign, the MN's
+    pooling) and the landmark stream the kit leaves out (its data have no landmarks) have 0.
+    """
+    import pandas as pd
+
+    det = model.detector
+    rh = det.roi_heads
+
+    def n(m: nn.Module | None) -> int:
+        return 0 if m is None else sum(p.numel() for p in m.parameters())
+
+    mh = model.match_head
+    rows = [
+        ("FN", "ResNet-50", "ResNet50 extracts features", "detector.backbone.body", n(det.backbone.body)),
+        ("FN", "FPN", "top-down pyramid with lateral connections", "detector.backbone.fpn", n(det.backbone.fpn)),
+        ("FN", "RPN", "region proposal network", "detector.rpn", n(det.rpn)),
+        ("FN", "RoIAlign", "features from the pyramid levels", "roi_heads.*_roi_pool, match_pool", 0),
+        ("PN", "detection: 2 hidden fc", "two hidden fc layers", "roi_heads.box_head", n(rh.box_head)),
+        ("PN", "detection: cls fc + box fc", "one fc for classification, one for box regression",
+         "roi_heads.box_predictor", n(rh.box_predictor)),
+        ("PN", "mask: 4 conv", "4 conv", "roi_heads.mask_head", n(rh.mask_head)),
+        ("PN", "mask: 1 deconv + 1 conv", "1 deconv, another conv", "roi_heads.mask_predictor",
+         n(rh.mask_predictor)),
+        ("PN", "landmarks: 8 conv + 2 deconv", "8 conv, 2 deconv", "not built (no landmarks in the data)", 0),
+        ("MN", "feature extractor: 4 conv", "4 conv", "match_head.convs", n(mh.convs)),
+        ("MN", "pool", "one pooling layer", "global average pooling", 0),
+        ("MN", "fc → v", "one fc layer", "match_head.fc", n(mh.fc)),
+        ("MN", "similarity: (v1 − v2)² → fc → σ", "subtraction, square, fc", "match_head.sim", n(mh.sim)),
+    ]  # fmt: skip
+    df = pd.DataFrame(rows, columns=["network", "part", "the note", "module", "parameters"])
+    missing = sum(p.numel() for p in model.parameters()) - int(df.parameters.sum())
+    if missing:
+        df.loc[len(df)] = ["other", "other", "", "(not in the note's figure)", missing]
+    return df
+
+
 def collate(batch: list) -> tuple[list, list]:
     """Detection collate: lists of images and targets."""
     return [b[0] for b in batch], [b[1] for b in batch]
@@ -491,7 +614,7 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
 @torch.no_grad()
 def predict(
     model: MatchRCNN, images: Sequence[torch.Tensor], image_ids: Sequence[int],
-    sources: Sequence[str] | None = None, score_thresh: float = 0.05, top_k: int = 20,
+    sources: Sequence[str] | None = None, score_thresh: float = 0.05, top_k: int | None = 20,
     batch_size: int = 2, device: str | torch.device = "cpu",
 ) -> dict[str, Any]:  # fmt: skip
     """Detect, segment and match.
@@ -499,8 +622,9 @@ def predict(
     Returns ``{"weights_source", "results", "retrieval"}``: ``results`` is a COCO results list
     (``image_id``, ``category_id``, ``bbox`` xywh, ``score``, ``segmentation`` RLE of mask > 0.5) for
     :func:`qparse_lite.df2.evaluate_detections`; ``retrieval`` (when ``sources`` marks images ``user``
-    or ``shop``) has, for every detection in a user image, the ``top_k`` shop detections ranked by the
-    MN probability :math:`\\hat y`, in the format of :func:`qparse_lite.df2.evaluate_retrieval`.
+    or ``shop``) has, for every detection in a user image, the ``top_k`` shop detections (all of them
+    when ``top_k`` is None) ranked by the MN probability :math:`\\hat y`, in the format of
+    :func:`qparse_lite.df2.evaluate_retrieval`.
     """
     model.eval().to(device)
     results: list[dict[str, Any]] = []
@@ -530,7 +654,7 @@ def predict(
                 if src[iid] != "user" or len(d["boxes"]) == 0:
                     continue
                 p = model.match_head.all_pairs(d["embeddings"].to(device), gv).cpu()
-                order = p.argsort(dim=1, descending=True)[:, :top_k]
+                order = p.argsort(dim=1, descending=True, stable=True)[:, :top_k]
                 for qi in range(len(d["boxes"])):
                     retrieval.append({
                         "query_image_id": iid, "query_bbox": [float(v) for v in d["boxes"][qi]],

@@ -289,3 +289,207 @@ def test_ccp_export_roundtrip(ccp_root: Path, tmp_path: Path, capsys) -> None:
     assert (tmp_path / "two/annos/0007.json").is_file()
     with pytest.raises(QparseError, match="read-only"):
         df2.export_ccp(ccp_root, ccp_root / "df2", ids=["0001"])
+
+
+# ------------------------------------------------------------------------------- corpus export (any data)
+
+
+def _blob_masks() -> list[np.ndarray]:
+    """Masks that are hard to outline: a hole, a hole touching the border of the item diagonally, single
+    pixels, diagonal-only neighbours, two components, a ring inside a ring, random noise."""
+    ms = []
+    m = np.zeros((24, 24), bool)
+    m[4:16, 3:15] = True
+    m[8:11, 7:10] = False  # a hole
+    ms.append(m)
+    m = np.zeros((20, 20), bool)
+    m[2:12, 2:12] = True
+    m[5:9, 5:9] = False
+    m[6:8, 6:8] = True  # an island inside the hole
+    m[15, 15] = m[16, 16] = m[17, 15] = True  # diagonal-only neighbours
+    ms.append(m)
+    m = np.zeros((9, 9), bool)
+    m[4, 4] = True  # one pixel
+    ms.append(m)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        ms.append(rng.random((16, 20)) < 0.55)
+    return ms
+
+
+def test_mask_to_polygons_is_exact() -> None:
+    for i, m in enumerate(_blob_masks()):
+        polys = df2.mask_to_polygons(m)
+        assert polys and all(len(p) >= 6 and len(p) % 2 == 0 for p in polys), i
+        back = df2.rasterize(polys, *m.shape)
+        assert np.array_equal(back, m), (i, int((back != m).sum()))
+    assert df2.mask_to_polygons(np.zeros((5, 5), bool)) == []
+
+
+def test_garment_tables() -> None:
+    from qparse_lite.labels import ATR18, CCP_COARSE
+
+    g = df2.garment_categories(ATR18)
+    names = {ATR18.names[i]: c for i, c in g.items()}
+    assert names["left-shoe"] == names["right-shoe"] == 14 and names["upper-clothes"] == 1
+    assert not {"hair", "face", "hat", "belt", "scarf", "sunglasses", "left-arm"} & set(names)
+    gls = df2.garment_label_set(ATR18)
+    assert gls.names == ("background", "short sleeve top", "trousers", "skirt", "short sleeve dress", "shoes", "bag")
+    lab = np.array([[ATR18.index("hair"), ATR18.index("left-shoe"), ATR18.index("right-shoe"), ATR18.index("skirt")]])
+    assert df2.to_garment_labels(lab, ATR18).tolist() == [[0, 5, 5, 3]]
+    cc = {CCP_COARSE.names[i] for i in df2.garment_categories(CCP_COARSE)}
+    assert cc == {"upper-clothes", "outerwear", "skirt", "pants", "dress", "shoes", "bag"}
+    with pytest.raises(QparseError, match="no garment table"):
+        df2.garment_categories(type("LS", (), {"name": "mystery", "names": ("background",)})())
+
+
+def _toy_corpus():
+    """Three 32×32 ATR-18 crops: a top with a bag held in front of it (a hole), two shoes, hair; a dress;
+    nothing but hair (no item)."""
+    from qparse_lite.labels import ATR18
+    from qparse_lite.prepare import Corpus
+
+    L = ATR18.index
+    labels = np.zeros((3, 32, 32), np.uint8)
+    labels[0, 2:6, 10:20] = L("hair")
+    labels[0, 6:20, 8:24] = L("upper-clothes")
+    labels[0, 10:14, 12:16] = L("bag")
+    labels[0, 26:29, 9:13] = L("left-shoe")
+    labels[0, 26:29, 18:22] = L("right-shoe")
+    labels[1, 4:30, 4:28] = L("dress")
+    labels[2, 2:6, 10:20] = L("hair")
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)
+    return Corpus.from_arrays(images, labels, ATR18, {"train": [], "val": [], "test": [0, 1, 2]})
+
+
+def test_export_corpus_roundtrip(tmp_path: Path) -> None:
+    corpus = _toy_corpus()
+    s = df2.export_corpus(corpus, tmp_path / "df2", split="test", progress=False)
+    assert s["n_images"] == 3 and s["n_items"] == 4  # top, bag, shoes (one item), dress
+    assert s["items_per_category"] == {"short sleeve top": 1, "short sleeve dress": 1, "shoes": 1, "bag": 1}
+    assert s["polygon_iou_min"] == pytest.approx(1.0) and "hair" in s["not_items"]
+    assert (tmp_path / "df2/images/000001.png").is_file() and (tmp_path / "df2/export.json").is_file()
+    images = df2.load_annos(tmp_path / "df2/annos")
+    assert [im.image_id for im in images] == [1, 2, 3] and images[2].items == []
+    im0 = images[0]
+    assert im0.source == "user" and im0.pair_id == 1 and (im0.width, im0.height) == (32, 32)
+    assert [it.category_id for it in im0.items] == [1, 14, 15] and [it.style for it in im0.items] == [1, 2, 3]
+    shoes = im0.items[1]
+    assert shoes.bbox == (9, 26, 22, 29) and shoes.scale == 1  # both shoes, one item, 13×3 of 32×32
+    assert all(it.occlusion == it.zoom_in == it.viewpoint == 0 for im in images for it in im.items)
+    assert images[1].items[0].scale == 3  # 24×26 of 32×32: large
+    raw = json.loads((tmp_path / "df2/annos/000001.json").read_text())
+    assert raw["item1"]["category_guess"] is True and raw["item3"]["category_guess"] is False
+    assert raw["corpus_index"] == 0 and raw["item2"]["labels"] == ["left-shoe", "right-shoe"]
+    # the top's polygons leave the bag's pixels out
+    top = df2.rasterize(im0.items[0].segmentation, 32, 32)
+    assert np.array_equal(top, corpus.labels[0] == 4)
+    # the ground truth's own label maps, as parser instances, score AP 1 (sizes from the PNGs)
+    coco = df2.to_coco(images, tmp_path / "df2/images")
+    res = [r for im in images for r in
+           df2.instances_from_label_map(corpus.labels[im.image_id - 1], corpus.label_set, im.image_id)]  # fmt: skip
+    assert len(res) == 4
+    ev = df2.evaluate_detections(coco, res, "segm")
+    assert ev["overall"]["ap"] == pytest.approx(1.0) and ev["occlusion"]["heavy"]["ap"] is None
+    # a parse that swallows the bag into the top: the top's mask IoU drops to 208/224
+    wrong = corpus.labels[0].copy()
+    wrong[wrong == 16] = 4
+    res2 = df2.instances_from_label_map(wrong, corpus.label_set, 1) + res[3:]
+    ev2 = df2.evaluate_detections(coco, res2, "segm")
+    assert ev2["overall"]["ap"] < 1.0 and ev2["overall"]["ap50"] < 1.0  # the bag is missed
+    with pytest.raises(QparseError, match="split or indices"):
+        df2.export_corpus(corpus, tmp_path / "x", split=None)
+    s = df2.export_corpus(corpus, tmp_path / "idx", split=None, indices=[1], write_images=False)
+    assert s["n_items"] == 1 and not (tmp_path / "idx/images").exists()
+
+
+def test_instances_scores_and_label_maps() -> None:
+    corpus = _toy_corpus()
+    lab = np.asarray(corpus.labels[0])
+    prob = np.zeros((18, 32, 32), np.float32)
+    prob[4] = 0.8  # upper-clothes
+    prob[9], prob[10] = 0.2, 0.6  # left, right shoe: mean over both = 0.4
+    prob[16] = 1.7  # clipped to 1
+    res = df2.instances_from_label_map(lab, corpus.label_set, 7, prob_maps=prob)
+    assert [r["category_id"] for r in res] == [1, 14, 15] and all(r["image_id"] == 7 for r in res)
+    assert [round(r["score"], 4) for r in res] == [0.8, 0.4, 1.0]
+    assert res[1]["bbox"] == [9, 26, 13, 3]
+    # instances → garment label map: the inverse of to_garment_labels on a parse
+    gmap = df2.instances_to_label_map(res, (32, 32), corpus.label_set, score_thresh=0.0)
+    assert np.array_equal(gmap, df2.to_garment_labels(lab, corpus.label_set))
+    assert not (df2.instances_to_label_map(res, (32, 32), corpus.label_set, 0.5) == 5).any()  # shoes < 0.5
+    # overlaps: the higher score wins; categories outside the garment set are ignored
+    boxes = [{"image_id": 1, "category_id": 9, "score": 0.9, "bbox": [0, 0, 10, 10]},
+             {"image_id": 1, "category_id": 1, "score": 0.7, "bbox": [5, 5, 10, 10]},
+             {"image_id": 1, "category_id": 3, "score": 0.99, "bbox": [0, 0, 32, 32]}]  # fmt: skip
+    m = df2.instances_to_label_map(boxes, (32, 32), corpus.label_set)
+    assert m[7, 7] == 3 and m[12, 12] == 1 and m[20, 20] == 0
+
+
+def test_detection_frame_and_random_retrieval(annos: Path) -> None:
+    coco = df2.to_coco(annos)
+    df = df2.detection_frame(df2.evaluate_detections(coco, gt_results(coco), "segm"))
+    assert list(df.columns[:6]) == ["family", "subset", "n_gt", "AP", "AP50", "AP75"]
+    assert len(df) == 13 and df.iloc[-1]["subset"] == "all" and df.iloc[-1]["reported AP_mask"] == 0.680
+    assert df.set_index(["family", "subset"]).loc[("occlusion", "heavy"), "reported AP_mask"] == 0.389
+    dfb = df2.detection_frame(df2.evaluate_detections(coco, gt_results(coco), "bbox"))
+    assert "reported AP_mask" not in dfb.columns
+    res = [{"query_image_id": 1, "query_bbox": [0, 0, 1, 1], "query_score": 1.0,
+            "gallery_image_id": list(range(30)), "gallery_bbox": [[i, 0, i + 1, 1] for i in range(30)]}]  # fmt: skip
+    r1, r2 = df2.random_retrieval(res, seed=0), df2.random_retrieval(res, seed=0)
+    assert r1 == r2 and r1[0]["gallery_image_id"] != res[0]["gallery_image_id"]
+    assert sorted(r1[0]["gallery_image_id"]) == res[0]["gallery_image_id"]
+    assert all(b[0] == g for g, b in zip(r1[0]["gallery_image_id"], r1[0]["gallery_bbox"], strict=True))
+
+
+def test_anno_from_dict_names_the_item() -> None:
+    doc = {"source": "shop", "pair_id": 3, "item1": item(1, (0, 0, 5, 5))}
+    im = df2.anno_from_dict(doc, 42)
+    assert im.image_id == 42 and im.stem == "000042" and im.items[0].bbox == (0, 0, 5, 5)
+    doc["item1"]["scale"] = 9
+    with pytest.raises(QparseError, match=r"view-42: item1\.scale"):
+        df2.anno_from_dict(doc, 42, "view-42")
+
+
+def test_draw_items_ground_truth_and_results(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corpus = _toy_corpus()
+    df2.export_corpus(corpus, tmp_path, split="test", write_images=False)
+    im = df2.load_annos(tmp_path / "annos")[0]
+    res = df2.instances_from_label_map(corpus.labels[0], corpus.label_set, 1)
+    fig, (a, b) = plt.subplots(1, 2)
+    df2.draw_items(a, corpus.images[0], im.items, corpus.label_set, title="gt")
+    df2.draw_items(b, np.asarray(corpus.images[0]).transpose(2, 0, 1) / 255.0, res, corpus.label_set, max_items=2)
+    assert len(a.patches) == 3 and len(b.patches) == 2 and a.get_title() == "gt"
+    assert "short sleeve top · 1" in [t.get_text() for t in a.texts]
+    shown = a.images[0].get_array()
+    assert shown.shape == (32, 32, 3) and not np.array_equal(shown, corpus.images[0])  # masks tinted
+    plt.close(fig)
+
+
+def test_cli_export_corpus(tmp_path: Path, capsys) -> None:
+    path = _toy_corpus().save(tmp_path / "corpus")
+    assert main(["df2", "export-corpus", "--corpus", str(path), "--out", str(tmp_path / "df2"), "--no-images"]) == 0
+    out = capsys.readouterr().out
+    assert "exported 3 test images, 4 items" in out and "| shoes | 1 |" in out
+    assert len(df2.load_annos(tmp_path / "df2/annos")) == 3 and not (tmp_path / "df2/images").exists()
+
+
+def test_export_corpus_reuses_a_complete_export(tmp_path: Path) -> None:
+    from qparse_lite.prepare import Corpus
+
+    corpus = Corpus.load(_toy_corpus().save(tmp_path / "corpus"))
+    first = df2.export_corpus(corpus, tmp_path / "df2", split="test")
+    f = tmp_path / "df2/annos/000001.json"
+    stamp = f.stat().st_mtime_ns
+    again = df2.export_corpus(corpus, tmp_path / "df2", split="test")
+    assert again["reused"] and not first["reused"] and f.stat().st_mtime_ns == stamp
+    assert again["n_items"] == first["n_items"] == 4
+    other = df2.export_corpus(corpus, tmp_path / "df2", split="test", min_area=50)  # settings changed
+    assert not other["reused"] and other["n_items"] == 2  # shoes (24 px) and bag (16 px) dropped
+    assert not df2.export_corpus(corpus, tmp_path / "df2", split="test", min_area=50, reuse=False)["reused"]

@@ -14,12 +14,15 @@ import torch
 from qparse_lite import df2
 from qparse_lite.errors import QparseError
 from qparse_lite.match_rcnn import (
+    SHOP_ID_OFFSET,
     Df2Detection,
     MatchHead,
     MatchRCNN,
     augmented_view,
     pair_loss,
+    parameter_table,
     predict,
+    retrieval_views,
     train,
     train_step,
 )
@@ -38,7 +41,9 @@ def _target(h: int, w: int) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def model() -> MatchRCNN:
     torch.manual_seed(0)
-    return MatchRCNN(17, weights="none", min_size=128, max_size=128)
+    # fewer proposals and sampled RoIs than torchvision's defaults (2000 / 512): a cheaper CPU step
+    return MatchRCNN(17, weights="none", min_size=128, max_size=128, rpn_post_nms_top_n_train=300,
+                     box_batch_size_per_image=128)  # fmt: skip
 
 
 def test_smoke_step_and_predict(model: MatchRCNN) -> None:
@@ -87,6 +92,11 @@ def test_smoke_step_and_predict(model: MatchRCNN) -> None:
     rv = df2.evaluate_retrieval(images_df2, out["retrieval"])
     assert rv["n_queries"] == 1
     assert step_s < 40, f"smoke step took {step_s:.1f} s"
+    # top_k=None: every shop detection, ranked (what df2.random_retrieval needs for a chance level)
+    full = predict(model, images, [1, 2], sources=["user", "shop"], score_thresh=0.0, top_k=None)
+    n_shop = sum(r["image_id"] == 2 for r in full["results"])
+    assert all(len(r["gallery_image_id"]) == n_shop for r in full["retrieval"])
+    assert not model.pretrained
 
 
 def test_pair_loss_counts_and_sign() -> None:
@@ -123,23 +133,32 @@ def test_weights_file_missing() -> None:
         MatchRCNN(14, weights="/nonexistent/maskrcnn.pth")
 
 
-def test_train_loop_writes_checkpoint_and_log(model: MatchRCNN, tmp_path: Path) -> None:
+def _write_df2(tmp_path: Path, n: int = 2, style: int = 0) -> tuple[Path, Path]:
+    """``n`` random 96×80 images with two items each (trousers; a top) in DeepFashion2 format."""
     from PIL import Image
 
     annos, imgs = tmp_path / "annos", tmp_path / "images"
     annos.mkdir()
     imgs.mkdir()
     rng = np.random.default_rng(0)
-    for i in (1, 2):
+    for i in range(1, n + 1):
         Image.fromarray(rng.integers(0, 255, (96, 80, 3), dtype=np.uint8)).save(imgs / f"{i:04d}.jpg")
         doc = {"source": "user", "pair_id": i, "item1": {
-            "category_id": 8, "style": 0, "bounding_box": [10, 20, 50, 90],
+            "category_id": 8, "style": style, "bounding_box": [10, 20, 50, 90],
             "segmentation": [[10, 20, 50, 20, 50, 90, 10, 90]], "scale": 2, "occlusion": 0, "zoom_in": 0,
+            "viewpoint": 0}, "item2": {
+            "category_id": 1, "style": 2 * style, "bounding_box": [55, 5, 75, 25],
+            "segmentation": [[55, 5, 75, 5, 75, 25, 55, 25]], "scale": 1, "occlusion": 0, "zoom_in": 0,
             "viewpoint": 0}}  # fmt: skip
         (annos / f"{i:04d}.json").write_text(json.dumps(doc))
+    return annos, imgs
+
+
+def test_train_loop_writes_checkpoint_and_log(model: MatchRCNN, tmp_path: Path) -> None:
+    annos, imgs = _write_df2(tmp_path)
     ds = Df2Detection(annos, imgs, max_side=64)
     im, t = ds[0]
-    assert im.shape == (3, 64, 53) and t["masks"].shape == (1, 64, 53) and t["labels"].tolist() == [8]
+    assert im.shape == (3, 64, 53) and t["masks"].shape == (2, 64, 53) and t["labels"].tolist() == [8, 1]
     out = train(
         model, ds, tmp_path / "run", steps=1, batch_size=2, device="cpu", num_workers=0, progress=False
     )
@@ -148,3 +167,79 @@ def test_train_loop_writes_checkpoint_and_log(model: MatchRCNN, tmp_path: Path) 
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert len(rows) == 1 and np.isfinite(float(rows[0]["loss_pair"]))
     assert json.loads((out / "run.json").read_text())["weights_source"] == model.weights_source
+
+
+def test_parameter_table(model: MatchRCNN) -> None:
+    df = parameter_table(model)
+    assert int(df.parameters.sum()) == sum(p.numel() for p in model.parameters())
+    assert "other" not in set(df.network)  # every parameter sits in a part of the note's figure
+    mn = df[df.network == "MN"].set_index("module").parameters
+    assert mn["match_head.convs"] == 4 * (256 * 256 * 9 + 256)  # 4 conv 3×3, 256 → 256
+    assert mn["match_head.fc"] == 256 * 256 + 256 and mn["match_head.sim"] == 256 + 1
+    fn = df[df.network == "FN"].set_index("part").parameters
+    assert 23_000_000 < fn["ResNet-50"] < 24_000_000  # ResNet-50 without its fc
+    assert df.set_index("part").loc["landmarks: 8 conv + 2 deconv", "parameters"] == 0
+
+
+def test_small_anchors_and_detector_options() -> None:
+    m = MatchRCNN(17, weights="none", min_size=64, max_size=64, anchor_sizes=(8, 16, 32, 64, 128),
+                  box_detections_per_img=7, rpn_post_nms_top_n_test=50)  # fmt: skip
+    assert m.detector.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+    assert m.detector.rpn.anchor_generator.num_anchors_per_location() == [3] * 5
+    assert m.detector.roi_heads.detections_per_img == 7 and m.detector.rpn._post_nms_top_n["testing"] == 50
+    out = predict(m, [torch.rand(3, 64, 64)], [1], score_thresh=0.0)
+    assert len(out["results"]) <= 7
+    with pytest.raises(QparseError, match="one size per FPN level"):
+        MatchRCNN(17, weights="none", anchor_sizes=(8, 16))
+
+
+def test_retrieval_views_and_oracle_retrieval(tmp_path: Path) -> None:
+    annos, imgs = _write_df2(tmp_path, n=3, style=1)
+    ds = Df2Detection(annos, imgs)
+    images, ids, sources, views = retrieval_views(ds, seed=0)
+    assert ids == [1, 2, 3, 1 + SHOP_ID_OFFSET, 2 + SHOP_ID_OFFSET, 3 + SHOP_ID_OFFSET]
+    assert sources == ["user"] * 3 + ["shop"] * 3 and [v.source for v in views] == sources
+    assert [v.pair_id for v in views] == [1, 2, 3] * 2
+    for img, v in zip(images, views, strict=True):
+        h, w = img.shape[-2:]
+        assert (v.width, v.height) == (w, h) and [it.style for it in v.items] == [1, 2]
+        for it in v.items:
+            assert 0 <= it.bbox[0] < it.bbox[2] <= w and 0 <= it.bbox[1] < it.bbox[3] <= h
+    again = retrieval_views(ds, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(images, again[0], strict=True))  # deterministic
+    # an oracle that ranks each query's own item (other view) first scores top-1 = 1; reversed, not
+    by_id = {v.image_id: v for v in views}
+    gallery = [(v.image_id, list(it.bbox)) for v in views if v.source == "shop" for it in v.items]
+    oracle = []
+    for v in views[:3]:
+        for it in v.items:
+            shop = by_id[v.image_id + SHOP_ID_OFFSET]
+            own = (shop.image_id, list(next(s for s in shop.items if s.style == it.style).bbox))
+            ranked = [own] + [g for g in gallery if g != own]
+            oracle.append({"query_image_id": v.image_id, "query_bbox": list(it.bbox), "query_score": 1.0,
+                           "query_cls": it.category_id, "gallery_image_id": [g[0] for g in ranked],
+                           "gallery_bbox": [g[1] for g in ranked]})  # fmt: skip
+    ev = df2.evaluate_retrieval(views, oracle)
+    assert ev["n_queries"] == 6 and ev["top_k"][1] == pytest.approx(1.0)
+    last = [{**o, "gallery_image_id": o["gallery_image_id"][::-1], "gallery_bbox": o["gallery_bbox"][::-1]}
+            for o in oracle]  # fmt: skip
+    ev = df2.evaluate_retrieval(views, last)
+    assert ev["top_k"][5] == 0.0 and ev["top_k"][10] == pytest.approx(1.0)  # 6 gallery items: own is 6th
+
+
+def test_scratch_backbone_uses_groupnorm(model: MatchRCNN) -> None:
+    """From scratch, BatchNorm's running statistics of 1–2 images per step would replace the batch
+    statistics at test time; with GroupNorm the backbone computes the same in train and eval mode."""
+    body = model.detector.backbone.body
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in body.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
+    assert "GroupNorm" in model.weights_source
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.train()
+        a = model.detector.backbone(x)
+        model.eval()
+        b = model.detector.backbone(x)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    with pytest.raises(QparseError, match="scratch_norm"):
+        MatchRCNN(17, weights="none", scratch_norm="layer")

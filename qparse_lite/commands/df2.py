@@ -1,4 +1,5 @@
-"""``qparse df2``: DeepFashion2 format tools (NOTES.md §4): evaluate, convert to COCO, export CCP."""
+"""``qparse df2``: DeepFashion2 format tools (NOTES.md §4): evaluate, convert to COCO, export CCP or a
+prepared corpus."""
 
 from __future__ import annotations
 
@@ -47,6 +48,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--no-progress", action="store_true", help="no progress bar")
     x.set_defaults(func=_export)
 
+    y = s.add_parser(
+        "export-corpus",
+        help="write a prepared corpus (qparse prepare) as DeepFashion2 files: garments become items",
+        description="Export one split of a prepared corpus (any profile: synthetic, CCP, ATR crops) as "
+        "DeepFashion2 annotation files OUT/annos/<id>.json (+ OUT/images/<id>.png). Items: one per garment "
+        "category present (qparse_lite.df2.CORPUS_GARMENTS says which labels are garments); scale from "
+        "the box area; occlusion, zoom-in and viewpoint 0 = unknown.",
+    )
+    y.add_argument("--corpus", required=True, help="prepared corpus folder (the --out of qparse prepare)")
+    y.add_argument("--out", required=True, help="output folder")
+    y.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
+    y.add_argument("--min-area", type=int, default=4, help="smallest item in crop pixels (default 4)")
+    y.add_argument("--no-images", action="store_true", help="annotations only, no PNG crops")
+    y.set_defaults(func=_export_corpus)
+
 
 def _eval(args: argparse.Namespace) -> int:
     from .. import df2
@@ -83,6 +99,20 @@ def _export(args: argparse.Namespace) -> int:
     print(
         f"exported {s['n_images']} images, {s['n_items']} items in {s['seconds']:.1f} s to {args.out}/annos"
     )
+    print("| category | items |\n|---|---:|")
+    for name, n in s["items_per_category"].items():
+        print(f"| {name} | {n} |")
+    return 0
+
+
+def _export_corpus(args: argparse.Namespace) -> int:
+    from .. import df2
+    from ..prepare import Corpus
+
+    corpus = Corpus.load(args.corpus)
+    s = df2.export_corpus(corpus, args.out, split=args.split, min_area=args.min_area,
+                          write_images=not args.no_images)  # fmt: skip
+    print(f"exported {s['n_images']} {args.split} images, {s['n_items']} items to {args.out}/annos")
     print("| category | items |\n|---|---:|")
     for name, n in s["items_per_category"].items():
         print(f"| {name} | {n} |")
