@@ -27,7 +27,7 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
-	$(PY) -m pytest -q --nbval-lax --current-env --nbval-cell-timeout=600 -p no:randomly notebooks/
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 -p no:randomly notebooks/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check qparse_lite tests benchmarks data_scripts notebooks
