@@ -98,10 +98,10 @@ def plot_training_log(rows: Sequence[dict[str, float]], trivial: dict[str, float
 
 
 def label_legend(ax: Any, label_set: Any, ids: Sequence[int], fontsize: str = "small") -> None:
-    """A legend of palette colours for label ``ids``."""
-    from matplotlib.patches import Patch
+    """A legend of palette colours for label ``ids`` (:func:`qparse_lite.explore.legend_handles`) beside ``ax``."""
+    from .explore import legend_handles
 
-    handles = [Patch(color=np.asarray(label_set.palette[i]) / 255, label=label_set.names[i]) for i in ids]
+    handles = legend_handles(label_set, ids)
     if handles:
         ax.legend(handles=handles, fontsize=fontsize, loc="center left", bbox_to_anchor=(1.0, 0.5),
                   ncol=1 + len(handles) // 9)  # fmt: skip
