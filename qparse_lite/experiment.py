@@ -148,17 +148,11 @@ class Workspace:
 
         Training images never retrieve themselves.
         """
-        from .retrieval import KNNResult, corpus_knn
+        from .evaluate import split_neighbours
 
         p = self.profile
         k = k or (p.k_train if split == "train" else max(p.k_test, 15))
-        features = features or p.features
-        path = self.out / "knn" / f"{features}_{split}_k{k}.npz"
-        if path.is_file():
-            return np.asarray(KNNResult.load(path).neighbours)
-        res = corpus_knn(self.corpus, split, k, features)
-        res.save(path)
-        return np.asarray(res.neighbours)
+        return split_neighbours(self.corpus, split, k, features or p.features, self.out / "knn")
 
     # -- models ---------------------------------------------------------------------------------------
     def run_dir(self, variant: str | None = None, holdout_label: str | None = None) -> Path:
