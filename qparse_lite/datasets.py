@@ -23,22 +23,23 @@ from __future__ import annotations
 
 import io as _io
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from .dataset_base import SPLITS, Dataset, Sample  # noqa: F401 - SPLITS re-exported
 from .errors import QparseError
-from .io import atomic_write_text
 from .labels import ATR18, CCP59_NAMES, CCP_COARSE, LabelSet, ccp59_to_coarse_lut, read_ccp_label_list
+from .synthetic import SyntheticPeople
 
 __all__ = [
     "Sample",
     "Dataset",
     "CCP",
     "ATR",
-    "SyntheticPeople",  # noqa: F822 - provided lazily by __getattr__
+    "SyntheticPeople",
     "get_dataset",
     "DATASETS",
     "CCP_COMMIT",
@@ -52,15 +53,6 @@ __all__ = [
 CCP_COMMIT = "fe34fb77721a9973fbae92c05f7f12b664d10110"
 #: Names accepted by :func:`get_dataset`.
 DATASETS = ("synthetic", "ccp", "atr")
-SPLITS = ("train", "val", "test")
-
-
-class Sample(NamedTuple):
-    """One dataset item: RGB uint8 H×W×3 image, uint8 H×W label map, string id."""
-
-    image: np.ndarray
-    label: np.ndarray
-    id: str
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -184,93 +176,6 @@ def _check_pair(
             f"(ids 0..{label_set.num_labels - 1}). Fix: download the dataset again, or choose the right "
             "label set (--labels)."
         )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the interface
-# ---------------------------------------------------------------------------------------------------------
-
-
-class Dataset:
-    """A labelled image collection with a deterministic split.
-
-    Attributes:
-        name: ``synthetic``, ``ccp`` or ``atr``.
-        label_set: the :class:`LabelSet` of the label maps.
-        version: what exactly is read (e.g. the CCP commit, the synthetic generator version and seed).
-        ids: the image ids, index ``i`` ↔ ``ids[i]``.
-        root: the folder read (``None`` for synthetic data).
-    """
-
-    name: str = "dataset"
-    label_set: LabelSet
-    version: str = ""
-    ids: list[str]
-    root: Path | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> Sample:
-        n = len(self.ids)
-        if not isinstance(i, int | np.integer):
-            raise TypeError(f"{type(self).__name__} indices are integers; use .get(id) for ids")
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {n} images")
-        return self.load(int(i) % n)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(len(self)):
-            yield self[i]
-
-    def load(self, i: int) -> Sample:  # pragma: no cover - abstract
-        """Read item ``i`` (0 <= i < len)."""
-        raise NotImplementedError
-
-    def index(self, id: str) -> int:
-        """Index of the image with id ``id``."""
-        if not hasattr(self, "_index"):
-            self._index = {x: k for k, x in enumerate(self.ids)}
-        try:
-            return self._index[id]
-        except KeyError:
-            raise KeyError(f"{id!r} is not an id of {self.name}") from None
-
-    def get(self, id: str) -> Sample:
-        """The sample with id ``id``."""
-        return self.load(self.index(id))
-
-    def splits(self) -> dict[str, list[str]]:  # pragma: no cover - abstract
-        """``{"train": ids, "val": ids, "test": ids}`` (deterministic)."""
-        raise NotImplementedError
-
-    def write_splits(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write ``<out_dir>/<split>.txt`` (one id per line) for train, val and test; return the paths."""
-        out = Path(out_dir)
-        paths = {}
-        for k, ids in self.splits().items():
-            paths[k] = atomic_write_text(out / f"{k}.txt", "".join(f"{x}\n" for x in ids))
-        return paths
-
-    def prepare_args(self) -> list[str]:
-        """The ``qparse prepare`` arguments that select this dataset (for messages and meta.json)."""
-        args = ["--dataset", self.name]
-        if self.root is not None:
-            args += ["--root", str(self.root)]
-        return args + ["--labels", self.label_set.name]
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-able description (recorded in prepared caches)."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "root": None if self.root is None else str(self.root),
-            "label_set": self.label_set.name,
-            "num_images": len(self),
-        }
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({len(self)} images, labels={self.label_set.name}, version={self.version!r})"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -608,8 +513,6 @@ def get_dataset(name: str, root: str | Path | None = None, **kw: Any) -> Dataset
     """
     labels = kw.pop("labels", None)
     if name == "synthetic":
-        from .synthetic import SyntheticPeople
-
         if labels not in (None, "atr18"):
             raise QparseError(f"synthetic data has ATR-18 labels; --labels {labels} is not available")
         return SyntheticPeople(**kw)
@@ -624,12 +527,3 @@ def get_dataset(name: str, root: str | Path | None = None, **kw: Any) -> Dataset
             raise QparseError(f"ATR has ATR-18 labels; --labels {labels} is not available")
         return ATR(root, **kw)  # type: ignore[arg-type]
     raise QparseError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-
-
-def __getattr__(name: str) -> Any:
-    # SyntheticPeople lives in .synthetic, which imports Dataset and Sample from here: import it lazily
-    if name == "SyntheticPeople":
-        from .synthetic import SyntheticPeople
-
-        return SyntheticPeople
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

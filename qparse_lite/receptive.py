@@ -27,6 +27,7 @@ theoretical field and concentrates near its centre.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -101,9 +102,8 @@ def receptive_fields(model_or_cfg: Any, input_size: int | None = None):
     cfg = _cfg_of(model_or_cfg)
     S = cfg.input_size if input_size is None else input_size
     if input_size is not None and input_size != cfg.input_size and cfg.kernels is None:
-        from .mcnn import scaled_kernels
-
-        kernels = scaled_kernels(input_size)
+        # the config's own kernel rule at the other size (no import of .mcnn: mcnn imports this module)
+        kernels = dataclasses.replace(cfg, input_size=input_size).kernel_sizes
     else:
         kernels = cfg.kernel_sizes
     paddings = tuple((k - 1) // 2 for k in kernels)

@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .datasets import Dataset, Sample
+from .dataset_base import Dataset, Sample
 from .errors import QparseError
 from .labels import ATR18
 
