@@ -10,7 +10,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_image", "draw_box", "show_pairs", "plot_training_log", "show_stages", "label_legend", "interactive"]
+__all__ = [
+    "to_image", "draw_box", "show_pairs", "plot_training_log", "show_stages", "label_legend", "interactive",
+    "show_retrieval",
+]  # fmt: skip
 
 
 def to_image(x: Any, mean: Any) -> np.ndarray:
@@ -157,3 +160,47 @@ def interactive(fn: Any, **controls: Any) -> Any:
         w.observe(draw, names="value")
     draw()
     return W.VBox([W.HBox(list(controls.values())), out])
+
+
+def show_retrieval(
+    query: dict[str, Any] | None, images: dict[int, Any], label_set: Any, n: int = 5,
+    shop_id_offset: int = 1_000_000, title: str | None = None,
+) -> Any:  # fmt: skip
+    """One consumer-to-shop query and its ``n`` best-ranked gallery items (DeepFashion2 retrieval format).
+
+    ``query``: one entry of :func:`qparse_lite.match_rcnn.predict`'s ``"retrieval"`` list
+    (``query_image_id``, ``query_bbox`` [x1, y1, x2, y2], ``query_score``, ``query_cls``, and the ranked
+    ``gallery_image_id`` / ``gallery_bbox`` / ``gallery_score``), or None ("no detection"). ``images``:
+    image id → image. The figure always has ``1 + n`` panels; when the gallery holds fewer than ``n`` items
+    (few detections in the shop views) the panels past its end say so instead of failing. A gallery item in
+    image ``query_image_id + shop_id_offset`` is marked as the query's own (augmented) view.
+    """
+    import matplotlib.pyplot as plt
+
+    from .df2 import draw_items
+
+    fig, axes = plt.subplots(1, 1 + n, figsize=(2 * (1 + n), 2.6))
+    if query is None:
+        axes[0].text(0.5, 0.5, "no detection", ha="center")
+        n_gallery = 0
+    else:
+        x1, y1, x2, y2 = query["query_bbox"]
+        q_res = [{"category_id": query["query_cls"], "score": query["query_score"], "bbox": [x1, y1, x2 - x1, y2 - y1]}]
+        draw_items(axes[0], images[query["query_image_id"]], q_res, label_set, title="query (user view)")
+        gallery = list(zip(query["gallery_image_id"], query["gallery_bbox"], query["gallery_score"], strict=True))
+        n_gallery = len(gallery)
+        for r, (ax, (gid, (x1, y1, x2, y2), score)) in enumerate(zip(axes[1:], gallery, strict=False)):
+            own = gid == query["query_image_id"] + shop_id_offset
+            g_res = [{"category_id": query["query_cls"], "score": 1.0, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                      "text": f"ŷ = {score:.2f}"}]  # fmt: skip
+            draw_items(ax, images[gid], g_res, label_set, title=f"rank {r + 1}" + (" (query's own view)" if own else ""))
+    for r in range(n_gallery, n):
+        ax = axes[1 + r]
+        ax.text(0.5, 0.5, f"rank {r + 1}:\nno gallery item", ha="center", va="center", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[0].set_xticks([]), axes[0].set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
