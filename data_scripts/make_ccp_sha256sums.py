@@ -5,7 +5,7 @@ Usage (from the repository root):
     python data_scripts/make_ccp_sha256sums.py ROOT [--out qparse_lite/data/ccp_sha256sums.txt] [--check]
 
 ROOT holds the upstream layout of bearpaw/clothing-co-parsing at commit fe34fb7 (e.g. the extracted
-GitHub archive, or the read-only mirror ../shared/datasets/clothing-co-parsing). Only the files the kit
+GitHub archive, or a read-only mirror such as the one ``QPARSE_CCP_ROOT`` names for the tests). Only the files the kit
 reads are listed: LICENSE, label_list.mat, photos/0001.jpg … photos/1004.jpg and
 annotations/pixel-level/0001.mat … 1004.mat (2,010 files). With --check the existing list is compared
 with ROOT instead of being rewritten (exit status 1 on any difference).

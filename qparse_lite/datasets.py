@@ -13,7 +13,7 @@ in ``train.txt``, ``val.txt`` and ``test.txt``.
   split 804/100/100 by a seeded permutation of the sorted ids.
 - ``atr`` (:class:`ATR`): the "humanparsing" archive (``JPEGImages/*.jpg`` + ``SegmentationClassAug/*.png``)
   or the Hugging Face Parquet export (``mattmdjaga/human_parsing_dataset``); the paper's split 6,000/700/1,000
-  (NOTES §1.9) drawn by a seeded permutation from the non-Chictopia images, scaled down proportionally
+  (docs/paper.md §1.9) drawn by a seeded permutation from the non-Chictopia images, scaled down proportionally
   when fewer images exist.
 
 Bad input raises :class:`~qparse_lite.errors.QparseError` naming the file(s) and the fix.
@@ -305,7 +305,7 @@ class ATR(Dataset):
        Ids are global row indices, zero-padded to 5 digits. File names are usually not kept, so Chictopia
        rows can only be recognised (and left out) when ``image.path`` holds the original name.
 
-    The split is the paper's 6,000/700/1,000 (NOTES §1.9), drawn by a seeded permutation of the sorted
+    The split is the paper's 6,000/700/1,000 (docs/paper.md §1.9), drawn by a seeded permutation of the sorted
     candidate ids; only ids in a split are in ``ids`` (leftovers are counted in ``unused``). With fewer than
     7,700 candidates the split is scaled proportionally.
     """

@@ -1,6 +1,6 @@
 """DeepFashion2 (Ge et al., CVPR 2019): annotation format, COCO conversion, evaluation, CCP export.
 
-The second matching system of the kit (NOTES.md §4) is Match R-CNN, benchmarked on DeepFashion2. This
+The second matching system of the kit (docs/paper.md §4) is Match R-CNN, benchmarked on DeepFashion2. This
 module reads DeepFashion2's per-image annotation files, converts them to COCO, scores detections and
 masks with pycocotools (overall and per subset, like Table 4 of the note), scores consumer-to-shop
 retrieval by DeepFashion2's own protocol, and exports the Clothing Co-Parsing (CCP) mirror

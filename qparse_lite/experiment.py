@@ -18,6 +18,7 @@ every cached artefact is a file named after what produced it.
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ from .io import atomic_path, atomic_write_text
 from .profiles import Profile, get_profile
 from .runinfo import PACKAGE_ROOT, get_device, set_seed
 
-__all__ = ["Workspace", "default_output_dir"]
+__all__ = ["Workspace", "default_output_dir", "CCP_ROOT_ENV"]
+
+#: Environment variable naming a CCP folder, the default ``data_root`` of the ccp profile.
+CCP_ROOT_ENV = "QPARSE_CCP_ROOT"
 
 
 def default_output_dir(profile: str, seed: int | None = None) -> Path:
@@ -46,7 +50,7 @@ class Workspace:
         profile: ``quick`` | ``ccp`` | ``atr`` or a :class:`Profile`.
         output_dir: the folder; None → ``runs/notebooks-<profile>``.
         data_root: dataset root for ccp/atr (None for the synthetic quick profile; for ccp it defaults to
-            ``../shared/datasets/clothing-co-parsing`` beside the repository when that exists).
+            the environment variable ``QPARSE_CCP_ROOT`` when that is set).
         device: ``auto`` | ``cpu`` | ``cuda``.
         seed: the experiment's seed (overrides the profile's).
         overrides: any profile field (``epochs=2``).
@@ -65,8 +69,7 @@ class Workspace:
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_profile()
         if data_root is None and self.profile.dataset == "ccp":
-            guess = PACKAGE_ROOT.parent / "shared" / "datasets" / "clothing-co-parsing"
-            data_root = guess if guess.is_dir() else None
+            data_root = os.environ.get(CCP_ROOT_ENV) or None
         self.data_root = Path(data_root) if data_root else None
         self.device = get_device(device)
         set_seed(self.profile.seed)

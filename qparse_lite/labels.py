@@ -4,7 +4,7 @@ A :class:`LabelSet` is the single description of a label space used everywhere i
 datasets emit label maps in it, the metrics name their rows with it, the mirror transform
 swaps its declared left/right pairs, and figures colour it with its palette.
 
-ATR-18 follows NOTES.md §3 (ids 0..17, in the order of the public "humanparsing" archive).
+ATR-18 follows docs/paper.md §3 (ids 0..17, in the order of the public "humanparsing" archive).
 CCP-59 names are read from the dataset's own ``label_list.mat``. The coarse CCP set merges
 the 58 garment names of CCP by kind (see :data:`CCP_COARSE_GROUPS`): CCP has no left/right and
 no face label, so the coarse set has none either.
@@ -120,7 +120,7 @@ ATR18_NAMES: tuple[str, ...] = (
     "right-arm", "bag", "scarf",
 )  # fmt: skip
 
-#: ATR-18 (NOTES.md §3); left/right: shoes (9,10), legs (12,13), arms (14,15).
+#: ATR-18 (docs/paper.md §3); left/right: shoes (9,10), legs (12,13), arms (14,15).
 ATR18 = LabelSet("atr18", ATR18_NAMES, lr_pairs=((9, 10), (12, 13), (14, 15)))
 
 #: CCP's 59 names as shipped in ``label_list.mat`` at upstream commit fe34fb7 (used to validate

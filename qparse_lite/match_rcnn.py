@@ -1,4 +1,4 @@
-"""Match R-CNN (DeepFashion2 note, NOTES.md §4): Mask R-CNN plus a matching network.
+"""Match R-CNN (DeepFashion2 note, docs/paper.md §4): Mask R-CNN plus a matching network.
 
 Three parts, as in the note's Fig. 4:
 

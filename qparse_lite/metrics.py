@@ -20,7 +20,7 @@ ratio counts as 0: a label present in the ground truth but never predicted has P
 F1 = 0); a label predicted but absent from the ground truth has R = 0 (and P = 0, F1 = 0). So missed
 labels and hallucinated labels both pull the averages down, as they should.
 
-**Averages and the three F1 definitions** (NOTES.md §2). Averages of precision and recall are
+**Averages and the three F1 definitions** (docs/paper.md §2). Averages of precision and recall are
 arithmetic means over the scored labels *including background* (``avg_precision``, ``avg_recall``;
 the ``_fg`` variants average over the foreground labels only). The paper prints no per-label
 precision or recall, so its tables cannot pin this choice down; it is the one consistent with its
@@ -89,7 +89,7 @@ PAPER_F1 = "avg_f1"
 #: Every F1 definition the kit reports, by key (see the module docstring).
 F1_DEFINITIONS: dict[str, str] = {
     "avg_f1": "mean of per-label F1 over all labels present in prediction or ground truth, background "
-    "included (reproduces the paper's Table 1 arithmetic, NOTES.md §2)",
+    "included (reproduces the paper's Table 1 arithmetic, docs/paper.md §2)",
     "avg_f1_fg": "mean of per-label F1 over the foreground labels present in prediction or ground truth "
     "(the mean of Table 2's columns)",
     "f1_of_averages": "harmonic mean of avg_precision and avg_recall (the public ATR evaluation script "
@@ -407,7 +407,7 @@ def score_dirs(
 
 
 def reported_f1_arithmetic(table1: pd.DataFrame, table2: pd.DataFrame) -> pd.DataFrame:
-    """NOTES.md §2's check, for every method of the reported tables (percent).
+    """docs/paper.md §2's check, for every method of the reported tables (percent).
 
     Columns: ``avg_f1_reported`` (Table 1); ``mean_fg_f1`` = mean of the row's Table 2 foreground F1
     (what ``avg_f1_fg`` would give); ``f1_of_averages`` = 2·P̄·R̄/(P̄ + R̄) from Table 1's average

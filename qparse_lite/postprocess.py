@@ -1,4 +1,4 @@
-"""Post-processing of the M-CNN outputs into a label map (paper Sec. 3.3, NOTES.md §1.8), one function per stage.
+"""Post-processing of the M-CNN outputs into a label map (paper Sec. 3.3, docs/paper.md §1.8), one function per stage.
 
 Notation (the paper's): I is the test image (H×W), g_1..g_K its KNN corpus images, l ∈ {1..L} a
 foreground label (0 is background), ϕ(g_k) the labels g_k contains, c_kl the predicted matching
@@ -22,7 +22,7 @@ Every function takes and returns plain numpy arrays and has every parameter expl
 
 **Boxes** are ``(x0, y0, x1, y1)`` in pixel-edge coordinates: a box covering columns a..b (inclusive)
 has x0 = a, x1 = b + 1, as :func:`qparse_lite.parse.label_boxes` and :mod:`qparse_lite.pairs` produce
-them. **Displacements** follow the training targets (:mod:`qparse_lite.pairs`, NOTES.md §1.4):
+them. **Displacements** follow the training targets (:mod:`qparse_lite.pairs`, docs/paper.md §1.4):
 t_kl = (U_g − U_I, W_g − W_I) with corners normalised by width and height, i.e.
 t = box_l(g_k)/size(g_k) − box_l(I)/size(I), so the region on I is box_I = (box_g/size_g − t)·size_I.
 """
@@ -109,7 +109,7 @@ def move_box(
     """The matched region of l on I from l's box in g_k and the predicted displacement t_kl.
 
     With corners normalised by width and height, t_kl = (U_g − U_I, W_g − W_I) (the "differences between
-    the corners in g_k and in I", NOTES.md §1.4), so
+    the corners in g_k and in I", docs/paper.md §1.4), so
 
         U_I = U_g/size_g − t[0:2],   W_I = W_g/size_g − t[2:4],   both × size_I back to pixels.
 

@@ -1,6 +1,6 @@
 """Corpus preparation: human-centric crops at S×S, the mean image, and a memory-mappable cache.
 
-Paper Sec. 3 (NOTES §1.1–1.3): every image is cropped around its person and rescaled to S×S (227×227 in
+Paper Sec. 3 (docs/paper.md §1.1–1.3): every image is cropped around its person and rescaled to S×S (227×227 in
 the paper); the KNN region g_kl replaces all pixels of g_k not labelled l by the *corpus mean image*, so the
 cache stores that mean (over the train split).
 
@@ -187,7 +187,7 @@ def crop_resize(
 def human_centric_crop(
     image: np.ndarray, size: int, label: np.ndarray | None = None, margin: float = 0.1
 ) -> tuple[np.ndarray, np.ndarray | None, Box, str]:
-    """Human-centric crop of one image (NOTES §1.1): returns ``(image S×S, label S×S | None, box, method)``.
+    """Human-centric crop of one image (docs/paper.md §1.1): returns ``(image S×S, label S×S | None, box, method)``.
 
     With a label map the box is :func:`human_crop_box`; for a raw photo it is :func:`detect_person`
     enlarged by ``margin`` and made square (method ``"hog"``); when the detector finds nobody the whole image
@@ -212,7 +212,7 @@ def human_centric_crop(
 def mirror(
     image: np.ndarray | None, label: np.ndarray | None, label_set: LabelSet
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Flip horizontally and swap the set's left/right labels (NOTES §1.9: a mirror must swap left/right).
+    """Flip horizontally and swap the set's left/right labels (docs/paper.md §1.9: a mirror must swap left/right).
 
     Works on single images (H×W×3, H×W) and batches (N×H×W×3, N×H×W). Either argument may be ``None``.
     """
@@ -471,7 +471,7 @@ def prepare_corpus(
 
     Per image: box = :func:`human_crop_box` (label > 0, ``margin``, square), then :func:`crop_resize`
     (bilinear image, nearest labels). The mean image is the pixel-wise mean of the train split's crops
-    (the corpus mean used for the KNN regions g_kl, NOTES §1.3).
+    (the corpus mean used for the KNN regions g_kl, docs/paper.md §1.3).
 
     Writing is crash-safe: images and labels stream into temporary files beside their targets (bounded
     memory); only when every image is done is the old ``meta.json`` removed and the arrays renamed into

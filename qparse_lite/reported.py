@@ -1,4 +1,4 @@
-"""The paper's reported numbers, shipped with the kit (copied from ``shared/paper/*.csv``).
+"""The paper's reported numbers, shipped with the kit as package data (``qparse_lite/reported/*.csv``; docs/paper.md §6).
 
 ``table1()``   Table 1 of Liu et al. 2015: accuracy, fg accuracy, avg precision/recall/F1 on ATR.
 ``table2()``   Table 2: per-label F1 on ATR (17 foreground labels).

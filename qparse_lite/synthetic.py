@@ -36,7 +36,7 @@ __all__ = ["SyntheticPeople", "GENERATOR_VERSION", "render_person"]
 #: Bumped whenever the drawing changes (part of :attr:`SyntheticPeople.version`).
 GENERATOR_VERSION = "paperdoll-v1"
 
-# ATR-18 ids (NOTES §3)
+# ATR-18 ids (docs/paper.md §3)
 BG, HAT, HAIR, SUNGLASSES, UPPER, SKIRT, PANTS, DRESS, BELT = 0, 1, 2, 3, 4, 5, 6, 7, 8
 LSHOE, RSHOE, FACE, LLEG, RLEG, LARM, RARM, BAG, SCARF = 9, 10, 11, 12, 13, 14, 15, 16, 17
 

@@ -41,3 +41,12 @@ def test_real_profiles_need_their_data(tmp_path):
     ws = Workspace("ccp", output_dir=tmp_path, data_root=tmp_path / "nowhere", device="cpu")
     with pytest.raises(QparseError, match="nowhere"):
         ws.corpus  # noqa: B018
+
+
+def test_ccp_data_root_defaults_to_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("QPARSE_CCP_ROOT", str(tmp_path / "ccp-copy"))
+    assert Workspace("ccp", output_dir=tmp_path / "a", device="cpu").data_root == tmp_path / "ccp-copy"
+    assert Workspace("ccp", output_dir=tmp_path / "b", data_root=tmp_path / "x", device="cpu").data_root == tmp_path / "x"
+    assert Workspace("quick", output_dir=tmp_path / "c", device="cpu").data_root is None  # synthetic: no data
+    monkeypatch.delenv("QPARSE_CCP_ROOT")
+    assert Workspace("ccp", output_dir=tmp_path / "d", device="cpu").data_root is None

@@ -1,4 +1,4 @@
-"""Label sets: ATR-18 as in NOTES §3, CCP-59 as shipped, the coarse CCP mapping, palettes and checks."""
+"""Label sets: ATR-18 as in docs/paper.md §3, CCP-59 as shipped, the coarse CCP mapping, palettes and checks."""
 
 from __future__ import annotations
 
@@ -19,18 +19,18 @@ from qparse_lite.labels import (
     read_ccp_label_list,
 )
 
-# NOTES.md §3, in order (ids 0..17)
-NOTES_ATR = (
+# docs/paper.md §3, in order (ids 0..17), spelled as the humanparsing archive's README lists them
+ATR_ARCHIVE = (
     "background hat hair sunglass upper-clothes skirt pants dress belt left-shoe right-shoe face "
     "left-leg right-leg left-arm right-arm bag scarf"
 ).split()
 
 
-def test_atr18_ids_and_names_follow_notes():
+def test_atr18_ids_and_names_follow_the_archive():
     assert len(ATR18) == ATR18.num_labels == 18
     assert ATR18.names == ATR18_NAMES
-    for i, name in enumerate(NOTES_ATR):
-        # NOTES writes "sunglass"; the kit spells it "sunglasses"
+    for i, name in enumerate(ATR_ARCHIVE):
+        # the archive writes "sunglass"; the kit (and docs/paper.md) spell it "sunglasses"
         assert ATR18.names[i] == ("sunglasses" if name == "sunglass" else name), i
     assert (
         ATR18.index("left-arm") == 14 and ATR18.index("bag") == 16 and ATR18.foreground == list(range(1, 18))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from qparse_lite.metrics import (
     write_table,
 )
 
-SHARED_PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper"
+DOCS_PAPER = Path(__file__).resolve().parents[1] / "docs" / "paper.md"
 TOY = LabelSet("toy", ("background", "a", "b", "c"))
 
 
@@ -159,19 +160,34 @@ def test_f1_definitions_against_plain_formulas_and_mean_bound(seed):
     assert len({round(sc[k], 6) for k in F1_DEFINITIONS}) == 3  # three different numbers
 
 
-# -- the paper's arithmetic (NOTES.md §2) --------------------------------------------------------------
+# -- the paper's arithmetic (docs/paper.md §2) --------------------------------------------------------------
 
 
 def _reported() -> tuple[pd.DataFrame, pd.DataFrame]:
     return reported.table1(), reported.table2()
 
 
-def test_packaged_reported_tables_equal_the_shared_copies():
-    if not (SHARED_PAPER / "table1_reported.csv").is_file():
-        pytest.skip("shared/paper not beside the repo")
+def _docs_table(name: str) -> pd.DataFrame:
+    """The Markdown table after ``<!-- name -->`` in docs/paper.md §6, parsed like the CSV."""
+    text = DOCS_PAPER.read_text()
+    lines = text[text.index(f"<!-- {name} -->"):].splitlines()[1:]
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines[: next(
+        i for i, ln in enumerate(lines) if not ln.startswith("|"))]]  # fmt: skip
+    header, body = rows[0], rows[2:]
+    csv = "\n".join(",".join(f'"{c}"' for c in r) for r in [header, *body])
+    return pd.read_csv(io.StringIO(csv))
+
+
+def test_packaged_reported_tables_equal_docs_paper():
+    """The reported tables travel twice with the kit: package data (read by the code) and docs/paper.md §6
+    (read by people). Both are the paper's numbers; they must agree to the last digit."""
     t1, t2 = _reported()
-    pd.testing.assert_frame_equal(t1, pd.read_csv(SHARED_PAPER / "table1_reported.csv"))
-    pd.testing.assert_frame_equal(t2, pd.read_csv(SHARED_PAPER / "table2_reported.csv"))
+    pd.testing.assert_frame_equal(t1, _docs_table("table1"))
+    pd.testing.assert_frame_equal(t2, _docs_table("table2"))
+    pd.testing.assert_frame_equal(reported.deepfashion2_segm(), _docs_table("deepfashion2_segm"))
+    assert len(t1) == len(t2) == 10 and list(t2.columns[1:]) == [
+        reported.label_column(n) for n in ATR18.names[1:]
+    ]
 
 
 def test_notes_section2_arithmetic_from_the_csvs():

@@ -1,4 +1,4 @@
-"""``qparse df2``: DeepFashion2 format tools (NOTES.md §4): evaluate, convert to COCO, export CCP or a
+"""``qparse df2``: DeepFashion2 format tools (docs/paper.md §4): evaluate, convert to COCO, export CCP or a
 prepared corpus."""
 
 from __future__ import annotations
