@@ -10,9 +10,21 @@ measures, in the same run and on the same device:
 * **training** pairs/s of the default M-CNN (``cross 5,4,3,2``): forward + loss + backward + SGD step
   (the paper's SGD: lr 5e-4, momentum 0.9, weight decay 5e-4) on a batch of random pairs that already
   sits on the device (no data loading), for
-  (a) ``reference``: plain eager fp32 (TF32 off on CUDA), contiguous NCHW tensors, and
+  (a) ``reference``: plain eager fp32 (TF32 off on CUDA), contiguous NCHW tensors,
   (b) ``optimised``: channels_last, bf16 autocast on CUDA (fp32 on CPU), cuDNN autotuning on CUDA and,
-  with ``--compile``, ``torch.compile``;
+  with ``--compile``, ``torch.compile``; every pair runs the whole network (the training path before
+  grouped batches), and
+  (c) ``grouped``: (b) on a batch of B_I = batch / B_R test images × B_R regions (``--group-size``):
+  ``model(I, R, group)`` runs I's path and the I-term of Eq. (2) once per image, with gradients (what
+  ``qparse train`` does with ``Profile.group_size``); same pairs per step, same loss, same optimiser;
+* **fraction of the fp32 FMA peak** of every training mode: achieved FLOP/s / peak FLOP/s, where achieved
+  = 2 × (multiply-adds actually computed per step) / (seconds per step), the multiply-adds of a step being
+  3 × the forward multiply-adds (forward + gradients w.r.t. inputs and weights) from
+  ``qparse_lite.mcnn.describe`` — for ``grouped`` the I path and the I-terms of the cross convolutions
+  counted once per image, not per pair — and peak = threads × clock × FMA units per core × fp32 SIMD lanes
+  × 2 FLOP (CPU: the clock from ``/proc/cpuinfo`` "cpu MHz" or ``--cpu-ghz``, lanes 16 with AVX-512, 8 with
+  AVX2, 4 otherwise, ``--fma-units`` 2 per core by default — an assumption the JSON records; CUDA: not
+  computed);
 * **inference** pairs/s of the M-CNN stage of parsing (``qparse_lite.parse.MCNNParser.match``): each test
   image is paired with K × L KNN regions (K = 9 neighbours, L = 17 foreground labels of ATR by default);
   ``plain`` runs ``model(I, R)`` with the test image repeated for every pair, ``cached`` runs
@@ -52,9 +64,10 @@ from qparse_lite.io import atomic_write_json, atomic_write_text
 from qparse_lite.mcnn import build_model, count_parameters, describe
 from qparse_lite.runinfo import get_device, run_record
 
-__all__ = ["run_benchmark", "write_results", "to_markdown", "main"]
+__all__ = ["run_benchmark", "write_results", "to_markdown", "step_macs", "fp32_peak", "main"]
 
 MODES = ("reference", "optimised")
+TRAIN_MODES = ("reference", "optimised", "grouped")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -174,25 +187,29 @@ def _fmt(mode: str) -> torch.memory_format:
 
 def _train(cfg: dict[str, Any], mode: str, device: str, compile_: bool, seed: int) -> dict[str, Any]:
     S, B = cfg["size"], cfg["batch"]
+    grouped = mode == "grouped"
+    base = "optimised" if grouped else mode
+    n_img = B // cfg["group_size"] if grouped else B
     mem = _PeakMemory(device)
     with mem:
         torch.manual_seed(seed)
         model = build_model(cfg["variant"], input_size=S, width=cfg["width"]).to(
-            device, memory_format=_fmt(mode)
+            device, memory_format=_fmt(base)
         )
         model.train()
-        fwd = torch.compile(model) if (compile_ and mode == "optimised") else model
+        fwd = torch.compile(model) if (compile_ and base == "optimised") else model
         opt = torch.optim.SGD(model.parameters(), lr=5e-4, momentum=0.9, weight_decay=5e-4)
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        I = torch.randn(B, 3, S, S, generator=gen).to(device, memory_format=_fmt(mode))
-        R = torch.randn(B, 3, S, S, generator=gen).to(device, memory_format=_fmt(mode))
+        I = torch.randn(n_img, 3, S, S, generator=gen).to(device, memory_format=_fmt(base))
+        R = torch.randn(B, 3, S, S, generator=gen).to(device, memory_format=_fmt(base))
         target = torch.randn(B, 5, generator=gen).to(device)
+        group = torch.arange(n_img, device=device).repeat_interleave(B // n_img) if grouped else None
         losses: list[torch.Tensor] = []
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            with _precision(mode, device):
-                loss = F.mse_loss(fwd(I, R).float(), target)
+            with _precision(base, device):
+                loss = F.mse_loss(fwd(I, R, group).float(), target)
             loss.backward()
             opt.step()
             losses.append(loss.detach())
@@ -209,6 +226,7 @@ def _train(cfg: dict[str, Any], mode: str, device: str, compile_: bool, seed: in
         "ms_per_iter": 1e3 * seconds / cfg["iters"],
         "timed_pairs": n,
         "seconds": seconds,
+        "test_images_per_step": n_img,
         "loss_first": loss_values[0],
         "loss_last": loss_values[-1],
         **mem.record(),
@@ -251,6 +269,55 @@ def _infer(cfg: dict[str, Any], mode: str, device: str, compile_: bool, seed: in
     return out
 
 
+def step_macs(model: torch.nn.Module, batch: int, images: int) -> dict[str, float]:
+    """Multiply-adds of one training step of ``batch`` pairs over ``images`` distinct test images.
+
+    Forward per pair = the sum of ``describe(model).macs``; the "I share" is the I path's conv rows plus, for
+    each cross conv, the fraction P/(P+Q+T) of its multiply-adds that reads x^I (Eq. (2)'s I-term). Grouped
+    (images < batch): ``batch·(pair − I share) + images·(I share)``. A step = 3 × the forward (forward,
+    gradients w.r.t. the inputs and w.r.t. the weights; conv1's unneeded input gradient is not subtracted).
+    """
+    d = describe(model)
+    pair = float(d.macs.sum())
+    i_share = float(d[(d.path == "I") & d.layer.str.startswith("conv")].macs.sum())
+    cfg = model.cfg
+    for j in getattr(cfg, "cross_layers", ()):
+        p, q, t = cfg.cross_inputs(j)
+        row = d[(d.layer == f"conv{j}") & (d.path == "C")]
+        i_share += float(row.macs.sum()) * p / (p + q + t)
+    fwd = batch * (pair - i_share) + images * i_share
+    return {"forward_macs_per_pair": pair, "i_share_macs_per_pair": i_share, "step_macs": 3.0 * fwd}
+
+
+def fp32_peak(threads: int, ghz: float | None = None, fma_units: int = 2) -> dict[str, Any]:
+    """Peak fp32 FLOP/s of ``threads`` CPU cores: threads × GHz × fma_units × SIMD lanes × 2 (an FMA is 2 FLOP).
+
+    Lanes: 16 with AVX-512F, 8 with AVX2+FMA, 4 otherwise (from ``/proc/cpuinfo`` flags); the clock from
+    ``/proc/cpuinfo`` "cpu MHz" unless ``ghz`` is given (turbo may run above it, so the fraction can be an
+    over-estimate of efficiency by that ratio). ``fma_units`` per core is an assumption (2 on most server
+    cores since Skylake-SP; 1 on some SKUs).
+    """
+    flags, mhz, model = set(), None, "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key == "flags" and not flags:
+                    flags = set(val.split())
+                elif key == "cpu MHz" and mhz is None:
+                    mhz = float(val)
+                elif key == "model name" and model == "unknown CPU":
+                    model = val.strip()
+    except OSError:
+        pass
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else 4
+    clock = ghz if ghz else (mhz / 1000 if mhz else None)
+    peak = threads * clock * 1e9 * fma_units * lanes * 2 if clock else None
+    return {"cpu": model, "threads": threads, "ghz": clock, "clock_source": "--cpu-ghz" if ghz else "/proc/cpuinfo cpu MHz",
+            "fma_units_per_core": fma_units, "fp32_lanes": lanes, "peak_flops": peak}  # fmt: skip
+
+
 def _prime(device: str) -> None:
     """One tiny forward+backward so that one-time library set-up (thread pools, kernels, CUDA context)
     lands in no measurement."""
@@ -275,6 +342,9 @@ def run_benchmark(
     threads: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    group_size: int = 16,
+    cpu_ghz: float | None = None,
+    fma_units: int = 2,
 ) -> dict[str, Any]:
     """Measure training and inference throughput of one M-CNN size in both modes → a result dict.
 
@@ -289,6 +359,9 @@ def run_benchmark(
         threads: ``torch.set_num_threads`` (CPU); None leaves torch's default.
         seed: seeds the weights and the random inputs.
         progress: print one line per measurement to stderr.
+        group_size: B_R of the ``grouped`` training mode (``gcd(batch, group_size)`` is used, so that it
+            divides the batch; recorded in the settings).
+        cpu_ghz, fma_units: for the fraction of the fp32 FMA peak (:func:`fp32_peak`).
     """
     for name, value in dict(
         size=size, batch=batch, iters=iters, k=k, labels=labels, test_images=test_images
@@ -297,11 +370,14 @@ def run_benchmark(
             raise QparseError(f"bench_mcnn: --{name.replace('_', '-')} must be ≥ 1, got {value}")
     if warmup < 0 or width <= 0:
         raise QparseError(f"bench_mcnn: --warmup must be ≥ 0 and --width > 0 (got {warmup}, {width})")
+    if group_size < 1:
+        raise QparseError(f"bench_mcnn: --group-size must be ≥ 1, got {group_size}")
+    group_size = math.gcd(batch, group_size)  # B_R must divide the batch (e.g. --batch 4 → B_R = 4)
     dev = get_device(device)
     if threads:
         torch.set_num_threads(threads)
     cfg = dict(size=size, width=width, batch=batch, iters=iters, warmup=warmup, variant=variant, k=k,
-               labels=labels, test_images=test_images)  # fmt: skip
+               labels=labels, test_images=test_images, group_size=group_size)  # fmt: skip
     probe = build_model(variant, input_size=size, width=width)
     model_info = {
         "variant": probe.variant,
@@ -309,22 +385,36 @@ def run_benchmark(
         "gmac_per_pair_forward": float(describe(probe).macs.sum()) / 1e9,
         "config": probe.cfg.to_dict(),
     }
+    macs = {m: step_macs(probe, batch, batch // group_size if m == "grouped" else batch) for m in TRAIN_MODES}
     del probe
     _prime(dev)
     results: dict[str, Any] = {"train": {}, "infer": {}}
-    for mode in MODES:
-        for kind, fn in (("train", _train), ("infer", _infer)):
-            t0 = time.perf_counter()
-            results[kind][mode] = fn(cfg, mode, dev, compile, seed)
-            if progress:
-                r = results[kind][mode]
-                rate = r["pairs_per_s"] if kind == "train" else r["cached"]["pairs_per_s"]
-                print(f"[bench_mcnn] {kind:5s} {mode:9s} {rate:10.1f} pairs/s ({time.perf_counter() - t0:.1f} s)",
-                      file=sys.stderr, flush=True)  # fmt: skip
-    results["train"]["optimised_speedup"] = (
-        results["train"]["optimised"]["pairs_per_s"] / results["train"]["reference"]["pairs_per_s"]
-    )
+    jobs = [("train", m) for m in TRAIN_MODES] + [("infer", m) for m in MODES]
+    for kind, mode in jobs:
+        fn = _train if kind == "train" else _infer
+        t0 = time.perf_counter()
+        results[kind][mode] = fn(cfg, mode, dev, compile, seed)
+        if progress:
+            r = results[kind][mode]
+            rate = r["pairs_per_s"] if kind == "train" else r["cached"]["pairs_per_s"]
+            print(f"[bench_mcnn] {kind:5s} {mode:9s} {rate:10.1f} pairs/s ({time.perf_counter() - t0:.1f} s)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    tr = results["train"]
+    tr["optimised_speedup"] = tr["optimised"]["pairs_per_s"] / tr["reference"]["pairs_per_s"]
+    tr["grouped_speedup"] = tr["grouped"]["pairs_per_s"] / tr["optimised"]["pairs_per_s"]
+    tr["grouped_vs_reference"] = tr["grouped"]["pairs_per_s"] / tr["reference"]["pairs_per_s"]
     cuda = dev.startswith("cuda")
+    peak = None if cuda else fp32_peak(torch.get_num_threads(), cpu_ghz, fma_units)
+    for mode in TRAIN_MODES:
+        r = tr[mode]
+        r["step_macs"] = macs[mode]["step_macs"]
+        r["achieved_flops"] = 2 * macs[mode]["step_macs"] / (r["seconds"] / iters)
+        r["fraction_of_fp32_peak"] = (
+            r["achieved_flops"] / peak["peak_flops"] if peak and peak["peak_flops"] else None
+        )
+    model_info["i_share_of_forward"] = macs["reference"]["i_share_macs_per_pair"] / macs["reference"][
+        "forward_macs_per_pair"
+    ]
     settings = {
         **cfg,
         "device": dev,
@@ -341,6 +431,8 @@ def run_benchmark(
             + (", torch.compile" if compile else ""),
         },
         "memory_kind": _PeakMemory(dev).kind,
+        "fp32_peak": peak,
+        "grouped": f"{batch // group_size} test images × {group_size} regions per step",
         "command": None,  # set by main()
     }
     device_name = torch.cuda.get_device_name(0) if cuda else (os.uname().machine + " CPU")
@@ -370,22 +462,28 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"{s['inference_pairs_per_step']} pairs per step",
         f"- reference = {s['modes']['reference']}; optimised = {s['modes']['optimised']}",
         f"- peak memory: `{s['memory_kind']}`",
+        f"- grouped = optimised on {s.get('grouped', '')} (the I path once per image, with gradients)",
+        _peak_line(s.get("fp32_peak")),
         "",
-        "| measurement | mode | pairs/s | time | peak memory | above start |",
-        "|---|---|---:|---:|---:|---:|",
+        "| measurement | mode | pairs/s | time | fp32 peak | peak memory | above start |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for mode in MODES:
+    for mode in TRAIN_MODES:
         t = r["train"][mode]
-        lines.append(f"| training step | {mode} | {t['pairs_per_s']:,.1f} | {t['ms_per_iter']:.1f} ms/iter | "
+        frac = t.get("fraction_of_fp32_peak")
+        fr = f"{100 * frac:.1f} %" if frac else "—"
+        lines.append(f"| training step | {mode} | {t['pairs_per_s']:,.1f} | {t['ms_per_iter']:.1f} ms/iter | {fr} | "
                      f"{_mib(t['peak_mem_bytes'])} | {_mib(t['peak_mem_above_start_bytes'])} |")  # fmt: skip
     for mode in MODES:
         for name in ("plain", "cached"):
             t = r["infer"][mode][name]
             label = "inference, plain forward" if name == "plain" else "inference, shared test path"
-            lines.append(f"| {label} | {mode} | {t['pairs_per_s']:,.1f} | {t['ms_per_test_image']:.1f} ms/image | "
+            lines.append(f"| {label} | {mode} | {t['pairs_per_s']:,.1f} | {t['ms_per_test_image']:.1f} ms/image | — | "
                          f"{_mib(t['peak_mem_bytes'])} | {_mib(t['peak_mem_above_start_bytes'])} |")  # fmt: skip
     lines += [
         "",
+        f"Grouped training vs the ungrouped optimised path: **{r['train']['grouped_speedup']:.2f}×** "
+        f"({r['train']['grouped_vs_reference']:.2f}× the reference). "
         f"Training speed-up of the optimised path: **{r['train']['optimised_speedup']:.2f}×**. "
         f"Shared test path vs plain forward: **{r['infer']['reference']['cached_speedup']:.2f}×** (reference), "
         f"**{r['infer']['optimised']['cached_speedup']:.2f}×** (optimised); max |difference| of their outputs "
@@ -393,6 +491,17 @@ def to_markdown(res: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _peak_line(peak: dict[str, Any] | None) -> str:
+    if not peak or not peak.get("peak_flops"):
+        return "- fp32 peak: not computed (CUDA, or no clock found)"
+    return (
+        f"- fp32 FMA peak = {peak['threads']} thread(s) × {peak['ghz']:.2f} GHz ({peak['clock_source']}) × "
+        f"{peak['fma_units_per_core']} FMA units (assumed) × {peak['fp32_lanes']} lanes × 2 = "
+        f"{peak['peak_flops'] / 1e9:,.1f} GFLOP/s ({peak['cpu']}); achieved = 2 × 3 × forward multiply-adds "
+        "actually computed per step / step time"
+    )
 
 
 def write_results(res: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
@@ -432,6 +541,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--test-images", type=int, default=4, help="test images per inference step")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and random inputs")
+    p.add_argument("--group-size", type=int, default=16,
+                   help="B_R: regions per test image in the grouped training mode (gcd with --batch is used)")  # fmt: skip
+    p.add_argument("--cpu-ghz", type=float, default=None,
+                   help="CPU clock for the fp32 peak (default: /proc/cpuinfo cpu MHz)")  # fmt: skip
+    p.add_argument("--fma-units", type=int, default=2, help="FMA units per core for the fp32 peak (default 2)")
     p.add_argument("--out", default="benchmarks/results", help="folder for the JSON and Markdown results")
     return p
 
@@ -443,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         res = run_benchmark(
             size=args.size, width=args.width, batch=args.batch, iters=args.iters, warmup=args.warmup,
             device=args.device, compile=args.compile, variant=args.variant, k=args.k, labels=args.labels,
-            test_images=args.test_images, threads=args.threads, seed=args.seed,
+            test_images=args.test_images, threads=args.threads, seed=args.seed, group_size=args.group_size,
+            cpu_ghz=args.cpu_ghz, fma_units=args.fma_units,
         )  # fmt: skip
         given = sys.argv[1:] if argv is None else argv
         res["settings"]["command"] = " ".join(["python benchmarks/bench_mcnn.py", *given])

@@ -4,7 +4,7 @@ Siamese [2] baseline (Table 1/2).
 An M-CNN takes a pair (I, R): the test image I and a KNN region R = g_kl (a KNN image g_k with every
 pixel not of label l replaced by the corpus mean image), and regresses 5 numbers (c, t1..t4): the matching
 confidence c_kl and the 4-d displacement t_kl of label l's box between g_k and I (both in the normalised
-target space, NOTES §1.4).
+target space, docs/paper.md §1.4).
 
 Three paths (Fig. 2):
 
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------------------------------------
-# ARCHITECTURE CHOICES (paper Sec. 3.2 / Fig. 2 / Sec. 4.2 ablation; NOTES §1.6-1.7)
+# ARCHITECTURE CHOICES (paper Sec. 3.2 / Fig. 2 / Sec. 4.2 ablation; docs/paper.md §1.6-1.7)
 #
 # Stated by the paper (text):
 #   * input: human-centric crop rescaled to 227×227×3 (Sec. 3.1);
@@ -457,8 +457,12 @@ class MCNN(nn.Module):
             fused = torch.cat([fused, x5_C], dim=1)
         return self.out(self.fc(torch.flatten(fused, 1)))
 
-    def forward(self, I: Tensor, R: Tensor) -> Tensor:
-        """(B, 5) = (c, t1..t4) for the pairs (I[b], R[b])."""
+    def forward(self, I: Tensor, R: Tensor, group: Tensor | None = None) -> Tensor:
+        """(B, 5) = (c, t1..t4) for the pairs (I[b], R[b]); with ``group`` (B long), for the pairs
+        (I[group[b]], R[b]): the test path and the I-term of Eq. (2) run once per row of I (gradients flow
+        through them to every pair of the group) — :meth:`encode_test` + :meth:`forward_cached`."""
+        if group is not None:
+            return self.forward_cached(self.encode_test(I), R, group)
         xI, xR = self.single_paths(I, R)
         xC = self.cross_path(xI, xR)
         return self.head(xI[-1], xR[-1], xC.get(N_LAYERS))
@@ -483,10 +487,9 @@ class MCNN(nn.Module):
             conv = self.conv_C[str(j)]
             p, q, t = self.cfg.cross_inputs(j)
             z = cache.cross[j].index_select(0, index)
-            z = z + F.conv2d(xR[j - 1], conv.weight[:, p : p + q], None, conv.stride, conv.padding)
-            if t:
-                z = z + F.conv2d(xC[j - 1], conv.weight[:, p + q :], None, conv.stride, conv.padding)
-            xC[j] = F.relu(z)
+            # the R- and C-terms of Eq. (2) as one convolution over [x^R_{j-1}, x^C_{j-1}]
+            x = torch.cat([xR[j - 1], xC[j - 1]], dim=1) if t else xR[j - 1]
+            xC[j] = F.relu(z + F.conv2d(x, conv.weight[:, p:], None, conv.stride, conv.padding))
         return self.head(cache.x5.index_select(0, index), xR[-1], xC.get(N_LAYERS))
 
 
@@ -525,8 +528,11 @@ class Siamese(nn.Module):
         feats.update({("R", j): x[b:] for j, x in enumerate(xs)})
         return feats
 
-    def forward(self, I: Tensor, R: Tensor) -> Tensor:
-        """(B, 5) = (c, t1..t4); I and R go through the shared sub-network as one batch."""
+    def forward(self, I: Tensor, R: Tensor, group: Tensor | None = None) -> Tensor:
+        """(B, 5) = (c, t1..t4); I and R go through the shared sub-network as one batch. With ``group``: the
+        pairs (I[group[b]], R[b]), each row of I embedded once."""
+        if group is not None:
+            return self.forward_cached(self.encode_test(I), R, group)
         b = I.shape[0]
         e = self.embed(torch.cat([I, R], dim=0))
         return self.out((e[:b] - e[b:]).abs())

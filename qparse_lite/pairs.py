@@ -1,4 +1,4 @@
-"""Training pairs (I, g_kl) for the M-CNN and their targets (paper Sec. 3.2 and 4.1, NOTES §1.3-1.5, §1.9).
+"""Training pairs (I, g_kl) for the M-CNN and their targets (paper Sec. 3.2 and 4.1; docs/paper.md §1.3-1.5, §1.9).
 
 Everything here runs on the training device: the prepared corpus is put there once as uint8 tensors
 (:class:`DeviceCorpus`, with its augmented variants precomputed), and a batch of pairs is gathered from
@@ -43,14 +43,32 @@ g_k = knn[i, k] (never i itself), and a foreground label l ∈ {1..L−1}. They 
 * ``empty``: l ∉ ϕ(g_k) (g_kl = μ; c = 1[l ∈ ϕ(I)], no t) — Eq. (1) sums over these too, but they carry
   no information about l and the parsing stage ignores them (it averages ĉ over the g_k that contain l).
 
-A pair is drawn by (1) picking the stratum with probabilities ``(1 − neg_fraction − empty_fraction,
-neg_fraction, empty_fraction)``, (2) picking the label l among the labels that have candidates in that
-stratum with weight ``count_l ** label_power`` (``label_power = 0``: every label equally often — the
-label-balancing scheme; 1: the natural frequencies), (3) picking (i, k) uniformly among that label's
-candidates, then (4) independent zoom variants for I and g_k and one mirror flag for the pair (when the
-pair is mirrored, both images are and the region's label becomes mirror_lut[l], so the stratum and the
-balance are kept exactly). Steps (1)-(3) use the unaugmented label maps; the targets always come from the
-augmented ones. The natural stratum fractions of the candidate set are in :meth:`PairSampler.stats`.
+Every candidate gets a draw weight w_c (the weights sum to 1); a pair is candidate c with probability w_c.
+Two weightings, chosen by name (``sampler=``):
+
+* ``natural`` (the default): P(l) ∝ n_l^label_power over the foreground labels, n_l = pos_l + neg_l the
+  candidates whose region is real (``label_power = 0``: every label equally often — the paper's "balance
+  different labels"); within l, (i, k) uniform among its n_l candidates. So the drawn rate
+  P(c = 1 | l, l ∈ ϕ(g_k)) = pos_l / n_l is l's **natural** rate: what the neighbours that contain l say
+  about I is kept, and c carries it. An ``empty_fraction`` of pairs (default 0: dropped) comes from the
+  ``empty`` stratum, balanced over labels the same way; its target is c = 0 (``empty_target="zero"``:
+  c = 1[l ∈ ϕ(I) ∩ ϕ(g_k)], which the network can learn, as the region is blank) or, with
+  ``empty_target="label"``, Eq. (1)'s c = 1[l ∈ ϕ(I)], which it cannot see (the label is not an input).
+* ``stratified`` (the kit's first scheme, kept for comparison): P(stratum) = ``(1 − neg_fraction −
+  empty_fraction, neg_fraction, empty_fraction)``, then P(l | stratum) ∝ count_l^label_power, then (i, k)
+  uniform. This forces P(c = 1 | l ∈ ϕ(g_k)) to the same value for every label (≈ 0.58 with the defaults),
+  oversampling the negatives of common labels by up to ~900× (CCP skin), so c stops carrying information.
+
+Then independent zoom variants for I and g_k and one mirror flag for the pair (when the pair is mirrored,
+both images are and the region's label becomes mirror_lut[l], so the stratum and the balance are kept
+exactly). Candidates use the unaugmented label maps; the targets always come from the augmented ones.
+:meth:`PairSampler.stats` gives the natural and sampled stratum fractions and, per label, the natural and
+sampled P(c = 1 | l ∈ ϕ(g_k)) (:meth:`PairSampler.expected_rates`).
+
+**Grouped batches.** :meth:`PairSampler.draw_grouped` draws B_I query images, image i with probability
+W_i = Σ_{c ∈ i} w_c, then B_R of its candidates with probability w_c / W_i each: every pair keeps the marginal
+w_c, and the B_R pairs of a group share I (and its zoom/mirror variant), so the network runs I's path once
+per image (:meth:`qparse_lite.mcnn.MCNN.forward` with ``group``).
 """
 
 from __future__ import annotations
@@ -70,6 +88,7 @@ __all__ = [
     "INPUT_SCALE",
     "ZOOM",
     "STRATA",
+    "SAMPLERS",
     "image_to_input",
     "label_presence_boxes",
     "knn_region",
@@ -88,6 +107,10 @@ INPUT_SCALE = 64.0
 ZOOM = 1.2
 #: The sampling strata (see the module docstring).
 STRATA = ("pos", "neg", "empty")
+#: Pair samplers by name: the default first (see the module docstring).
+SAMPLERS = ("natural", "stratified")
+#: The ``stratified`` sampler's default share of empty pairs (the kit's first scheme).
+EMPTY_FRACTION_STRATIFIED = 0.05
 
 
 def image_to_input(x: Tensor, mean: Tensor) -> Tensor:
@@ -299,7 +322,8 @@ class PairBatch(NamedTuple):
 
     ``I``, ``R``: B×3×S×S float network inputs (:func:`image_to_input` of I and g_kl); ``c``: B float
     (0/1); ``t``: B×4 float (0 where not ``has_t``); ``has_t``: B bool; ``label``: B the region's label
-    (after mirroring); ``index``: the :class:`PairIndex` it came from.
+    (after mirroring); ``index``: the :class:`PairIndex` it came from; ``group``: None for independent
+    pairs, else B long — pair b's row in ``I``, which then holds each distinct test image once (U×3×S×S).
     """
 
     I: Tensor
@@ -309,6 +333,7 @@ class PairBatch(NamedTuple):
     has_t: Tensor
     label: Tensor
     index: PairIndex
+    group: Tensor | None = None
 
 
 class TargetNorm(torch.nn.Module):
@@ -370,9 +395,15 @@ class TargetNorm(torch.nn.Module):
 
 @dataclass
 class _Candidates:
-    flat: Tensor  # all candidates (i·K + k), grouped by (stratum, label), int64
-    offset: Tensor  # 3×L start of each group
-    count: Tensor  # 3×L size of each group
+    """Every candidate triple (i, k, l), sorted by query row i (then k, then l), with its draw weight."""
+
+    flat: Tensor  # (qi·K + k)·L + l, int64, ascending
+    stratum: Tensor  # 0 pos, 1 neg, 2 empty (int64)
+    cum: Tensor  # cumulative draw weights (float64, last = total)
+    count: Tensor  # 3×L candidates per (stratum, label)
+    img_lo: Tensor  # Q: first candidate of query row qi
+    img_hi: Tensor  # Q: one past its last
+    img_cum: Tensor  # Q: cumulative weight of the query rows (for grouped draws)
 
 
 class PairSampler:
@@ -380,6 +411,8 @@ class PairSampler:
 
     Iterating yields one epoch: ``pairs_per_epoch // batch_size`` :class:`PairBatch` es (per rank under
     DDP: each rank draws ``pairs_per_epoch // (batch_size · world_size)`` batches from its own stream).
+    With ``group_size`` B_R > 1 every batch is B_I = batch_size / B_R query images × B_R regions each
+    (:meth:`draw_grouped`; the batch carries ``group`` and ``I`` holds each distinct test image once).
     Index sampling uses a CPU ``torch.Generator`` seeded with ``seed + 1_000_003·rank`` — the same seed
     gives the same pairs on every device; ``state_dict``/``load_state_dict`` carry it through checkpoints.
 
@@ -388,17 +421,25 @@ class PairSampler:
         queries: Q corpus indices of the query images I (e.g. the train split).
         knn: Q×K corpus indices of their KNN images (negative entries are ignored; g_k = I is excluded).
         batch_size, pairs_per_epoch, seed: see above.
-        neg_fraction: fraction of pairs from the ``neg`` stratum (c = 0 with a real region).
-        empty_fraction: fraction from the ``empty`` stratum (g_kl = μ). ``pos`` gets the rest.
-        label_power: label weight = count^label_power within a stratum (0 = balanced labels).
+        sampler: ``"natural"`` (default: balanced labels, each label's natural P(c = 1 | l ∈ ϕ(g_k))) or
+            ``"stratified"`` (the kit's first scheme: fixed stratum fractions for every label).
+        neg_fraction: ``stratified`` only — fraction of pairs from the ``neg`` stratum.
+        empty_fraction: fraction from the ``empty`` stratum (g_kl = μ); 0 drops the stratum.
+        empty_target: c of an empty pair: ``"zero"`` (c = 1[l ∈ ϕ(I) ∩ ϕ(g_k)] = 0, learnable: the region is
+            blank) or ``"label"`` (c = 1[l ∈ ϕ(I)], Eq. (1) as written: not visible to the network);
+            default ``"zero"`` for ``natural`` with ``empty_fraction`` > 0, else ``"label"`` (the two differ
+            only on empty pairs).
+        label_power: label weight = count^label_power (0 = balanced labels, 1 = natural frequencies).
+        group_size: B_R, regions per query image in a training batch (1 = independent pairs).
         augment: draw zoom/mirror variants (needs ``data`` built with ``augment=True``).
         rank, world_size: DDP rank and size.
     """
 
     def __init__(
         self, data: DeviceCorpus, queries: Any, knn: Any, *, batch_size: int = 128,
-        pairs_per_epoch: int = 12_800, seed: int = 0, neg_fraction: float = 0.4, empty_fraction: float = 0.05,
-        label_power: float = 0.0, augment: bool = True, rank: int = 0, world_size: int = 1,
+        pairs_per_epoch: int = 12_800, seed: int = 0, sampler: str = "natural", neg_fraction: float = 0.4,
+        empty_fraction: float | None = None, empty_target: str | None = None, label_power: float = 0.0,
+        group_size: int = 1, augment: bool = True, rank: int = 0, world_size: int = 1,
     ) -> None:  # fmt: skip
         self.data = data
         self.queries = torch.as_tensor(np.asarray(queries), dtype=torch.long).reshape(-1)
@@ -414,93 +455,208 @@ class PairSampler:
             )
         if augment and data.num_variants != 4:
             raise QparseError("PairSampler(augment=True) needs a DeviceCorpus built with augment=True")
-        if not (0 <= neg_fraction and 0 <= empty_fraction and neg_fraction + empty_fraction <= 1):
+        if sampler not in SAMPLERS:
+            raise QparseError(f"unknown pair sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if empty_fraction is None:
+            empty_fraction = EMPTY_FRACTION_STRATIFIED if sampler == "stratified" else 0.0
+        if empty_target is None:  # Eq. (1) as written, unless the natural sampler draws empty pairs
+            empty_target = "zero" if sampler == "natural" and empty_fraction > 0 else "label"
+        if empty_target not in ("zero", "label"):
+            raise QparseError(f"empty_target must be 'zero' or 'label', not {empty_target!r}")
+        nf = neg_fraction if sampler == "stratified" else 0.0
+        if not (0 <= nf and 0 <= empty_fraction and nf + empty_fraction <= 1 and empty_fraction < 1):
             raise QparseError(
-                f"bad pair fractions neg={neg_fraction} empty={empty_fraction} (each ≥ 0, sum ≤ 1)"
+                f"bad pair fractions neg={neg_fraction} empty={empty_fraction} (each ≥ 0, sum ≤ 1, empty < 1)"
+            )
+        if group_size < 1 or batch_size % group_size:
+            raise QparseError(
+                f"group_size {group_size} must be ≥ 1 and divide batch_size {batch_size} "
+                "(a batch is batch_size/group_size images × group_size regions)"
             )
         self.batch_size, self.pairs_per_epoch = int(batch_size), int(pairs_per_epoch)
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        self.sampler, self.empty_target = sampler, empty_target
         self.neg_fraction, self.empty_fraction = float(neg_fraction), float(empty_fraction)
-        self.label_power, self.augment = float(label_power), bool(augment)
+        self.label_power, self.augment, self.group_size = float(label_power), bool(augment), int(group_size)
         self.K = self.knn.shape[1]
         self.generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.rank)
         self._build_candidates()
 
     # -- candidates ----------------------------------------------------------------------------------
     def _build_candidates(self) -> None:
-        L = self.data.num_labels
+        L, K, Q = self.data.num_labels, self.K, len(self.queries)
         p0 = self.data.present[: self.data.n].cpu()  # variant 0 = unaugmented
         valid = (self.knn >= 0) & (self.knn != self.queries[:, None])  # no pair of an image with itself
-        pI = p0[self.queries][:, None, :]  # Q×1×L
+        pI = p0[self.queries][:, None, :].expand(-1, K, -1)  # Q×K×L
         pG = p0[self.knn.clamp_min(0)]  # Q×K×L
-        fg = torch.zeros(L, dtype=torch.bool)
-        fg[1:] = True
-        masks = [pI & pG, ~pI & pG, ~pG]
-        flats, counts = [], torch.zeros(3, L, dtype=torch.long)
-        for s, m in enumerate(masks):
-            m = m & valid[:, :, None] & fg
-            lab, flat = m.permute(2, 0, 1).reshape(L, -1).nonzero(as_tuple=True)  # sorted by label
-            flats.append(flat)
-            counts[s] = torch.bincount(lab, minlength=L)
-        count = counts
-        offset = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), count.reshape(-1)[:-1]]), 0)
-        self._cand = _Candidates(torch.cat(flats), offset.reshape(3, L), count)
-        frac = torch.tensor(
-            [1 - self.neg_fraction - self.empty_fraction, self.neg_fraction, self.empty_fraction]
-        )
-        frac = torch.where(count.sum(1) > 0, frac, torch.zeros_like(frac)).double()
-        if float(frac.sum()) <= 0:
+        stratum = torch.where(pG, torch.where(pI, 0, 1), 2).reshape(-1)
+        ok = valid[:, :, None].expand(-1, -1, L).clone()
+        ok[:, :, 0] = False  # foreground labels only
+        flat = ok.reshape(-1).nonzero()[:, 0]  # ascending: sorted by (qi, k, l)
+        st, lab = stratum[flat], flat % L
+        count = torch.bincount(st * L + lab, minlength=3 * L).reshape(3, L)
+        w = self._weights(count)[st, lab]  # per candidate
+        cum = torch.cumsum(w, 0)
+        if not len(flat) or float(cum[-1]) <= 0:
             raise QparseError(
                 "PairSampler: no candidate pairs (no query shares a foreground label with its KNN images). "
                 "Fix: check the corpus labels and the KNN table."
             )
-        self._stratum_p = frac / frac.sum()
-        w = count.double().pow(self.label_power) * (count > 0)
-        self._label_p = w / w.sum(1, keepdim=True).clamp_min(1e-12)
+        qi = flat // (K * L)
+        lo = torch.searchsorted(qi, torch.arange(Q), right=False)
+        hi = torch.searchsorted(qi, torch.arange(Q), right=True)
+        img_cum = torch.where(hi > 0, cum[(hi - 1).clamp_min(0)], torch.zeros(Q, dtype=cum.dtype))
+        self._cand = _Candidates(flat, st, cum, count, lo, hi, img_cum)
+
+    def _weights(self, count: Tensor) -> Tensor:
+        """3×L draw weight of ONE candidate of (stratum, label); the weights of all candidates sum to 1.
+
+        ``natural``: P(l) ∝ n_l^label_power over labels with region candidates (n_l = pos_l + neg_l), then
+        (i, k) uniform among the n_l: P(pos | l) = pos_l / n_l, the natural rate; the empty stratum gets
+        ``empty_fraction`` (balanced over labels the same way). ``stratified``: P(stratum) fixed, then P(l |
+        stratum) ∝ count^label_power, then uniform.
+        """
+        c = count.double()
+        has = count.sum(1) > 0
+        if self.sampler == "stratified":
+            frac = torch.tensor([1 - self.neg_fraction - self.empty_fraction, self.neg_fraction,
+                                 self.empty_fraction], dtype=torch.float64)  # fmt: skip
+            frac = torch.where(has, frac, torch.zeros_like(frac))
+            if float(frac.sum()) <= 0:
+                return torch.zeros_like(c)
+            frac = frac / frac.sum()
+            lw = c.pow(self.label_power) * (count > 0)
+            lp = lw / lw.sum(1, keepdim=True).clamp_min(1e-300)
+            return frac[:, None] * lp / c.clamp_min(1)
+        region = c[0] + c[1]
+        e = self.empty_fraction if bool(has[2]) else 0.0
+        r = 1.0 - e if bool(region.sum() > 0) else 0.0
+        out = torch.zeros_like(c)
+        lw = region.pow(self.label_power) * (region > 0)
+        if float(lw.sum()) > 0:
+            out[0] = out[1] = r * lw / lw.sum() / region.clamp_min(1)
+        ew = c[2].pow(self.label_power) * (c[2] > 0)
+        if e > 0:
+            out[2] = e * ew / ew.sum() / c[2].clamp_min(1)
+        tot = float((out * c).sum())
+        return out / tot if tot > 0 else out
+
+    def expected_rates(self) -> dict[str, dict[str, float]]:
+        """Per foreground label: its natural rate P(c = 1 | l ∈ ϕ(g_k)) = pos_l / (pos_l + neg_l) among the
+        candidates, the rate the sampler draws (``sampled_pos_rate``, same formula on drawn pairs), the share
+        of all drawn pairs with that label (``share``) and the share of empty pairs (``empty_share``)."""
+        c = self._cand.count.double()
+        w = self._weights(self._cand.count) * c  # total probability of (stratum, label)
+        out = {}
+        for lab in range(1, self.data.num_labels):
+            n_r = float(c[0, lab] + c[1, lab])
+            p_r = float(w[0, lab] + w[1, lab])
+            out[self.data.label_names[lab]] = {
+                "natural_pos_rate": float(c[0, lab]) / n_r if n_r else float("nan"),
+                "sampled_pos_rate": float(w[0, lab]) / p_r if p_r > 0 else float("nan"),
+                "share": float(w[:, lab].sum()),
+                "empty_share": float(w[2, lab]),
+            }
+        return out
 
     def stats(self) -> dict[str, Any]:
-        """Candidate counts per stratum and label, natural stratum fractions and the sampling fractions."""
+        """Candidate counts per stratum and label, natural and sampled stratum fractions, per-label rates."""
         c = self._cand.count
         tot = int(c.sum())
+        w = self._weights(c) * c.double()
         return {
+            "sampler": self.sampler,
+            "empty_target": self.empty_target,
+            "group_size": self.group_size,
             "candidates": tot,
             "per_stratum": {s: int(c[i].sum()) for i, s in enumerate(STRATA)},
             "natural_fractions": {s: (int(c[i].sum()) / tot if tot else 0.0) for i, s in enumerate(STRATA)},
-            "sampling_fractions": {s: float(self._stratum_p[i]) for i, s in enumerate(STRATA)},
+            "sampling_fractions": {s: float(w[i].sum()) for i, s in enumerate(STRATA)},
             "per_label": {
                 self.data.label_names[lab]: {s: int(c[i, lab]) for i, s in enumerate(STRATA)}
                 for lab in range(1, self.data.num_labels)
             },
+            "rates": self.expected_rates(),
         }
 
     # -- drawing -------------------------------------------------------------------------------------
-    def draw(self, n: int, generator: torch.Generator | None = None) -> PairIndex:
-        """Draw ``n`` pairs (indices only) with the balancing scheme of the module docstring."""
-        g = self.generator if generator is None else generator
-        stratum = torch.multinomial(self._stratum_p, n, replacement=True, generator=g)
-        labels = torch.stack(
-            [
-                torch.multinomial(p, n, replacement=True, generator=g)
-                if float(p.sum()) > 0
-                else torch.zeros(n, dtype=torch.long)
-                for p in self._label_p
-            ]
-        )  # 3×n
-        label = labels.gather(0, stratum[None])[0]
-        u = torch.rand(n, generator=g, dtype=torch.float64)
-        cnt = self._cand.count[stratum, label]
-        pos = self._cand.offset[stratum, label] + (u * cnt).long().clamp_max(cnt - 1)
+    def _index(self, pos: Tensor, zoom_i: Tensor, zoom_g: Tensor, flip: Tensor) -> PairIndex:
         flat = self._cand.flat[pos]
-        qi, k = flat // self.K, flat % self.K
+        L = self.data.num_labels
+        qk, label = flat // L, flat % L
+        qi, k = qk // self.K, qk % self.K
+        return PairIndex(
+            self.queries[qi], self.knn[qi, k], label, zoom_i, zoom_g, flip, self._cand.stratum[pos]
+        )
+
+    def _aug(self, n: int, g: torch.Generator) -> Tensor:
         if self.augment:
-            aug = torch.randint(0, 2, (3, n), generator=g)
-        else:
-            aug = torch.zeros(3, n, dtype=torch.long)
-        return PairIndex(self.queries[qi], self.knn[qi, k], label, aug[0], aug[1], aug[2], stratum)
+            return torch.randint(0, 2, (3, n), generator=g)
+        return torch.zeros(3, n, dtype=torch.long)
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> PairIndex:
+        """Draw ``n`` independent pairs (indices only) with the scheme of the module docstring."""
+        g = self.generator if generator is None else generator
+        cum = self._cand.cum
+        u = torch.rand(n, generator=g, dtype=torch.float64) * cum[-1]
+        pos = torch.searchsorted(cum, u, right=True).clamp_max(len(cum) - 1)
+        aug = self._aug(n, g)
+        return self._index(pos, aug[0], aug[1], aug[2])
+
+    def draw_grouped(
+        self, n_images: int, per_image: int, generator: torch.Generator | None = None
+    ) -> PairIndex:
+        """``n_images`` groups of ``per_image`` pairs that share the test image I (and its zoom/mirror variant).
+
+        The query row is drawn with probability W_i / W (W_i: the summed weight of its candidates), then its
+        pairs with probability w_c / W_i each, so every pair has exactly the marginal w_c / W of
+        :meth:`draw`: the same pair distribution, grouped. Pairs ``g·per_image .. (g+1)·per_image − 1`` form
+        group g.
+        """
+        g = self.generator if generator is None else generator
+        c = self._cand
+        u = torch.rand(n_images, generator=g, dtype=torch.float64) * c.img_cum[-1]
+        img = torch.searchsorted(c.img_cum, u, right=True).clamp_max(len(c.img_cum) - 1)
+        lo, hi = c.img_lo[img], c.img_hi[img]
+        base = torch.where(lo > 0, c.cum[(lo - 1).clamp_min(0)], torch.zeros_like(u))
+        top = c.cum[(hi - 1).clamp_min(0)]
+        v = (
+            base[:, None]
+            + torch.rand(n_images, per_image, generator=g, dtype=torch.float64) * (top - base)[:, None]
+        )
+        pos = torch.searchsorted(c.cum, v.reshape(-1), right=True)
+        pos = torch.minimum(
+            torch.maximum(pos, lo.repeat_interleave(per_image)), hi.repeat_interleave(per_image) - 1
+        )
+        aug = self._aug(n_images, g)
+        zoom_g = self._aug(n_images * per_image, g)[1]
+        return self._index(
+            pos, aug[0].repeat_interleave(per_image), zoom_g, aug[2].repeat_interleave(per_image)
+        )
 
     def fixed_pairs(self, n: int, seed: int) -> PairIndex:
         """A fixed pair set (e.g. validation) drawn from its own generator: same ``seed`` → same pairs."""
         return self.draw(n, torch.Generator().manual_seed(int(seed)))
+
+    def scored_pairs(self, k: int | None = None, max_pairs: int | None = None, seed: int = 0) -> PairIndex:
+        """The pairs that parsing scores (docs/paper.md §1.8): every query image I with
+        each of its first ``k`` KNN images g_k and every foreground label l ∈ ϕ(g_k) (strata pos and neg),
+        unaugmented, sorted by query. ``max_pairs`` keeps whole query images (a seeded subset) up to that
+        many pairs."""
+        c = self._cand
+        L = self.data.num_labels
+        kk = (c.flat // L) % self.K
+        keep = (c.stratum < 2) & (kk < (self.K if k is None else int(k)))
+        pos = keep.nonzero()[:, 0]
+        if max_pairs is not None and len(pos) > max_pairs:
+            qi = c.flat[pos] // (self.K * L)
+            per = torch.bincount(qi, minlength=len(self.queries))
+            order = torch.randperm(len(self.queries), generator=torch.Generator().manual_seed(int(seed)))
+            take = torch.zeros(len(self.queries), dtype=torch.bool)
+            take[order[torch.cumsum(per[order], 0) <= max_pairs]] = True
+            pos = pos[take[qi]]
+        z = torch.zeros(len(pos), dtype=torch.long)
+        return self._index(pos, z, z, z)
 
     # -- targets and batches -------------------------------------------------------------------------
     def _rows(self, idx: PairIndex) -> tuple[Tensor, Tensor, Tensor]:
@@ -513,29 +669,40 @@ class PairSampler:
     def targets(self, idx: PairIndex) -> tuple[Tensor, Tensor, Tensor]:
         """(c, t, has_t) of the pairs, from the (augmented) presence and boxes — no images touched.
 
-        c = 1[l ∈ ϕ(I)];  t = box_l(g_k) − box_l(I) where has_t = l ∈ ϕ(g_k) ∩ ϕ(I), else 0.
+        c = 1[l ∈ ϕ(I)] (``empty_target="label"``) or 1[l ∈ ϕ(I) ∩ ϕ(g_k)] (``"zero"``: the two agree on
+        every pair whose region is real); t = box_l(g_k) − box_l(I) where has_t = l ∈ ϕ(g_k) ∩ ϕ(I), else 0.
         """
         rI, rG, lab = self._rows(idx)
         d = self.data
-        c = d.present[rI, lab]
-        has_t = c & d.present[rG, lab]
+        in_i = d.present[rI, lab]
+        has_t = in_i & d.present[rG, lab]
+        c = has_t if self.empty_target == "zero" else in_i
         t = torch.where(has_t[:, None], d.boxes[rG, lab] - d.boxes[rI, lab], torch.zeros(()).to(d.boxes))
         return c.float(), t, has_t
 
-    def materialise(self, idx: PairIndex) -> PairBatch:
-        """The pairs as network inputs and targets on the device (gathers, no per-pair loop)."""
+    def materialise(self, idx: PairIndex, grouped: bool = False) -> PairBatch:
+        """The pairs as network inputs and targets on the device (gathers, no per-pair loop).
+
+        ``grouped``: ``I`` holds each distinct test image (corpus index, zoom, mirror) once and ``group[b]``
+        is pair b's row in it (for ``model(I, R, group)``, the test path computed once per image).
+        """
         rI, rG, lab = self._rows(idx)
         d = self.data
+        group = None
+        if grouped:
+            rI, group = torch.unique(rI, return_inverse=True)
         I = image_to_input(d.images[rI], d.mean)
         R = image_to_input(knn_region(d.images[rG], d.labels[rG], lab, d.mean), d.mean)
         c, t, has_t = self.targets(idx)
-        return PairBatch(I, R, c, t, has_t, lab, idx)
+        return PairBatch(I, R, c, t, has_t, lab, idx, group)
 
-    def iter_pairs(self, idx: PairIndex, batch_size: int | None = None) -> Iterator[PairBatch]:
-        """Batches over a fixed pair set, in order."""
+    def iter_pairs(
+        self, idx: PairIndex, batch_size: int | None = None, grouped: bool = False
+    ) -> Iterator[PairBatch]:
+        """Batches over a fixed pair set, in order (``grouped``: see :meth:`materialise`)."""
         bs = batch_size or self.batch_size
         for s in range(0, len(idx), bs):
-            yield self.materialise(idx.slice(s, s + bs))
+            yield self.materialise(idx.slice(s, s + bs), grouped)
 
     def fit_target_norm(self, n: int = 200_000, seed: int | None = None) -> TargetNorm:
         """:class:`TargetNorm` from ``n`` pairs of this sampler's distribution (own generator)."""
@@ -551,9 +718,16 @@ class PairSampler:
     def __len__(self) -> int:
         return self.steps_per_epoch
 
+    def next_batch(self) -> PairBatch:
+        """One training batch: grouped (B_I × B_R) when ``group_size`` > 1, else independent pairs."""
+        if self.group_size > 1:
+            idx = self.draw_grouped(self.batch_size // self.group_size, self.group_size)
+            return self.materialise(idx, grouped=True)
+        return self.materialise(self.draw(self.batch_size))
+
     def __iter__(self) -> Iterator[PairBatch]:
         for _ in range(self.steps_per_epoch):
-            yield self.materialise(self.draw(self.batch_size))
+            yield self.next_batch()
 
     def state_dict(self) -> dict[str, Any]:
         """The generator state (resume continues the same pair stream)."""

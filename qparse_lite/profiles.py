@@ -5,8 +5,11 @@
            Its models see ~60 k pairs (the paper: ~250 M), so their confidences ĉ stay close to the
            prior; ξ1 = 0.5 (not the paper's 0.8, under which almost no label is visible) was picked on
            the **validation** split by the ξ1 sweep of notebook 04, and notebook 05 reports ξ1 = 0.8 too.
-``ccp``    the real-data reproduction on Clothing Co-Parsing (coarse labels), sized for one GPU.
-``atr``    the paper's scale (ATR, 227×227, ~5 M pairs × 50 epochs, NOTES.md §1.9).
+``ccp``    the real-data reproduction on Clothing Co-Parsing (coarse labels); its training is sized for
+           ~20 minutes on 2 CPU cores (5 × 40,960 pairs, AdamW, grouped batches, 1 thread). On a GPU:
+           ``budget="gpu"`` (``qparse train --profile ccp --set budget=gpu --device cuda``) — the paper's
+           SGD at lr 5e-4 for 30 × 200,000 pairs (:data:`GPU_BUDGET`).
+``atr``    the paper's scale (ATR, 227×227, ~5 M pairs × 50 epochs, docs/paper.md §1.9).
 
 A notebook's ``profile`` parameter picks one of these; any field can be overridden by name
 (``get_profile("quick", epochs=2)``).
@@ -19,12 +22,20 @@ from typing import Any
 
 from .errors import QparseError
 
-__all__ = ["Profile", "PROFILES", "get_profile"]
+__all__ = ["Profile", "PROFILES", "GPU_BUDGET", "apply_budget", "get_profile"]
 
 
 @dataclass(frozen=True)
 class Profile:
-    """Every knob an experiment needs; see the module docstring for the three presets."""
+    """Every knob an experiment needs; see the module docstring for the three presets.
+
+    The training fields ``epochs``, ``pairs_per_epoch``, ``optimizer``, ``lr``, ``schedule``, ``warmup``
+    and ``threads`` of the quick and ccp presets are a **CPU budget** (chosen on the validation split:
+    ``benchmarks/sweep_schedule.py``). A GPU user flips one switch, ``budget="gpu"``
+    (``get_profile("ccp", budget="gpu")`` or ``qparse train --set budget=gpu``): it applies
+    :data:`GPU_BUDGET` (more pairs; for ccp the paper's SGD, lr 5e-4, ÷10 on plateau) and leaves the threads
+    to torch. ``sampler``/``group_size``/``empty_fraction``: see :class:`qparse_lite.pairs.PairSampler`.
+    """
 
     name: str
     dataset: str  # "synthetic" | "ccp" | "atr"
@@ -46,6 +57,16 @@ class Profile:
     xi1: float = 0.8  # label-visibility threshold ξ1 (paper)
     xi2: float = 0.5  # rough-foreground threshold ξ2 (paper)
     erosion: int = 10  # seed erosion filter size (paper, at 227; scaled with S below)
+    # -- training pairs, batches, schedule and threads (qparse_lite.pairs / qparse_lite.train) --
+    sampler: str = "natural"  # "natural" (balanced labels, natural P(c=1|l)) | "stratified" (the first scheme)
+    neg_fraction: float = 0.4  # stratified only: share of c = 0 pairs with a real region
+    empty_fraction: float | None = None  # share of mean-image regions (None: 0 natural, 0.05 stratified)
+    label_power: float = 0.0  # label weight ∝ count^label_power (0 = balanced labels)
+    group_size: int = 16  # B_R regions per test image in a batch (1 = independent pairs; I path once/image)
+    warmup: float = 0.03  # share of the steps with a linear lr warm-up (adamw / sgd with cosine)
+    schedule: str = "auto"  # "auto" (sgd: ÷10 on plateau, adamw: cosine) | "cosine" | "plateau" | "constant"
+    threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
+    budget: str = "cpu"  # "cpu" | "gpu": the one switch that scales pairs/epochs to a GPU (GPU_BUDGET)
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (recorded in every run.json)."""
@@ -61,12 +82,12 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick", dataset="synthetic", label_set="atr18", image_size=64, n_images=1200,
         features="hog-color", k_train=10, k_test=9, variant="mcnn", width=0.25, epochs=5,
-        pairs_per_epoch=12_288, batch_size=128, lr=3e-3, optimizer="adamw", val_pairs=2048, xi1=0.5,
+        pairs_per_epoch=20_480, batch_size=128, lr=3e-3, optimizer="adamw", val_pairs=16_384, xi1=0.5,
     ),
     "ccp": Profile(
         name="ccp", dataset="ccp", label_set="ccp-coarse", image_size=113, n_images=None,
-        features="hog-color", k_train=30, k_test=9, variant="mcnn", width=0.5, epochs=30,
-        pairs_per_epoch=200_000, batch_size=128, lr=5e-4, optimizer="sgd", val_pairs=8192,
+        features="hog-color", k_train=30, k_test=9, variant="mcnn", width=0.5, epochs=5,
+        pairs_per_epoch=40_960, batch_size=128, lr=3e-3, optimizer="adamw", val_pairs=16_384,
     ),
     "atr": Profile(
         name="atr", dataset="atr", label_set="atr18", image_size=227, n_images=None,
@@ -74,6 +95,25 @@ PROFILES: dict[str, Profile] = {
         pairs_per_epoch=5_000_000, batch_size=128, lr=5e-4, optimizer="sgd", val_pairs=20_000,
     ),
 }  # fmt: skip
+
+
+GPU_BUDGET: dict[str, dict[str, Any]] = {
+    "quick": {"pairs_per_epoch": 65_536, "epochs": 8, "threads": 0},
+    "ccp": {"pairs_per_epoch": 200_000, "epochs": 30, "optimizer": "sgd", "lr": 5e-4, "threads": 0},
+    "atr": {"threads": 0},
+}
+"""What ``budget="gpu"`` changes per profile (more pairs; torch's default threads for the data side)."""
+
+
+def apply_budget(profile: Profile, budget: str) -> Profile:
+    """The profile at ``budget`` ``"cpu"`` (as defined) or ``"gpu"`` (:data:`GPU_BUDGET` applied)."""
+    if budget not in ("cpu", "gpu"):
+        raise QparseError(f"budget must be 'cpu' or 'gpu', not {budget!r}")
+    if budget == profile.budget:
+        return profile
+    if budget == "cpu":
+        return replace(PROFILES[profile.name], seed=profile.seed) if profile.name in PROFILES else profile
+    return replace(profile, budget="gpu", **GPU_BUDGET.get(profile.name, {}))
 
 
 def get_profile(name: str, **overrides: Any) -> Profile:
@@ -85,4 +125,7 @@ def get_profile(name: str, **overrides: Any) -> Profile:
     unknown = set(overrides) - set(prof.to_dict())
     if unknown:
         raise QparseError(f"unknown profile field(s) {sorted(unknown)}")
+    budget = overrides.pop("budget", None)
+    if budget is not None:
+        prof = apply_budget(prof, budget)
     return replace(prof, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,4 +1,4 @@
-"""Training the M-CNN on label-balanced pairs (paper Sec. 3.2 Eq. (1), Sec. 4.1; NOTES §1.4-1.5, §1.9).
+"""Training the M-CNN on label-balanced pairs (paper Sec. 3.2 Eq. (1), Sec. 4.1; docs/paper.md §1.4-1.5, §1.9).
 
 ``train(profile, variant, out)`` prepares what it needs (corpus cache, KNN of the train and val splits),
 draws pairs with :class:`qparse_lite.pairs.PairSampler`, fits the target normalisation
@@ -61,7 +61,7 @@ from torch import Tensor, nn
 from .errors import QparseError
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text
 from .pairs import DeviceCorpus, PairIndex, PairSampler, TargetNorm
-from .profiles import Profile, get_profile
+from .profiles import Profile, apply_budget, get_profile
 from .runinfo import get_device, run_record, set_seed
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "matching_loss",
     "roc_auc",
     "pair_metrics",
+    "label_level_metrics",
     "train",
     "load_model",
     "read_log",
@@ -90,8 +91,8 @@ SGD_WEIGHT_DECAY = 5e-4  # paper
 PLATEAU_PATIENCE = 2  # epochs without a better validation loss before lr ÷ 10
 ADAMW_WEIGHT_DECAY = 1e-2
 WARMUP_FRACTION = 0.03
-NEG_FRACTION = 0.4  # pairs with c = 0 and a real region (see qparse_lite.pairs)
-EMPTY_FRACTION = 0.05  # pairs whose g_kl is the mean image (Eq. (1) sums over them too)
+NEG_FRACTION = 0.4  # the stratified sampler's share of c = 0 pairs with a real region (qparse_lite.pairs)
+EMPTY_FRACTION = None  # None: the sampler's default share of mean-image regions (0 natural, 0.05 stratified)
 NORM_PAIRS = 200_000  # pairs drawn to estimate the TargetNorm statistics
 VAL_SEED_OFFSET = 99_991
 CHECK_EVERY = 20  # steps between non-finite-loss checks (each forces a device sync)
@@ -99,10 +100,13 @@ CHECK_EVERY = 20  # steps between non-finite-loss checks (each forces a device s
 LOG_COLUMNS = [
     "epoch", "step", "lr", "train_loss", "train_loss_c", "train_loss_t",
     "val_loss", "val_loss_c", "val_loss_t", "val_auc", "val_acc", "val_disp_err",
+    "val_auc_macro", "val_auc_pairs", "pairs_seen",
 ]  # fmt: skip
 """Columns of ``log.csv``: epoch (1-based), global step at its end, learning rate at its end, the mean
-training loss and its c/t parts, and the validation loss, confidence AUC, accuracy at 0.5 and displacement
-error (mean |t̂ − t|, normalised image units)."""
+training loss and its c/t parts; on the validation pairs that parsing scores (see the module docstring) the
+loss, the label-level confidence AUC (pooled over (image, label)), the accuracy at ξ1, the displacement error
+(mean |t̂ − t|, normalised image units), the mean of the per-label AUCs and the pair-level AUC of ĉ; the
+training pairs seen so far (all ranks) and the training seconds so far (this run, validation excluded)."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -169,6 +173,84 @@ def pair_metrics(
         "acc": float(np.mean((np.asarray(c_hat) > 0.5) == c)),
         "disp_err": float(disp.mean()) if disp.size else float("nan"),
     }
+
+
+def label_level_metrics(
+    query: np.ndarray, label: np.ndarray, c_hat: np.ndarray, t_hat: np.ndarray, c: np.ndarray,
+    t: np.ndarray, has_t: np.ndarray, k_eff: np.ndarray, xi1: float, c_trivial: float,
+    t_trivial: np.ndarray, label_names: list[str] | tuple[str, ...] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What the validation numbers mean for parsing: metrics on the pairs parsing scores.
+
+    The pairs are (I, g_kl) for every validation image I, its K KNN images g_k and every l ∈ ϕ(g_k)
+    (:meth:`~qparse_lite.pairs.PairSampler.scored_pairs`). Parsing (Sec. 3.3, docs/paper.md §1.8) turns them
+    into one **label confidence** per (I, l): ĉ_l = mean of ĉ_kl over the g_k that contain l, visible iff
+    ĉ_l > ξ1. Against c_l = 1[l ∈ ϕ(I)], over the (I, l) with at least one such neighbour:
+
+    * ``auc``: ROC AUC of ĉ_l (pooled over images and labels; ``auc_macro``: mean of the per-label AUCs);
+    * ``acc``: accuracy of the decision ĉ_l > ξ1;
+    * ``disp_err``: mean |t̂_kl − t_kl| over the pairs with l ∈ ϕ(I) ∩ ϕ(g_k) (normalised image units);
+
+    each beside two baselines: the **trivial** predictor (ĉ_kl = c̄ and t̂_kl = t̄, the training means: AUC
+    0.5) and the **neighbour vote** v_l = |{k : l ∈ ϕ(g_k)}| / K (the fraction of the K neighbours that
+    contain l; for the displacement: t̂ = 0, i.e. the neighbour's box as it is, what label transfer does).
+
+    Args:
+        query, label: per pair, the query image (any id) and l. c_hat, c: per pair ĉ_kl (denormalised) and
+            c_kl. t_hat, t: N×4. has_t: N bool. k_eff: per pair, K of its query (the vote's denominator).
+        xi1: the visibility threshold ξ1. c_trivial, t_trivial: c̄ and t̄ (4).
+        label_names: names for ``per_label`` (default the label ids).
+
+    Returns:
+        the overall numbers above (``*_vote``, ``*_trivial``, ``disp_err_zero`` for the baselines),
+        ``n_pairs``, ``n_labels_scored`` (the (I, l)), ``pos_rate`` and ``per_label`` {name: the same per l}.
+    """
+    query, label = np.asarray(query, np.int64), np.asarray(label, np.int64)
+    c_hat, c = np.asarray(c_hat, np.float64), np.asarray(c) > 0.5
+    t_hat, t, has_t = np.asarray(t_hat, np.float64), np.asarray(t, np.float64), np.asarray(has_t, bool)
+    t_trivial = np.asarray(t_trivial, np.float64).reshape(1, 4)
+    L = int(label.max()) + 1 if len(label) else 1
+    keys, inv = np.unique(query * L + label, return_inverse=True)
+    n = np.bincount(inv).astype(np.float64)
+    conf = np.bincount(inv, c_hat) / n
+    y = np.zeros(len(keys), bool)
+    y[inv] = c
+    k_group = np.bincount(inv, np.asarray(k_eff, np.float64)) / n  # the query's K (same for the group)
+    vote = n / k_group  # the fraction of the K neighbours that contain l
+    g_label = keys % L
+    err = np.abs(t_hat - t).mean(1)
+    err_triv = np.abs(t_trivial - t).mean(1)
+    err_zero = np.abs(t).mean(1)
+
+    def block(gm: np.ndarray, pm: np.ndarray) -> dict[str, Any]:
+        yy = y[gm]
+        dm = pm & has_t
+        nan = float("nan")
+        return {
+            "n_scored": int(gm.sum()),
+            "pos_rate": float(yy.mean()) if gm.any() else nan,
+            "auc": roc_auc(conf[gm], yy), "auc_vote": roc_auc(vote[gm], yy),
+            "acc": float(np.mean((conf[gm] > xi1) == yy)) if gm.any() else nan,
+            "acc_vote": float(np.mean((vote[gm] > xi1) == yy)) if gm.any() else nan,
+            "acc_trivial": float(np.mean((c_trivial > xi1) == yy)) if gm.any() else nan,
+            "disp_err": float(err[dm].mean()) if dm.any() else nan,
+            "disp_err_trivial": float(err_triv[dm].mean()) if dm.any() else nan,
+            "disp_err_zero": float(err_zero[dm].mean()) if dm.any() else nan,
+        }  # fmt: skip
+
+    out = block(np.ones(len(keys), bool), np.ones(len(label), bool))
+    per_label = {}
+    for lab in np.unique(g_label):
+        name = label_names[int(lab)] if label_names is not None else str(int(lab))
+        per_label[name] = block(g_label == lab, label == lab)
+    def nanmean(xs: list[float]) -> float:
+        xs = [x for x in xs if np.isfinite(x)]
+        return float(np.mean(xs)) if xs else float("nan")
+
+    out["auc_macro"] = nanmean([v["auc"] for v in per_label.values()])
+    out["auc_vote_macro"] = nanmean([v["auc_vote"] for v in per_label.values()])
+    out.update(auc_trivial=0.5, n_pairs=int(len(label)), per_label=per_label)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -331,20 +413,48 @@ class _WarmupCosine:
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def _optimiser(name: str, model: nn.Module, lr: float, total_steps: int) -> tuple[Any, Any, bool]:
-    """(optimizer, scheduler, scheduler steps per batch?)."""
+class _WarmupConstant:
+    """lr factor: linear warm-up over ``warmup`` steps, then 1."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = max(0, warmup)
+
+    def __call__(self, step: int) -> float:
+        return (step + 1) / (self.warmup + 1) if step < self.warmup else 1.0
+
+
+SCHEDULES = ("auto", "cosine", "plateau", "constant")
+
+
+def _optimiser(
+    name: str, model: nn.Module, lr: float, total_steps: int, schedule: str = "auto",
+    warmup: float = WARMUP_FRACTION,
+) -> tuple[Any, Any, bool]:  # fmt: skip
+    """(optimizer, scheduler, scheduler steps per batch?).
+
+    ``schedule``: ``auto`` = the optimiser's documented default (sgd: ÷10 on plateau, the paper's; adamw:
+    warm-up + cosine); ``cosine``: linear warm-up over ``warmup``·total steps, cosine to 1 % of lr;
+    ``plateau``: ÷10 when the validation loss stops decreasing (no warm-up); ``constant``: warm-up, then lr.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if name == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
+        opt: Any = torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, weight_decay=SGD_WEIGHT_DECAY)
+    elif name == "adamw":
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
+    else:
+        raise QparseError(f"unknown optimizer {name!r}; choose sgd (the paper's) or adamw")
+    if schedule not in SCHEDULES:
+        raise QparseError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if schedule == "auto":
+        schedule = "plateau" if name == "sgd" else "cosine"
+    if schedule == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=0.1, patience=PLATEAU_PATIENCE
         )
         return opt, sched, False
-    if name == "adamw":
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
-        fn = _WarmupCosine(total_steps, int(WARMUP_FRACTION * total_steps))
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, fn), True
-    raise QparseError(f"unknown optimizer {name!r}; choose sgd (the paper's) or adamw")
+    n_warm = int(warmup * total_steps)
+    fn = _WarmupCosine(total_steps, n_warm) if schedule == "cosine" else _WarmupConstant(n_warm)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, fn), True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -428,49 +538,110 @@ def load_model(
 # ---------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _ValSet:
+    """The validation pairs parsing scores, their targets, and each pair's query K (for the vote)."""
+
+    pairs: PairIndex
+    k_eff: np.ndarray
+    xi1: float
+    names: tuple[str, ...]
+
+
+def _val_set(sampler: PairSampler, k: int, max_pairs: int, seed: int, xi1: float) -> _ValSet:
+    pairs = sampler.scored_pairs(k, max_pairs, seed)
+    knn = sampler.knn[:, :k]
+    valid = ((knn >= 0) & (knn != sampler.queries[:, None])).sum(1)
+    k_of = dict(zip(sampler.queries.tolist(), valid.tolist(), strict=True))
+    k_eff = np.array([k_of[q] for q in pairs.query.tolist()], np.float64)
+    return _ValSet(pairs, k_eff, float(xi1), tuple(sampler.data.label_names))
+
+
 @torch.no_grad()
 def _evaluate(
-    model: nn.Module, sampler: PairSampler, pairs: PairIndex, tn: TargetNorm, batch_size: int, amp: bool,
+    model: nn.Module, sampler: PairSampler, val: _ValSet, tn: TargetNorm, batch_size: int, amp: bool,
     channels_last: bool,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
+    """Eq. (1) and :func:`label_level_metrics` of the model on the scored validation pairs (the test path run
+    once per image of a batch)."""
     was = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=sampler.data.device)
     outs, cs, ts, hs = [], [], [], []
     n = 0
-    for b in sampler.iter_pairs(pairs, batch_size):
+    for b in sampler.iter_pairs(val.pairs, batch_size, grouped=True):
         I, R = _prep(b.I, channels_last), _prep(b.R, channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            pred = model(I, R)
+            pred = model(I, R, b.group)
+        pred = pred.float()
         cn, tnn = tn.normalise(b.c, b.t)
         loss, lc, lt = matching_loss(pred, cn, tnn, b.has_t)
         sums += torch.stack([loss, lc, lt]).double() * len(b.c)
         n += len(b.c)
-        c_hat, t_hat = tn.denormalise(pred[:, 0].float(), pred[:, 1:].float())
+        c_hat, t_hat = tn.denormalise(pred[:, 0], pred[:, 1:])
         outs.append(torch.cat([c_hat[:, None], t_hat], 1).cpu())
         cs.append(b.c.cpu())
         ts.append(b.t.cpu())
         hs.append(b.has_t.cpu())
     model.train(was)
     out = torch.cat(outs).numpy()
-    m = pair_metrics(
-        out[:, 0], out[:, 1:], torch.cat(cs).numpy(), torch.cat(ts).numpy(), torch.cat(hs).numpy()
-    )
+    c, t, h = torch.cat(cs).numpy(), torch.cat(ts).numpy(), torch.cat(hs).numpy()
     s = (sums / max(n, 1)).tolist()
-    return {"loss": s[0], "loss_c": s[1], "loss_t": s[2], **m}
+    return {"loss": s[0], "loss_c": s[1], "loss_t": s[2], **_metrics(val, tn, out[:, 0], out[:, 1:], c, t, h)}
 
 
-def _trivial(sampler: PairSampler, pairs: PairIndex, tn: TargetNorm) -> dict[str, float]:
-    """Metrics of ĉ = mean c, t̂ = mean t (the TargetNorm means: 0 in normalised space)."""
-    c, t, has_t = sampler.targets(pairs)
+def _metrics(
+    val: _ValSet, tn: TargetNorm, c_hat: np.ndarray, t_hat: np.ndarray, c: np.ndarray, t: np.ndarray,
+    h: np.ndarray,
+) -> dict[str, Any]:  # fmt: skip
+    lm = label_level_metrics(
+        val.pairs.query.numpy(), val.pairs.label.numpy(), c_hat, t_hat, c, t, h, val.k_eff, val.xi1,
+        float(tn.c_mean.item()), tn.t_mean.detach().cpu().numpy(), val.names,
+    )  # fmt: skip
+    lm["auc_pairs"] = roc_auc(c_hat, c)
+    return lm
+
+
+def _trivial(sampler: PairSampler, val: _ValSet, tn: TargetNorm) -> dict[str, Any]:
+    """Loss and metrics of ĉ = mean c, t̂ = mean t (the TargetNorm means: 0 in normalised space)."""
+    c, t, has_t = sampler.targets(val.pairs)
     c, t, has_t = c.cpu(), t.cpu(), has_t.cpu()
     tn = TargetNorm.from_state_dict(tn.state_dict())
     pred = torch.zeros(len(c), 5)
     cn, tnn = tn.normalise(c, t)
     loss, lc, lt = matching_loss(pred, cn, tnn, has_t)
     c_hat, t_hat = tn.denormalise(pred[:, 0], pred[:, 1:])
-    m = pair_metrics(c_hat.numpy(), t_hat.numpy(), c.numpy(), t.numpy(), has_t.numpy())
+    m = _metrics(val, tn, c_hat.numpy(), t_hat.numpy(), c.numpy(), t.numpy(), has_t.numpy())
     return {"loss": loss.item(), "loss_c": lc.item(), "loss_t": lt.item(), **m}
+
+
+def _brief(m: dict[str, Any]) -> dict[str, Any]:
+    """A metrics dict without its per-label table and baselines (run.json's ``trivial_val``)."""
+    keys = ("loss", "loss_c", "loss_t", "auc", "acc", "disp_err", "auc_macro", "auc_pairs", "n_scored",
+            "n_pairs", "pos_rate")  # fmt: skip
+    return {k: m[k] for k in keys if k in m}
+
+
+def _vote(m: dict[str, Any]) -> dict[str, Any]:
+    """The neighbour-vote baseline's numbers from any evaluation (they do not depend on the model)."""
+    return {"auc": m["auc_vote"], "acc": m["acc_vote"], "disp_err": m["disp_err_zero"],
+            "auc_macro": m["auc_vote_macro"]}  # fmt: skip
+
+
+def _final(row: dict[str, Any], ev: dict[str, Any]) -> dict[str, Any]:
+    """run.json's ``final_val``: the last log row with the baselines of the same evaluation beside it."""
+    if not ev:
+        return dict(row)
+    return {
+        **row,
+        "val_auc_vote": ev["auc_vote"], "val_auc_trivial": ev["auc_trivial"],
+        "val_auc_vote_macro": ev["auc_vote_macro"],
+        "val_acc_vote": ev["acc_vote"], "val_acc_trivial": ev["acc_trivial"],
+        "val_disp_err_trivial": ev["disp_err_trivial"], "val_disp_err_zero": ev["disp_err_zero"],
+        "auc_above_vote": bool(ev["auc"] > ev["auc_vote"]),
+        "disp_err_below_trivial": 1.0 - ev["disp_err"] / ev["disp_err_trivial"],
+        "n_scored": ev["n_scored"], "n_pairs": ev["n_pairs"],
+    }  # fmt: skip
 
 
 def _prep(x: Tensor, channels_last: bool) -> Tensor:
@@ -498,9 +669,9 @@ def train(
     holdout_label: str | None = None,
     data_root: str | Path | None = None,
     compile: bool = False,
-    neg_fraction: float = NEG_FRACTION,
-    empty_fraction: float = EMPTY_FRACTION,
-    label_power: float = 0.0,
+    neg_fraction: float | None = None,
+    empty_fraction: float | None = None,
+    label_power: float | None = None,
     stop_after: int | None = None,
     progress: bool | None = None,
     loss_fn: Callable[..., tuple[Tensor, Tensor, Tensor]] | None = None,
@@ -523,7 +694,8 @@ def train(
             training labels (for measuring parsing of labels unseen in training).
         data_root: the dataset root for the ccp/atr profiles.
         compile: wrap the model in ``torch.compile``.
-        neg_fraction, empty_fraction, label_power: the pair sampling scheme (:class:`PairSampler`).
+        neg_fraction, empty_fraction, label_power: shortcuts for the profile fields of the pair sampling
+            scheme (with ``sampler``, ``group_size``: :class:`PairSampler`); None keeps the profile's.
         stop_after: stop after this many epochs of this call (an interrupted run, for tests and chunks).
         progress: tqdm bars (default: auto).
         loss_fn: replaces :func:`matching_loss` (tests).
@@ -533,12 +705,18 @@ def train(
     if isinstance(profile, str):
         profile = get_profile(profile)
     prof = profile
-    fields = {"epochs": epochs, "seed": seed, "optimizer": optimizer, **overrides}
+    fields = {
+        "epochs": epochs, "seed": seed, "optimizer": optimizer, "neg_fraction": neg_fraction,
+        "empty_fraction": empty_fraction, "label_power": label_power, **overrides,
+    }  # fmt: skip
     unknown = set(fields) - set(prof.to_dict())
     if unknown:
         raise QparseError(f"unknown profile field(s) {sorted(unknown)}; fields: {', '.join(prof.to_dict())}")
     from dataclasses import replace
 
+    budget = fields.pop("budget", None)
+    if budget is not None:
+        prof = apply_budget(prof, budget)
     prof = replace(prof, **{k: v for k, v in fields.items() if v is not None})
     variant = variant or prof.variant
     out = Path(out)
@@ -556,6 +734,11 @@ def train(
             torch.distributed.init_process_group("nccl" if dev_name.startswith("cuda") else "gloo")
     dev = torch.device(dev_name)
     cuda = dev.type == "cuda"
+    threads_before = torch.get_num_threads()
+    if prof.threads < 0:
+        raise QparseError(f"threads must be ≥ 0 (0 = torch's default), got {prof.threads}")
+    if prof.threads:
+        torch.set_num_threads(prof.threads)
     set_seed(prof.seed, deterministic=not cuda)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -565,19 +748,19 @@ def train(
     try:
         return _train(
             prof, variant, out, dist, dev, resume=resume, corpus=corpus, knn=knn, val_knn=val_knn,
-            holdout_label=holdout_label, data_root=data_root, compile=compile, neg_fraction=neg_fraction,
-            empty_fraction=empty_fraction, label_power=label_power, stop_after=stop_after,
+            holdout_label=holdout_label, data_root=data_root, compile=compile, stop_after=stop_after,
             progress=progress, loss_fn=loss_fn or matching_loss, t_start=t_start,
         )  # fmt: skip
     finally:
+        torch.set_num_threads(threads_before)
         if dist.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
 def _train(
     prof: Profile, variant: str, out: Path, dist: DistInfo, dev: torch.device, *, resume: bool, corpus: Any,
-    knn: Any, val_knn: Any, holdout_label: str | None, data_root: Any, compile: bool, neg_fraction: float,
-    empty_fraction: float, label_power: float, stop_after: int | None, progress: bool | None,
+    knn: Any, val_knn: Any, holdout_label: str | None, data_root: Any, compile: bool,
+    stop_after: int | None, progress: bool | None,
     loss_fn: Callable[..., tuple[Tensor, Tensor, Tensor]], t_start: float,
 ) -> Path:  # fmt: skip
     from tqdm.auto import tqdm
@@ -611,14 +794,14 @@ def _train(
     data = DeviceCorpus.from_corpus(corp, dev, augment=True, holdout=holdout)
     sampler = PairSampler(
         data, q_tr, knn_tr, batch_size=prof.batch_size, pairs_per_epoch=prof.pairs_per_epoch,
-        seed=prof.seed, neg_fraction=neg_fraction, empty_fraction=empty_fraction, label_power=label_power,
+        seed=prof.seed, sampler=prof.sampler, neg_fraction=prof.neg_fraction,
+        empty_fraction=prof.empty_fraction, label_power=prof.label_power, group_size=prof.group_size,
         augment=True, rank=dist.rank, world_size=dist.world_size,
     )  # fmt: skip
-    val_sampler = PairSampler(
-        data, q_va, knn_va, batch_size=prof.batch_size, seed=prof.seed, neg_fraction=neg_fraction,
-        empty_fraction=empty_fraction, label_power=label_power, augment=False,
-    )  # fmt: skip
-    val_pairs = val_sampler.fixed_pairs(prof.val_pairs, prof.seed + VAL_SEED_OFFSET)
+    # validation: the pairs parsing scores (val image × its first k_test KNN × the labels they contain)
+    val_sampler = PairSampler(data, q_va, knn_va, batch_size=prof.batch_size, seed=prof.seed, augment=False)
+    k_val = min(prof.k_test, int(knn_va.shape[1]))
+    val = _val_set(val_sampler, k_val, prof.val_pairs, prof.seed + VAL_SEED_OFFSET, prof.xi1)
     eval_bs = max(prof.batch_size, 256)
 
     # -- model, optimiser, state --------------------------------------------------------------------
@@ -626,9 +809,12 @@ def _train(
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     steps = sampler.steps_per_epoch
-    opt, sched, per_step = _optimiser(prof.optimizer, model, prof.lr, steps * prof.epochs)
+    opt, sched, per_step = _optimiser(
+        prof.optimizer, model, prof.lr, steps * prof.epochs, prof.schedule, prof.warmup
+    )
     history: list[dict[str, Any]] = []
-    start_epoch, global_step = 0, 0
+    start_epoch, global_step, train_s = 0, 0, 0.0
+    last_val: dict[str, Any] = {}
     ck_path = out / "checkpoint.pt"
     if resume and ck_path.is_file():
         ck = torch.load(ck_path, map_location=dev, weights_only=False)
@@ -644,10 +830,11 @@ def _train(
         sampler.load_state_dict(ck["sampler"][min(dist.rank, len(ck["sampler"]) - 1)])
         _set_rng_state(ck["rng"])
         start_epoch, global_step, history = int(ck["epoch"]), int(ck["global_step"]), list(ck["history"])
+        train_s, last_val = float(ck.get("train_s", 0.0)), dict(ck.get("last_val", {}))
     else:
         tn = sampler.fit_target_norm(NORM_PAIRS)
     tn = tn.to(dev)
-    trivial = _trivial(val_sampler, val_pairs, tn)
+    trivial = _trivial(val_sampler, val, tn)
 
     net: nn.Module = model
     if compile:
@@ -677,7 +864,7 @@ def _train(
         for b_i, batch in enumerate(sampler):
             cn, tnn = tn.normalise(batch.c, batch.t)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                pred = net(_prep(batch.I, cuda), _prep(batch.R, cuda))
+                pred = net(_prep(batch.I, cuda), _prep(batch.R, cuda), batch.group)
             loss, lc, lt = loss_fn(pred.float(), cn, tnn, batch.has_t)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -695,16 +882,22 @@ def _train(
                 window = []
             bar.update(1)
         bar.close()
+        if cuda:
+            torch.cuda.synchronize()
+        train_s += time.perf_counter() - t_epoch
         train_parts = _all_mean(sums / steps, dist).tolist()
-        val = _evaluate(_unwrap(net), val_sampler, val_pairs, tn, eval_bs, cuda, cuda)
+        ev = _evaluate(_unwrap(net), val_sampler, val, tn, eval_bs, cuda, cuda)
         if not per_step:
-            sched.step(val["loss"])
+            sched.step(ev["loss"])
         row = {
             "epoch": epoch + 1, "step": global_step, "lr": opt.param_groups[0]["lr"],
             "train_loss": train_parts[0], "train_loss_c": train_parts[1], "train_loss_t": train_parts[2],
-            "val_loss": val["loss"], "val_loss_c": val["loss_c"], "val_loss_t": val["loss_t"],
-            "val_auc": val["auc"], "val_acc": val["acc"], "val_disp_err": val["disp_err"],
+            "val_loss": ev["loss"], "val_loss_c": ev["loss_c"], "val_loss_t": ev["loss_t"],
+            "val_auc": ev["auc"], "val_acc": ev["acc"], "val_disp_err": ev["disp_err"],
+            "val_auc_macro": ev["auc_macro"], "val_auc_pairs": ev["auc_pairs"],
+            "pairs_seen": global_step * prof.batch_size * dist.world_size,
         }  # fmt: skip
+        last_val = ev
         history.append(row)
         epoch_times.append(time.perf_counter() - t_epoch)
         samplers = _gather_sampler_states(sampler, dist)
@@ -714,13 +907,15 @@ def _train(
                 "scheduler": sched.state_dict(), "target_norm": {k: v.cpu() for k, v in tn.state_dict().items()},
                 "sampler": samplers,
                 "rng": _rng_state(), "epoch": epoch + 1, "global_step": global_step, "history": history,
+                "train_s": train_s, "last_val": last_val,
             }  # fmt: skip
             atomic_torch_save(ck_path, ck)
             _write_log(out / "log.csv", history)
             if show:
                 print(
                     f"epoch {epoch + 1}/{prof.epochs}: train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
-                    f"AUC {row['val_auc']:.3f} acc {row['val_acc']:.3f} disp {row['val_disp_err']:.4f} "
+                    f"AUC {row['val_auc']:.3f} (vote {ev['auc_vote']:.3f}) acc@ξ1 {row['val_acc']:.3f} "
+                    f"disp {row['val_disp_err']:.4f} (trivial {ev['disp_err_trivial']:.4f}) "
                     f"lr {row['lr']:.2e} ({epoch_times[-1]:.1f} s)",
                     flush=True,
                 )
@@ -738,10 +933,12 @@ def _train(
             epoch_times_s=[round(x, 3) for x in epoch_times], resumed=bool(resume and start_epoch > 0),
             compile=compile, holdout_label=holdout_label, corpus=meta_common["corpus"],
             n_train_images=len(q_tr), n_val_images=len(q_va), k_train=int(knn_tr.shape[1]),
-            pairs={**pair_stats,
-                   "neg_fraction": neg_fraction, "empty_fraction": empty_fraction, "label_power": label_power,
-                   "val_pairs": len(val_pairs)},
-            target_norm=tn.as_dict(), trivial_val=trivial, final_val=history[-1] if history else None,
+            pairs={**pair_stats, "neg_fraction": prof.neg_fraction, "empty_fraction": sampler.empty_fraction,
+                   "label_power": prof.label_power, "val_pairs": len(val.pairs), "val_k": k_val},
+            target_norm=tn.as_dict(), trivial_val=_brief(trivial), vote_val=_vote(trivial),
+            final_val=_final(history[-1], last_val) if history else None,
+            val_per_label=last_val.get("per_label"), torch_threads=torch.get_num_threads(),
+            torch_interop_threads=torch.get_num_interop_threads(), train_s=round(train_s, 3),
             parameters=sum(p.numel() for p in model.parameters()),
         )  # fmt: skip
         prev = out / "run.json"

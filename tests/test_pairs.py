@@ -132,11 +132,13 @@ def _knn(n: int, k: int, seed: int = 0) -> np.ndarray:
     return np.stack([rng.permutation(n)[:k] for _ in range(n)])  # may contain the query itself
 
 
-def test_balanced_labels_negative_fraction_and_no_self_pairs():
+def test_stratified_sampler_balanced_labels_negative_fraction_and_no_self_pairs():
     images, labels, mean = _random_corpus()
     data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=True)
     knn = _knn(len(images), 10)
-    sampler = PairSampler(data, np.arange(len(images)), knn, neg_fraction=0.3, empty_fraction=0.1, seed=3)
+    sampler = PairSampler(
+        data, np.arange(len(images)), knn, sampler="stratified", neg_fraction=0.3, empty_fraction=0.1, seed=3
+    )
     idx = sampler.draw(40_000)
     assert not (idx.query == idx.knn).any()  # no pair of an image with itself
     c, t, has_t = sampler.targets(idx)
@@ -154,7 +156,7 @@ def test_balanced_labels_negative_fraction_and_no_self_pairs():
     freq = freq / freq.sum()
     assert freq.max() / freq.min() < 1.25  # near-uniform although the corpus frequencies span 0.95..0.1
     # the natural frequencies (label_power = 1) are far from uniform
-    nat = PairSampler(data, np.arange(len(images)), knn, label_power=1.0, seed=3).draw(20_000)
+    nat = PairSampler(data, np.arange(len(images)), knn, sampler="stratified", label_power=1.0, seed=3).draw(20_000)
     f2 = torch.bincount(nat.label[nat.stratum == 0], minlength=L)[1:].float()
     assert f2.max() / f2.min() > 5
 
@@ -226,3 +228,146 @@ def test_holdout_and_bad_input():
     bad[0, 0, 0] = 40
     with pytest.raises(QparseError, match="outside the label set"):
         DeviceCorpus.from_arrays(images, bad, mean, ATR18)
+
+
+# -- the natural sampler on a hand-made KNN table ------------------------------------------------------
+
+HAT, HAIR, BAG = ATR18.index("hat"), ATR18.index("hair"), ATR18.index("bag")
+
+
+def _hand_made():
+    """6 images: hair everywhere, hat in 0-2, bag in 0 and 5 only; KNN rows written by hand.
+
+    Region candidates (i, k, l) with l ∈ ϕ(g_k), counted by hand from the table below:
+    hair: 12 pos, 0 neg (every image has hair); hat: the KNN rows hit hat images 8 times, 2 of them from a
+    query with a hat (0 → 1, 1 → 0: pos) and 6 from queries 3-5 (neg); bag: 5 hits, 1 pos (5 → 0), 4 neg.
+    """
+    images, labels, mean = _corpus(6)
+    for i in range(6):
+        _rect(labels[i], HAIR, 2, 0, 8, 3)
+    for i in (0, 1, 2):
+        _rect(labels[i], HAT, 4, 4, 8, 6)
+    for i in (0, 5):
+        _rect(labels[i], BAG, 10, 10, 14, 16)
+    knn = np.array([[1, 3], [0, 4], [3, 5], [0, 1], [2, 0], [0, 2]])
+    return images, labels, mean, knn
+
+
+def _count_by_hand(labels: np.ndarray, knn: np.ndarray) -> dict[int, tuple[int, int]]:
+    out = {}
+    for lab in (HAIR, HAT, BAG):
+        pos = neg = 0
+        for q, row in enumerate(knn):
+            for g in row:
+                if (labels[g] == lab).any():
+                    if (labels[q] == lab).any():
+                        pos += 1
+                    else:
+                        neg += 1
+        out[lab] = (pos, neg)
+    return out
+
+
+def test_natural_sampler_keeps_each_labels_rate_and_balances_labels():
+    images, labels, mean, knn = _hand_made()
+    hand = _count_by_hand(labels, knn)
+    assert hand == {HAIR: (12, 0), HAT: (2, 6), BAG: (1, 4)}  # the docstring's count
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=False)
+    s = PairSampler(data, np.arange(6), knn, augment=False, seed=1)
+    rates = s.expected_rates()
+    for lab, (pos, neg) in hand.items():
+        assert rates[ATR18.names[lab]]["natural_pos_rate"] == pytest.approx(pos / (pos + neg))
+        assert rates[ATR18.names[lab]]["sampled_pos_rate"] == pytest.approx(pos / (pos + neg))
+        assert rates[ATR18.names[lab]]["share"] == pytest.approx(1 / 3)  # 3 labels with candidates
+    n = 60_000
+    for idx in (s.draw(n), s.draw_grouped(n // 4, 4)):
+        c, _, has_t = s.targets(idx)
+        assert set(idx.label.unique().tolist()) == {HAIR, HAT, BAG} and (idx.stratum < 2).all()  # no empty
+        for lab, (pos, neg) in hand.items():
+            m = idx.label == lab
+            assert abs(m.float().mean().item() - 1 / 3) < 0.015  # labels balanced
+            assert abs(c[m].mean().item() - pos / (pos + neg)) < 0.015  # ... at their natural rates
+        assert torch.equal(has_t, c.bool())
+    # the stratified sampler forces the same rate on every label instead
+    old = PairSampler(data, np.arange(6), knn, augment=False, sampler="stratified", empty_fraction=0.0)
+    r_old = old.expected_rates()
+    # (pos: 60 % over hair, hat, bag; neg: 40 % over hat, bag → P(c = 1 | hat) = 0.2 / (0.2 + 0.2))
+    assert r_old["hat"]["sampled_pos_rate"] == pytest.approx(0.5)
+    assert r_old["bag"]["sampled_pos_rate"] == pytest.approx(0.5)  # although bag's natural rate is 1/5
+    assert r_old["hat"]["natural_pos_rate"] == 2 / 8 and r_old["bag"]["natural_pos_rate"] == 1 / 5
+    c, _, _ = old.targets(old.draw(n))
+    assert abs(c.mean().item() - 0.6) < 0.015
+
+
+def test_empty_stratum_is_dropped_or_given_a_learnable_target():
+    images, labels, mean, knn = _hand_made()
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=False)
+    s = PairSampler(data, np.arange(6), knn, augment=False, empty_fraction=0.1, seed=2)
+    assert s.empty_target == "zero"
+    idx = s.draw(40_000)
+    empty = idx.stratum == 2
+    assert abs(empty.float().mean().item() - 0.1) < 0.01
+    c, _, has_t = s.targets(idx)
+    assert (c[empty] == 0).all() and not has_t[empty].any()  # a blank region never matches: learnable
+    # the per-label natural rates among real regions are unchanged
+    rates = s.expected_rates()
+    assert rates["hat"]["sampled_pos_rate"] == pytest.approx(2 / 8)
+    m = (idx.label == HAT) & ~empty
+    assert abs(c[m].mean().item() - 2 / 8) < 0.02
+    # Eq. (1) as written (c = 1[l ∈ ϕ(I)]) stays available
+    s2 = PairSampler(data, np.arange(6), knn, augment=False, empty_fraction=0.1, empty_target="label")
+    idx2 = s2.draw(5000)
+    c2, _, _ = s2.targets(idx2)
+    e2 = idx2.stratum == 2
+    in_i = data.present[idx2.query, idx2.label]
+    assert torch.equal(c2[e2].bool(), in_i[e2]) and c2[e2].any()
+    with pytest.raises(QparseError, match="empty_target"):
+        PairSampler(data, np.arange(6), knn, augment=False, empty_target="maybe")
+    with pytest.raises(QparseError, match="unknown pair sampler"):
+        PairSampler(data, np.arange(6), knn, augment=False, sampler="uniform")
+
+
+def test_grouped_batches_share_the_test_image_and_keep_the_pair_distribution():
+    images, labels, mean = _random_corpus(seed=5)
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=True)
+    knn = _knn(40, 8, 5)
+    s = PairSampler(data, np.arange(40), knn, batch_size=64, group_size=16, seed=4)
+    b = next(iter(s))
+    idx = b.index
+    assert b.R.shape[0] == 64 and b.group.shape == (64,) and b.I.shape[0] <= 4
+    q = idx.query.reshape(4, 16)
+    assert (q == q[:, :1]).all()  # one test image per group ...
+    assert (idx.zoom_i.reshape(4, 16) == idx.zoom_i.reshape(4, 16)[:, :1]).all()  # ... one variant of it
+    assert (idx.flip.reshape(4, 16) == idx.flip.reshape(4, 16)[:, :1]).all()
+    # I[group[b]] is pair b's test image exactly
+    ref = s.materialise(idx)
+    assert torch.equal(b.I[b.group], ref.I) and torch.equal(b.R, ref.R) and torch.equal(b.c, ref.c)
+    # the grouped draw has the same marginal over (label, stratum) as independent pairs
+    a, g = s.draw(80_000), s.draw_grouped(5000, 16)
+    key = lambda x: torch.bincount(x.stratum * L + x.label, minlength=3 * L).double() / len(x)  # noqa: E731
+    assert (key(a) - key(g)).abs().max() < 0.01
+    qa = torch.bincount(a.query, minlength=40).double() / len(a)
+    qg = torch.bincount(g.query, minlength=40).double() / len(g)
+    assert (qa - qg).abs().max() < 0.01
+    with pytest.raises(QparseError, match="group_size"):
+        PairSampler(data, np.arange(40), knn, batch_size=64, group_size=24)
+
+
+def test_scored_pairs_are_every_label_of_the_first_k_neighbours():
+    images, labels, mean, knn = _hand_made()
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=False)
+    s = PairSampler(data, np.arange(6), knn, augment=False)
+    idx = s.scored_pairs(k=1)
+    expect = sorted(
+        (q, int(knn[q, 0]), lab) for q in range(6) for lab in range(1, L) if (labels[knn[q, 0]] == lab).any()
+    )
+    got = sorted(zip(idx.query.tolist(), idx.knn.tolist(), idx.label.tolist(), strict=True))
+    assert got == expect
+    assert (idx.zoom_i == 0).all() and (idx.flip == 0).all() and (idx.stratum < 2).all()
+    capped = s.scored_pairs(max_pairs=7, seed=0)
+    assert len(capped) <= 7 and len(capped) > 0
+    per_q = {q: sum(1 for x in got if x[0] == q) for q in range(6)}
+    full = s.scored_pairs()
+    for q in set(capped.query.tolist()):  # whole images are kept
+        assert (capped.query == q).sum() == (full.query == q).sum()
+    assert per_q

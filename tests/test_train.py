@@ -201,3 +201,69 @@ def test_knn_computed_saved_and_reused(tiny, tmp_path):
     assert _log_text(a) == _log_text(b)
     with pytest.raises(QparseError, match="not this split"):
         train("quick", "wo-cross", tmp_path / "c", corpus=corpus, knn=a / "knn_val.npz", **kw)
+
+
+def test_label_level_metrics_by_hand():
+    from qparse_lite.train import label_level_metrics
+
+    # two query images (0, 1), K = 3 each; label 5 in I0 (c = 1) not in I1; label 7 in I1 only
+    # pairs: (I0, l5) × 2 neighbours, (I1, l5) × 3, (I0, l7) × 1, (I1, l7) × 1
+    query = np.array([0, 0, 1, 1, 1, 0, 1])
+    label = np.array([5, 5, 5, 5, 5, 7, 7])
+    c = np.array([1, 1, 0, 0, 0, 0, 1])
+    c_hat = np.array([0.9, 0.7, 0.2, 0.4, 0.3, 0.6, 0.85])
+    has_t = c.astype(bool)
+    t = np.zeros((7, 4))
+    t[has_t] = 0.1
+    t_hat = np.zeros((7, 4))
+    t_hat[has_t] = 0.08
+    m = label_level_metrics(query, label, c_hat, t_hat, c, t, has_t, np.full(7, 3), xi1=0.5, c_trivial=0.4,
+                            t_trivial=np.full(4, 0.05), label_names=[str(i) for i in range(8)])  # fmt: skip
+    # label confidences: (0,5) 0.8 ✓, (1,5) 0.3 ✗, (0,7) 0.6 ✗, (1,7) 0.85 ✓ → AUC 1, acc@0.5 3/4
+    assert m["n_scored"] == 4 and m["n_pairs"] == 7 and m["pos_rate"] == 0.5
+    assert m["auc"] == 1.0 and m["acc"] == 0.75
+    # votes: 2/3, 3/3, 1/3, 1/3 for c = 1, 0, 0, 1 → pairs (pos, neg): AUC = (0 + 1 + ½ + 0 ... ) / 4
+    assert m["auc_vote"] == pytest.approx((1 * 0 + 1 * 1 + 0 * 1 + 0.5) / 4)  # 2/3 beats 1/3; 1/3 ties 1/3
+    assert m["acc_vote"] == 0.5 and m["acc_trivial"] == 0.5 and m["auc_trivial"] == 0.5
+    assert m["disp_err"] == pytest.approx(0.02) and m["disp_err_trivial"] == pytest.approx(0.05)
+    assert m["disp_err_zero"] == pytest.approx(0.1)
+    assert m["per_label"]["5"]["auc"] == 1.0 and m["per_label"]["5"]["n_scored"] == 2
+    assert m["per_label"]["7"]["acc"] == 0.5
+    assert m["auc_macro"] == 1.0
+
+
+def test_run_json_records_label_level_validation_threads_and_schedule(tiny, tmp_path):
+    before = torch.get_num_threads()
+    corpus, knn_tr, knn_va = tiny
+    run = train("quick", "mcnn", tmp_path / "r", corpus=corpus, knn=knn_tr, val_knn=knn_va, device="cpu",
+                progress=False, epochs=2, threads=1, schedule="constant", warmup=0.5,
+                **{**TINY, "k_train": 4})  # fmt: skip
+    assert torch.get_num_threads() == before  # restored
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["torch_threads"] == 1 and rec["profile_fields"]["threads"] == 1
+    f = rec["final_val"]
+    for key in ("val_auc", "val_auc_vote", "val_auc_trivial", "val_acc", "val_acc_vote", "val_disp_err",
+                "val_disp_err_trivial", "val_disp_err_zero", "disp_err_below_trivial", "auc_above_vote"):  # fmt: skip
+        assert key in f, key
+    assert f["val_auc_trivial"] == 0.5 and rec["trivial_val"]["auc"] == 0.5
+    assert rec["vote_val"]["auc"] == f["val_auc_vote"]
+    assert f["disp_err_below_trivial"] == pytest.approx(1 - f["val_disp_err"] / f["val_disp_err_trivial"])
+    assert set(rec["val_per_label"]) <= set(ATR18.names) and rec["val_per_label"]
+    # the scored pairs: every val image × its first k_test (≤ K) neighbours × the labels they contain
+    assert rec["pairs"]["val_k"] == 4 and rec["pairs"]["sampler"] == "natural"
+    assert rec["pairs"]["group_size"] == 16
+    # constant schedule with warm-up over half the steps: lr reaches the profile lr and stays
+    log = read_log(run)
+    assert log[0]["lr"] == pytest.approx(get_profile("quick").lr) and log[1]["lr"] == log[0]["lr"]
+    assert log[-1]["pairs_seen"] == 2 * TINY["pairs_per_epoch"]
+    with pytest.raises(QparseError, match="unknown schedule"):
+        train("quick", "mcnn", tmp_path / "s", corpus=corpus, knn=knn_tr, val_knn=knn_va, device="cpu",
+              progress=False, schedule="linear", **TINY)  # fmt: skip
+
+
+def test_grouped_and_ungrouped_training_agree_on_a_tiny_run(tiny, tmp_path):
+    """group_size changes how a batch is computed, not what the model learns from: both runs learn."""
+    ungrouped = _train(tiny, tmp_path / "u", group_size=1, pairs_per_epoch=1024)
+    rec = json.loads((ungrouped / "run.json").read_text())
+    assert rec["pairs"]["group_size"] == 1
+    assert read_log(ungrouped)[-1]["val_loss_c"] < rec["trivial_val"]["loss_c"]

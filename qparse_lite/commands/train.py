@@ -53,10 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a label name never used as a positive in training (its pixels become background)")  # fmt: skip
     p.add_argument("--data-root", default=None, help="dataset root for the ccp/atr profiles")
     p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    p.add_argument("--sampler", default=None, choices=["natural", "stratified"],
+                   help="pair sampler: natural (default: balanced labels, each label's natural rate of c=1) "
+                        "or stratified (the first scheme: fixed c=0 share for every label)")  # fmt: skip
     p.add_argument("--neg-fraction", type=float, default=None,
-                   help="fraction of pairs with c=0 and a real KNN region (default 0.4)")  # fmt: skip
+                   help="stratified sampler: fraction of pairs with c=0 and a real KNN region (default 0.4)")  # fmt: skip
     p.add_argument("--empty-fraction", type=float, default=None,
-                   help="fraction of pairs whose KNN region is the mean image (default 0.05)")  # fmt: skip
+                   help="fraction of pairs whose KNN region is the mean image (default: 0 natural, 0.05 "
+                        "stratified)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the profile's, 1 on the CPU profiles; 0 = torch's)")  # fmt: skip
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override any profile field, e.g. --set pairs_per_epoch=2048 (repeatable)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -64,15 +70,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..train import EMPTY_FRACTION, NEG_FRACTION, train
+    from ..train import train
 
     out = train(
         args.profile, args.variant, args.out, resume=args.resume, device=args.device, epochs=args.epochs,
         seed=args.seed, corpus=args.corpus, knn=args.knn, val_knn=args.val_knn, optimizer=args.optimizer,
         holdout_label=args.holdout_label, data_root=args.data_root, compile=args.compile,
-        neg_fraction=NEG_FRACTION if args.neg_fraction is None else args.neg_fraction,
-        empty_fraction=EMPTY_FRACTION if args.empty_fraction is None else args.empty_fraction,
-        progress=False if args.no_progress else None, **_parse_set(args.set),
+        neg_fraction=args.neg_fraction, empty_fraction=args.empty_fraction,
+        progress=False if args.no_progress else None,
+        **{**{k: v for k, v in (("sampler", args.sampler), ("threads", args.threads)) if v is not None},
+           **_parse_set(args.set)},
     )  # fmt: skip
     import os
 
