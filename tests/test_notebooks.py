@@ -4,6 +4,8 @@ interface, kernel ``python3``; and ``qparse reproduce`` failing loudly, naming t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -86,3 +88,51 @@ def test_reproduce_real_notebook_with_a_bad_data_root(tmp_path):
     with pytest.raises(QparseError) as e:
         reproduce("ccp", tmp_path / "run", data_root=str(tmp_path / "nowhere"), notebooks=["00"])
     assert "00_setup_and_data.ipynb" in str(e.value)
+
+
+# -- checks that can fail ------------------------------------------------------------------------------
+# Notebooks are stored without outputs, so nbval has nothing to compare a ``# NBVAL_CHECK_OUTPUT`` cell with:
+# it skips cells whose stored execution_count is None, and the marker checks nothing. Notebooks check what
+# they show with ``assert`` instead, which nbval (--nbval-lax) reports as a failing cell.
+MARKER = "NBVAL_CHECK_OUTPUT"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_output_check_markers(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    marked = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and MARKER in c.source]
+    assert not marked, (
+        f"{path.name}: cell(s) {marked} carry # {MARKER}, which checks nothing in a notebook stored without "
+        "outputs; replace it with asserts on the values the cell shows"
+    )
+
+
+def _nbval(*paths: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rf", "--nbval-lax", "--nbval-current-env", "-p", "no:randomly",
+           "-p", "no:cacheprovider", *(p.name for p in paths)]  # fmt: skip
+    return subprocess.run(cmd, cwd=paths[0].parent, capture_output=True, text=True, timeout=600)
+
+
+def test_a_false_assert_in_a_notebook_fails_nbval(tmp_path):
+    """A copy of notebook 00 cut down to its title, parameters, imports and the checksum-list cell (seconds to
+    run), twice: as it is, and with one of its asserts made false. One nbval run: the first copy passes, the
+    second fails on that cell with an AssertionError."""
+    src = nbformat.read(NOTEBOOK_DIR / "00_setup_and_data.ipynb", as_version=4)
+    keep = [c for c in src.cells if c is src.cells[0] or "parameters" in c.metadata.get("tags", [])
+            or "ws = Workspace(" in c.source or "sums = read_sums(CCP_SUMS_FILE)" in c.source]  # fmt: skip
+    assert len(keep) == 4, "notebook 00 changed: pick the cells again"
+    params = next(c for c in keep if "parameters" in c.metadata.get("tags", []))
+    params.source = params.source.replace("output_dir = None", f"output_dir = {str(tmp_path / 'ws')!r}")
+    check = keep[-1]
+    assert "assert len(sums) == 2010" in check.source
+    src.cells = keep
+    good, bad = tmp_path / "nb_good.ipynb", tmp_path / "nb_bad.ipynb"
+    nbformat.write(src, good)
+    check.source = check.source.replace("assert len(sums) == 2010", "assert len(sums) == 2011")  # now false
+    nbformat.write(src, bad)
+    res = _nbval(good, bad)
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out[-3000:]
+    failed = [ln for ln in res.stdout.splitlines() if ln.startswith("FAILED")]
+    assert len(failed) == 1 and failed[0].startswith("FAILED nb_bad.ipynb::Cell 2")  # code cells count from 0, out[-3000:]
+    assert "AssertionError" in res.stdout and "1 failed" in res.stdout and "passed" in res.stdout
