@@ -191,7 +191,7 @@ class PhotoParse:
 
     labels: np.ndarray  # H×W uint8, background outside the person crop
     box: tuple[int, int, int, int]  # the square person crop in photo pixels (may extend past the border)
-    crop_method: str  # "hog" (OpenCV people detector) | "whole-image" (nobody found)
+    crop_method: str  # the person detector that found the crop ("mediapipe" | "hog") | "whole-image" (nobody found)
     neighbours: np.ndarray  # the K corpus indices retrieved for the crop
     stages: ParseStages  # every intermediate at the crop size S×S
 
@@ -221,12 +221,14 @@ def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: f
 
 def parse_photo(
     parser: MCNNParser, image: np.ndarray, extractor: Any, database_features: np.ndarray,
-    database_indices: np.ndarray, k: int = 9,
+    database_indices: np.ndarray, k: int = 9, detector: Any = "auto",
 ) -> PhotoParse:  # fmt: skip
     """Parse a raw photo of any size that is not in the corpus.
 
-    1. human-centric crop with OpenCV's HOG people detector (:func:`qparse_lite.prepare.human_centric_crop`;
-       the whole image, with a warning, when it finds nobody), resized to the corpus size S;
+    1. human-centric crop around the person that ``detector`` finds (:mod:`qparse_lite.person`: ``auto``
+       takes MediaPipe when installed, else OpenCV's HOG; :func:`qparse_lite.prepare.human_centric_crop`,
+       the same margin and squaring as the corpus crops; the whole image, with a warning, when it finds
+       nobody), resized to the corpus size S;
     2. its K nearest corpus images by ``extractor`` features among ``database_features`` (rows of
        ``database_indices``, normally the train split; :func:`qparse_lite.retrieval.corpus_features`);
     3. :meth:`MCNNParser.parse`; 4. the S×S result pasted back at the photo's resolution (:func:`paste_back`).
@@ -235,7 +237,7 @@ def parse_photo(
     from .retrieval import knn
 
     S = int(parser.corpus.size)
-    crop, _, box, method = human_centric_crop(np.asarray(image), S)
+    crop, _, box, method = human_centric_crop(np.asarray(image), S, detector=detector)
     if extractor.needs_labels:
         raise ValueError(f"features {extractor.name!r} need label maps; a raw photo has none")
     feat = extractor(crop[None], progress=False)

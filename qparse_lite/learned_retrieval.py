@@ -1,0 +1,312 @@
+"""A learned retrieval head on frozen ImageNet features: neighbours that wear the same garments.
+
+Why. The paper retrieves the KNN images G of a test image I by the distance between ImageNet fc7
+features (docs/paper.md §1.2). ImageNet features describe objects and scenes, not garments: on CCP their
+neighbours share labels barely more often than random ones do (label precision@9, see notebook 01),
+because skin, hair and shoes are in almost every photo and only the garments tell people apart.
+
+What. A small head on the *frozen* EfficientNet-Lite0 feature map F (1,280 × h × w at stride 32, from
+:class:`qparse_lite.retrieval.EfficientNetExtractor`), trained on the corpus's **train split only**, with
+two outputs:
+
+* presence: :math:`\\hat p_l = \\sigma(w_l^\\top \\bar F + b_l)`, the probability that label l appears in
+  the image (:math:`\\bar F` the spatial mean of F), trained with binary cross-entropy against the
+  ground-truth label sets;
+* layout: :math:`\\hat q_{c} = \\mathrm{softmax}(W F_c + b)`, the label distribution of each cell c of the
+  h×w grid (a 1×1 convolution), trained with cross-entropy against the cells' ground-truth label
+  fractions (the oracle's feature, :class:`qparse_lite.retrieval.OracleExtractor`, predicted).
+
+The retrieval embedding is :math:`[\\alpha\\,\\hat p,\\; \\beta\\,\\sqrt{\\hat q / (hw)^{1/2}}]`: by default
+α = 1, β = 0 (presence only). The weights were chosen on the **validation** split of CCP (notebook 01
+prints the comparison; the layout part is kept for teaching and for other corpora).
+
+The trained head is saved beside the corpus (``<corpus>/retrieval/<name>_<key>.pt``, atomic), keyed by
+the corpus fingerprint and every training setting, so training, parsing and ``qparse parse`` reuse the
+same head; it is also a plain file that can be copied with a model (``head=PATH``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import QparseError
+
+__all__ = ["LearnedRetrievalExtractor", "RetrievalHead", "fit_retrieval_head", "default_input_size"]
+
+
+def default_input_size(crop_size: int) -> int:
+    """The network input for S-px corpus crops: 224 (its own size) from S ≥ 96 px, else 128.
+
+    Upsampling a 64-px crop to 224 adds no detail but costs 3× the time of 128 px (measured on the quick
+    profile in notebook 01: the precision@9 of the two differs by less than the seed spread).
+    """
+    return 224 if int(crop_size) >= 96 else 128
+
+
+def _head_module(in_ch: int, num_labels: int) -> Any:
+    import torch.nn as nn
+
+    class RetrievalHead(nn.Module):
+        """Presence (linear on the pooled map) and layout (1×1 conv) heads on a normalised feature map."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.presence = nn.Linear(in_ch, num_labels)
+            self.layout = nn.Conv2d(in_ch, num_labels, 1)
+
+        def forward(self, f: Any) -> tuple[Any, Any]:
+            return self.presence(f.mean((2, 3))), self.layout(f)
+
+    return RetrievalHead()
+
+
+RetrievalHead = _head_module  # the factory; the module class is built per (channels, labels)
+
+
+def _targets(labels: np.ndarray, num_labels: int, grid: tuple[int, int]) -> tuple[Any, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    from .retrieval import label_presence
+
+    lab = torch.from_numpy(np.asarray(labels).astype(np.int64))
+    onehot = F.one_hot(lab, num_labels).permute(0, 3, 1, 2).float()
+    layout = F.adaptive_avg_pool2d(onehot, grid)  # N×L×h×w: label fractions per cell
+    presence = torch.from_numpy(label_presence(np.asarray(labels), num_labels)).float()
+    return presence, layout
+
+
+def fit_retrieval_head(
+    maps: Any,
+    labels: np.ndarray,
+    num_labels: int,
+    epochs: int = 30,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    batch_size: int = 128,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train the presence + layout head on frozen feature ``maps`` (N×C×h×w) of the train images.
+
+    Loss per image: :math:`\\mathrm{BCE}(\\hat p, p) + \\frac{1}{hw}\\sum_c \\mathrm{CE}(\\hat q_c, q_c)`
+    with p the label set and q_c the label fractions of cell c. AdamW with a one-cycle learning-rate
+    schedule (peak ``lr``), ``epochs`` passes, deterministic for a given ``seed`` and thread count.
+    Returns the head's state (``state_dict``, the per-channel normalisation ``mean``/``std`` and the
+    settings), ready for :class:`LearnedRetrievalExtractor` or :func:`torch.save`.
+    """
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    if len(maps) != len(labels) or len(maps) < 2:
+        raise QparseError(f"retrieval head: {len(maps)} feature maps for {len(labels)} label maps")
+    maps = maps.float()
+    mean = maps.mean((0, 2, 3), keepdim=True)
+    std = maps.std((0, 2, 3), keepdim=True) + 1e-3
+    x = (maps - mean) / std
+    presence, layout = _targets(labels, num_labels, tuple(maps.shape[-2:]))
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    head = _head_module(maps.shape[1], num_labels)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    head.train()
+    bar = tqdm(range(epochs), desc="retrieval head", mininterval=1.0, disable=None if progress is None else not progress)
+    loss_v = float("nan")
+    for _ in bar:
+        perm = torch.randperm(len(x), generator=g)
+        for s in range(0, len(x), batch_size):
+            b = perm[s : s + batch_size]
+            p_logit, q_logit = head(x[b])
+            loss = F.binary_cross_entropy_with_logits(p_logit, presence[b])
+            loss = loss - (layout[b] * F.log_softmax(q_logit, 1)).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_v = float(loss.detach())
+        bar.set_postfix(loss=f"{loss_v:.3f}")
+    head.eval()
+    return {
+        "format": "qparse-retrieval-head/1",
+        "state_dict": {k: v.detach().clone() for k, v in head.state_dict().items()},
+        "mean": mean.flatten(), "std": std.flatten(), "in_channels": int(maps.shape[1]),
+        "num_labels": int(num_labels), "grid": list(maps.shape[-2:]),
+        "train": {"images": int(len(x)), "epochs": epochs, "lr": lr, "weight_decay": weight_decay,
+                  "batch_size": batch_size, "seed": seed, "final_loss": loss_v},
+    }  # fmt: skip
+
+
+class LearnedRetrievalExtractor:
+    """``efficientnet-lite0-learned``: the learned head's garment embedding on frozen ImageNet features.
+
+    Args:
+        corpus: a prepared corpus; the head is loaded from ``<corpus>/retrieval/`` or, if absent, trained
+            on the corpus's train split (and saved there). Not needed when ``head`` is given.
+        head: a head file (``.pt``) written by this class (e.g. copied beside a model).
+        input_size: network input side (default :func:`default_input_size` of the corpus crop size).
+        presence_weight, layout_weight: α and β of the embedding (module docstring).
+        epochs, lr, seed: head training settings (only used when training).
+        device, batch_size: for the frozen network.
+    """
+
+    name = "efficientnet-lite0-learned"
+    needs_labels = False
+    needs_corpus = True
+
+    def __init__(
+        self,
+        corpus: Any = None,
+        head: str | Path | None = None,
+        input_size: int | None = None,
+        presence_weight: float = 1.0,
+        layout_weight: float = 0.0,
+        epochs: int = 30,
+        lr: float = 1e-2,
+        seed: int = 0,
+        device: str = "cpu",
+        batch_size: int = 32,
+        progress: bool | None = None,
+    ) -> None:
+        import torch
+
+        from .io import atomic_torch_save
+        from .retrieval import EfficientNetExtractor, corpus_fingerprint
+
+        if corpus is None and head is None:
+            raise QparseError(
+                f"{self.name}: needs the corpus whose train split trains its head (corpus=...) or a trained "
+                "head file (head=PATH). Fix: pass the prepared corpus, e.g. get_extractor(name, corpus=corpus)."
+            )
+        if input_size is None:
+            input_size = default_input_size(corpus.size) if corpus is not None else 224
+        self.backbone = EfficientNetExtractor(
+            pooling="global", input_size=input_size, device=device, batch_size=batch_size
+        )
+        self.input_size = int(input_size)
+        self.presence_weight, self.layout_weight = float(presence_weight), float(layout_weight)
+        self._memo: dict[str, Any] = {}
+        train_cfg = {"epochs": int(epochs), "lr": float(lr), "seed": int(seed)}
+        path: Path | None = Path(head) if head is not None else None
+        if path is None:
+            key = hashlib.sha256(
+                json.dumps([corpus_fingerprint(corpus), self.backbone.config, train_cfg], sort_keys=True).encode()
+            ).hexdigest()[:12]
+            root = getattr(corpus, "path", None)
+            path = Path(root) / "retrieval" / f"{self.name}_{key}.pt" if root else None
+        state = None
+        if path is not None and path.is_file():
+            state = self._load(path)
+        elif head is not None:
+            raise QparseError(f"{path}: retrieval head file not found. Fix: copy the head file written with "
+                              "the corpus (<corpus>/retrieval/*.pt) or pass corpus=... to train one.")  # fmt: skip
+        if state is None:
+            t0 = time.perf_counter()
+            tr = np.asarray(corpus.split("train"), dtype=np.int64)
+            maps = self._maps(corpus, tr, progress)
+            state = fit_retrieval_head(
+                maps, np.asarray(corpus.labels[tr]), corpus.num_labels, progress=progress, **train_cfg
+            )
+            state["train"]["seconds"] = round(time.perf_counter() - t0, 1)
+            state["backbone"] = self.backbone.config
+            state["corpus_fingerprint"] = corpus_fingerprint(corpus)
+            if path is not None:
+                atomic_torch_save(path, state)
+        self.state, self.path = state, path
+        self.num_labels = int(state["num_labels"])
+        self._head = _head_module(state["in_channels"], self.num_labels)
+        self._head.load_state_dict(state["state_dict"])
+        self._head.eval()
+        self._mean = state["mean"].view(1, -1, 1, 1)
+        self._std = state["std"].view(1, -1, 1, 1)
+        cells = int(np.prod(state["grid"]))
+        self.dim = (self.num_labels if self.presence_weight else 0) + (
+            self.num_labels * cells if self.layout_weight else 0
+        )
+        digest = hashlib.sha256()
+        for k in sorted(state["state_dict"]):
+            digest.update(state["state_dict"][k].numpy().tobytes())
+        self.config = {
+            "name": self.name, "backbone": self.backbone.config, "head_sha256": digest.hexdigest()[:16],
+            "presence_weight": self.presence_weight, "layout_weight": self.layout_weight,
+        }  # fmt: skip
+        del torch
+
+    def _maps(self, corpus: Any, idx: np.ndarray, progress: bool | None) -> Any:
+        """Feature maps of the corpus images ``idx``; remembered (by image content) for the first
+        embedding pass, so the train split is not run through the network twice."""
+        import torch
+
+        parts = []
+        for s in range(0, len(idx), 256):
+            images = np.asarray(corpus.images[idx[s : s + 256]])
+            maps = self.backbone.feature_maps(images, progress)
+            for im, m in zip(images, maps, strict=True):
+                self._memo[hashlib.sha1(im.tobytes()).hexdigest()] = m
+            parts.append(maps)
+        return torch.cat(parts)
+
+    def feature_maps(self, images: np.ndarray, progress: bool | None = None) -> Any:
+        """The frozen network's maps of ``images`` (remembered maps of the head's training images are reused
+        once, then forgotten)."""
+        import torch
+
+        images = np.asarray(images)
+        if not self._memo:
+            return self.backbone.feature_maps(images, progress)
+        keys = [hashlib.sha1(im.tobytes()).hexdigest() for im in images]
+        todo = [i for i, k in enumerate(keys) if k not in self._memo]
+        fresh = self.backbone.feature_maps(images[todo], progress) if todo else None
+        pos = {i: j for j, i in enumerate(todo)}
+        out = [fresh[pos[i]] if i in pos else self._memo[k] for i, k in enumerate(keys)]
+        for k in keys:
+            self._memo.pop(k, None)
+        return torch.stack(out) if out else self.backbone.feature_maps(images, progress)
+
+    def _load(self, path: Path) -> dict[str, Any]:
+        import torch
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state.get("format") != "qparse-retrieval-head/1":
+                raise ValueError(f"format {state.get('format')!r}")
+        except Exception as e:
+            raise QparseError(f"{path}: not a retrieval head file ({type(e).__name__}: {e}). Fix: delete it; "
+                              "it is retrained from the corpus on next use.") from e  # fmt: skip
+        if state.get("backbone", {}).get("input_size", self.input_size) != self.input_size:
+            raise QparseError(f"{path}: head trained at input {state['backbone']['input_size']} px, asked "
+                              f"for {self.input_size}. Fix: pass input_size={state['backbone']['input_size']}.")  # fmt: skip
+        return state
+
+    def outputs(self, images: np.ndarray, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(p̂, q̂)``: presence probabilities N×L and per-cell label distributions N×L×h×w."""
+        import torch
+
+        maps = self.feature_maps(images, progress)
+        with torch.no_grad():
+            p_logit, q_logit = self._head((maps - self._mean) / self._std)
+        return torch.sigmoid(p_logit).numpy(), torch.softmax(q_logit, 1).numpy()
+
+    def embed(self, presence: np.ndarray, layout: np.ndarray) -> np.ndarray:
+        """The retrieval vector :math:`[\\alpha\\hat p, \\beta\\sqrt{\\hat q/\\sqrt{hw}}]` (float32 N×dim)."""
+        parts = []
+        if self.presence_weight:
+            parts.append(self.presence_weight * presence)
+        if self.layout_weight:
+            cells = layout.shape[-1] * layout.shape[-2]
+            parts.append(self.layout_weight * np.sqrt(layout / np.sqrt(cells)).reshape(len(layout), -1))
+        return np.concatenate(parts, 1).astype(np.float32)
+
+    def __call__(
+        self, images: np.ndarray, labels: np.ndarray | None = None, progress: bool | None = None
+    ) -> np.ndarray:
+        """Embeddings, float32 N×:attr:`dim` (``labels`` is ignored: a test image has none)."""
+        return self.embed(*self.outputs(images, progress))
