@@ -137,7 +137,7 @@ class Workspace:
 
         path = self.out / "corpus"
         if not (path / "meta.json").is_file():
-            prepare_corpus(self.dataset(), self.profile.image_size, path)
+            prepare_corpus(self.dataset(), self.profile.image_size, path, feature_size=self.profile.feature_size)
         corpus = Corpus.load(path)
         if corpus.size != self.profile.image_size:
             raise QparseError(

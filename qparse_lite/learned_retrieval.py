@@ -152,7 +152,8 @@ class LearnedRetrievalExtractor:
         corpus: a prepared corpus; the head is loaded from ``<corpus>/retrieval/`` or, if absent, trained
             on the corpus's train split (and saved there). Not needed when ``head`` is given.
         head: a head file (``.pt``) written by this class (e.g. copied beside a model).
-        input_size: network input side (default :func:`default_input_size` of the corpus crop size).
+        input_size: network input side (default: the corpus's ``feature_size`` when it has
+            ``feature_images``, else :func:`default_input_size` of its crop size).
         presence_weight, layout_weight: α and β of the embedding (module docstring).
         epochs, lr, seed: head training settings (only used when training).
         device, batch_size: for the frozen network.
@@ -161,6 +162,7 @@ class LearnedRetrievalExtractor:
     name = "efficientnet-lite0-learned"
     needs_labels = False
     needs_corpus = True
+    uses_feature_images = True
 
     def __init__(
         self,
@@ -186,8 +188,10 @@ class LearnedRetrievalExtractor:
                 f"{self.name}: needs the corpus whose train split trains its head (corpus=...) or a trained "
                 "head file (head=PATH). Fix: pass the prepared corpus, e.g. get_extractor(name, corpus=corpus)."
             )
+        if input_size is None and corpus is not None:
+            input_size = getattr(corpus, "feature_size", None) or default_input_size(corpus.size)
         if input_size is None:
-            input_size = default_input_size(corpus.size) if corpus is not None else 224
+            input_size = 224
         self.backbone = EfficientNetExtractor(
             pooling="global", input_size=input_size, device=device, batch_size=batch_size
         )
@@ -245,9 +249,12 @@ class LearnedRetrievalExtractor:
         embedding pass, so the train split is not run through the network twice."""
         import torch
 
+        from .retrieval import image_source
+
+        source = image_source(corpus, self)
         parts = []
         for s in range(0, len(idx), 256):
-            images = np.asarray(corpus.images[idx[s : s + 256]])
+            images = np.asarray(source[idx[s : s + 256]])
             maps = self.backbone.feature_maps(images, progress)
             for im, m in zip(images, maps, strict=True):
                 self._memo[hashlib.sha1(im.tobytes()).hexdigest()] = m

@@ -240,7 +240,14 @@ def parse_photo(
     crop, _, box, method = human_centric_crop(np.asarray(image), S, detector=detector)
     if extractor.needs_labels:
         raise ValueError(f"features {extractor.name!r} need label maps; a raw photo has none")
-    feat = extractor(crop[None], progress=False)
+    fs = getattr(parser.corpus, "feature_size", None)
+    if fs and getattr(extractor, "uses_feature_images", False) and getattr(extractor, "input_size", None) == fs:
+        from .prepare import crop_resize
+
+        # the features see the photo cropped at F px, as the corpus's feature_images were
+        feat = extractor(crop_resize(np.asarray(image), None, box, fs)[0][None], progress=False)
+    else:
+        feat = extractor(crop[None], progress=False)
     rows, _ = knn(database_features, feat, k)
     neighbours = np.asarray(database_indices)[rows[0]]
     stages = parser.parse(crop, neighbours)

@@ -54,6 +54,8 @@ __all__ = [
 
 #: Array files of a cache, in writing order.
 ARRAYS = ("images", "labels", "mean", "boxes")
+#: written only with ``feature_size``: the same crops at the side the ImageNet features want (F×F)
+OPTIONAL_ARRAYS = ("feature_images",)
 Box = tuple[int, int, int, int]
 
 
@@ -281,6 +283,19 @@ class Corpus:
         self.label_set, self.ids, self.meta, self.path = label_set, ids, meta, path
         self.splits = splits
         self.size = int(images.shape[1])
+        self.feature_images: np.ndarray | None = None  # N×F×F×3 crops for the ImageNet features (optional)
+
+    @property
+    def feature_size(self) -> int | None:
+        """F, the side of :attr:`feature_images` (``None`` when the corpus has none)."""
+        return None if self.feature_images is None else int(self.feature_images.shape[1])
+
+    def images_for(self, side: int | None) -> np.ndarray:
+        """The crops to describe at ``side`` px: :attr:`feature_images` when they are that size (cropped
+        from the photo at that resolution), else :attr:`images` (the S×S crops, resized by the caller)."""
+        if side is not None and self.feature_size == int(side):
+            return self.feature_images  # type: ignore[return-value]
+        return self.images
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
@@ -391,13 +406,28 @@ class Corpus:
                     f"{f}: checksum differs from meta.json (file changed or truncated). Fix: {fix}"
                 )
             arrays[name] = a
+        if meta.get("feature_size"):
+            F = int(meta["feature_size"])
+            expect["feature_images"] = ((n, F, F, 3), np.uint8)
+            name, (shape, dtype) = "feature_images", expect["feature_images"]
+            f = path / f"{name}.npy"
+            if not f.is_file():
+                raise QparseError(f"{f}: missing from the prepared corpus. Fix: {fix}")
+            a = np.load(f, mmap_mode="r", allow_pickle=False)
+            if a.shape != shape or a.dtype != dtype:
+                raise QparseError(f"{f}: shape {a.shape} {a.dtype}, meta.json implies {shape} uint8. Fix: {fix}")
+            if verify and name in sums and _sha256(f) != sums[name]:
+                raise QparseError(f"{f}: checksum differs from meta.json (file changed or truncated). Fix: {fix}")
+            arrays[name] = a
         for k, v in splits.items():
             if v.size and (v.min() < 0 or v.max() >= n):
                 raise QparseError(f"{meta_path}: split {k} has indices outside 0..{n - 1}. Fix: {fix}")
         for k in ("train", "val", "test"):
             splits.setdefault(k, np.zeros(0, np.int64))
-        return cls(arrays["images"], arrays["labels"], np.asarray(arrays["mean"]), np.asarray(arrays["boxes"]),
-                   label_set, ids, splits, meta, path)  # fmt: skip
+        corpus = cls(arrays["images"], arrays["labels"], np.asarray(arrays["mean"]), np.asarray(arrays["boxes"]),
+                     label_set, ids, splits, meta, path)  # fmt: skip
+        corpus.feature_images = arrays.get("feature_images")
+        return corpus
 
     def save(self, path: str | Path) -> Path:
         """Write this corpus in the cache layout (arrays first, ``meta.json`` last); return the folder."""
@@ -407,6 +437,12 @@ class Corpus:
         for name in ARRAYS:
             atomic_save_npy(path / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
         meta = dict(self.meta)
+        if self.feature_images is not None:
+            atomic_save_npy(path / "feature_images.npy", np.ascontiguousarray(self.feature_images))
+            meta["feature_size"] = self.feature_size
+        else:
+            (path / "feature_images.npy").unlink(missing_ok=True)
+            meta.pop("feature_size", None)
         meta.update(
             _arrays_meta(path),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -448,8 +484,10 @@ def _mean_image(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def _arrays_meta(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"checksums": {}, "shapes": {}, "dtypes": {}}
-    for name in ARRAYS:
+    for name in ARRAYS + OPTIONAL_ARRAYS:
         f = path / f"{name}.npy"
+        if name in OPTIONAL_ARRAYS and not f.is_file():
+            continue
         a = np.load(f, mmap_mode="r")
         out["checksums"][name] = _sha256(f)
         out["shapes"][name] = list(a.shape)
@@ -471,7 +509,8 @@ def _fix(path: Path, meta: dict[str, Any] | None) -> str:
 
 
 def prepare_corpus(
-    dataset: Any, size: int, out: str | Path, margin: float = 0.1, *, progress: bool | None = None
+    dataset: Any, size: int, out: str | Path, margin: float = 0.1, *, feature_size: int | None = None,
+    progress: bool | None = None,
 ) -> Path:
     """Crop every image of ``dataset`` around its person, resize to ``size``² and write the cache at ``out``.
 
@@ -483,6 +522,10 @@ def prepare_corpus(
     memory); only when every image is done is the old ``meta.json`` removed and the arrays renamed into
     place, and the new ``meta.json`` is written last. An exception on the way leaves an existing cache
     untouched. Returns ``out``.
+
+    With ``feature_size`` F (≠ S), the same crop box is also resized to F×F from the original photo and
+    written as ``feature_images.npy``: what the ImageNet retrieval features see (224 px for
+    EfficientNet-Lite0), at the photo's own detail rather than an upsampled S-px crop.
     """
     from tqdm.auto import tqdm
 
@@ -509,6 +552,11 @@ def prepare_corpus(
         tlab = stack.enter_context(atomic_path(out / "labels.npy"))
         imgs = np.lib.format.open_memmap(timg, mode="w+", dtype=np.uint8, shape=(n, S, S, 3))
         labs = np.lib.format.open_memmap(tlab, mode="w+", dtype=np.uint8, shape=(n, S, S))
+        F = int(feature_size) if feature_size and int(feature_size) != S else None
+        fimgs = None
+        if F is not None:
+            tfeat = stack.enter_context(atomic_path(out / "feature_images.npy"))
+            fimgs = np.lib.format.open_memmap(tfeat, mode="w+", dtype=np.uint8, shape=(n, F, F, 3))
         bar = tqdm(
             range(n),
             desc=f"prepare {dataset.name} {S}px",
@@ -521,11 +569,15 @@ def prepare_corpus(
             box = human_crop_box(s.label, margin)
             im, lb = crop_resize(s.image, s.label, box, S)
             imgs[i], labs[i], boxes[i] = im, lb, box
+            if fimgs is not None:
+                fimgs[i] = crop_resize(s.image, None, box, F)[0]
             if train[i]:
                 acc += im
         imgs.flush()
         labs.flush()
-        del imgs, labs
+        if fimgs is not None:
+            fimgs.flush()
+        del imgs, labs, fimgs
         # all images done: invalidate the old cache, then the arrays are renamed into place on exit
         (out / "meta.json").unlink(missing_ok=True)
     mean = (acc / train.sum()).astype(np.float32)
@@ -534,6 +586,9 @@ def prepare_corpus(
     wall = time.perf_counter() - t0
     ls: LabelSet = dataset.label_set
     argv = dataset.prepare_args() + ["--size", str(S)] + ([] if margin == 0.1 else ["--margin", str(margin)])
+    argv += [] if F is None else ["--feature-size", str(F)]
+    if F is None:
+        (out / "feature_images.npy").unlink(missing_ok=True)  # a stale one from an earlier preparation
     command = "qparse prepare " + " ".join(shlex.quote(a) for a in [*argv, "--out", str(out)])
     meta: dict[str, Any] = {
         "dataset": dataset.name,
@@ -541,6 +596,7 @@ def prepare_corpus(
         "source": dataset.describe(),
         "label_set": _label_set_meta(ls),
         "size": S,
+        **({} if F is None else {"feature_size": F}),
         "margin": margin,
         "crop": "labels: bbox of label>0 + margin, squared (human_crop_box); bilinear image, nearest labels",
         "ids": ids,

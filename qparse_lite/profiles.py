@@ -42,7 +42,7 @@ class Profile:
     label_set: str  # "atr18" | "ccp-coarse" | "ccp59"
     image_size: int  # S: prepared crops are S×S (the paper: 227)
     n_images: int | None  # synthetic corpus size (None: the whole real dataset)
-    features: str  # retrieval features: "alexnet-imagenet" | "hog-color" | "oracle"
+    features: str  # retrieval features: a name of qparse_lite.retrieval.EXTRACTORS (see below)
     k_train: int  # KNN images per training image (paper: 50)
     k_test: int  # KNN images per test image (paper: 9)
     variant: str  # default M-CNN variant (paper: cross 5,4,3,2)
@@ -67,6 +67,8 @@ class Profile:
     schedule: str = "auto"  # "auto" (sgd: ÷10 on plateau, adamw: cosine) | "cosine" | "plateau" | "constant"
     threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
     budget: str = "cpu"  # "cpu" | "gpu": the one switch that scales pairs/epochs to a GPU (GPU_BUDGET)
+    # -- retrieval (qparse_lite.retrieval / qparse_lite.learned_retrieval) --
+    feature_size: int | None = None  # F: corpus crops also kept at F×F for the ImageNet features (None: S)
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (recorded in every run.json)."""

@@ -47,6 +47,10 @@ __all__ = [
     "default_alexnet_weights",
     "knn",
     "corpus_features",
+    "image_source",
+    "EfficientNetExtractor",
+    "StyleExtractor",
+    "imagenet_batch",
     "corpus_knn",
     "corpus_fingerprint",
     "random_neighbours",
@@ -334,6 +338,7 @@ class EfficientNetExtractor:
 
     name = "efficientnet-lite0-imagenet"
     needs_labels = False
+    uses_feature_images = True
 
     def __init__(
         self,
@@ -754,16 +759,26 @@ def corpus_features(
             feats = np.load(path)
             if feats.shape == (len(indices), extractor.dim):
                 return feats
+    source = image_source(corpus, extractor)
     out = np.empty((len(indices), extractor.dim), dtype=np.float32)
     starts = range(0, len(indices), chunk)
     for s in _bar(starts, len(starts), f"features {extractor.name}", progress):
         idx = indices[s : s + chunk]
         labels = np.asarray(corpus.labels[idx]) if extractor.needs_labels else None
-        images = np.asarray(corpus.images[idx]) if getattr(extractor, "needs_images", True) else None
+        images = np.asarray(source[idx]) if getattr(extractor, "needs_images", True) else None
         out[s : s + len(idx)] = extractor(images, labels=labels, progress=False)
     if path is not None:
         atomic_save_npy(path, out)
     return out
+
+
+def image_source(corpus: Any, extractor: Any) -> Any:
+    """The corpus images ``extractor`` should see: the F×F ``feature_images`` when the corpus has them at
+    the extractor's ``input_size`` (ImageNet networks: crops taken from the photo at the resolution the
+    network wants), else the S×S ``images``."""
+    side = getattr(extractor, "input_size", None) if getattr(extractor, "uses_feature_images", False) else None
+    images_for = getattr(corpus, "images_for", None)
+    return images_for(side) if images_for is not None else corpus.images
 
 
 @dataclass

@@ -291,3 +291,34 @@ def test_cli_prepare(tmp_path, capsys):
         ["prepare", "--dataset", "ccp", "--root", str(tmp_path / "none"), "--size", "24", "--out", str(out)]
     )
     assert rc == 2 and "qparse data download ccp --root" in capsys.readouterr().err
+
+
+def test_feature_images_kept_at_feature_size_and_checked(tmp_path):
+    """``feature_size`` F: the same crop box, resized from the photo to F×F, beside the S×S crops."""
+    from qparse_lite.datasets import get_dataset
+    from qparse_lite.prepare import Corpus, prepare_corpus
+    from qparse_lite.retrieval import get_extractor, image_source
+
+    ds = get_dataset("synthetic", n=12, size=128, seed=1)
+    out = prepare_corpus(ds, 32, tmp_path / "c", feature_size=64, progress=False)
+    c = Corpus.load(out)
+    assert c.feature_size == 64 and c.feature_images.shape == (12, 64, 64, 3)
+    assert c.meta["feature_size"] == 64 and "--feature-size" in c.meta["prepare_args"]
+    assert "feature_images" in c.meta["checksums"]
+    # the F-px crop shows the same picture as the S-px crop, with more detail
+    import cv2
+
+    small = cv2.resize(np.asarray(c.feature_images[0]), (32, 32), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - np.asarray(c.images[0]).astype(int)).mean() < 12
+    ext = get_extractor("efficientnet-lite0-imagenet", input_size=64, pooling="global")
+    assert image_source(c, ext) is c.feature_images
+    assert image_source(c, get_extractor("hog-color")) is c.images  # non-ImageNet features see S×S
+    # a changed feature_images file is caught
+    arr = np.load(out / "feature_images.npy")
+    arr[0, 0, 0, 0] ^= 1
+    np.save(out / "feature_images.npy", arr)
+    with pytest.raises(QparseError, match="feature_images.npy: checksum"):
+        Corpus.load(out)
+    # preparing again without F removes the stale file
+    prepare_corpus(ds, 32, out, progress=False)
+    assert not (out / "feature_images.npy").exists() and Corpus.load(out).feature_size is None

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--include-chictopia", action="store_true", help="atr: add Chictopia10k images to the train split"
     )
+    p.add_argument("--feature-size", type=int, default=None,
+                   help="F: also write the crops at F×F from the photo (feature_images.npy) for the ImageNet "
+                        "retrieval features (the ccp profile: 224; default: none, features see the S×S crops)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
@@ -56,7 +59,8 @@ def _run(args: argparse.Namespace) -> int:
     ds = get_dataset(args.dataset, root=args.root, **kw)
     t0 = time.perf_counter()
     out = prepare_corpus(
-        ds, args.size, args.out, margin=args.margin, progress=False if args.no_progress else None
+        ds, args.size, args.out, margin=args.margin, feature_size=args.feature_size,
+        progress=False if args.no_progress else None,
     )
     wall = time.perf_counter() - t0
     corpus = Corpus.load(out, verify=False)
