@@ -84,7 +84,8 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick", dataset="synthetic", label_set="atr18", image_size=64, n_images=1200,
         features="hog-color", k_train=10, k_test=9, variant="mcnn", width=0.25, epochs=5,
-        pairs_per_epoch=20_480, batch_size=128, lr=3e-3, optimizer="adamw", val_pairs=16_384, xi1=0.5,
+        pairs_per_epoch=20_480, batch_size=128, lr=3e-3, optimizer="adamw", schedule="constant",
+        val_pairs=16_384, xi1=0.5,
     ),
     "ccp": Profile(
         name="ccp", dataset="ccp", label_set="ccp-coarse", image_size=113, n_images=None,
