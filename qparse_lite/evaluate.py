@@ -124,17 +124,28 @@ METHODS = ("mcnn", "label-transfer", "mean-label-map")
 
 
 def split_neighbours(
-    corpus: Any, split: str, k: int, features: str, cache: str | Path | None = None
+    corpus: Any, split: str, k: int, features: str, cache: str | Path | None = None, name: str | None = None
 ) -> np.ndarray:
     """KNN corpus indices (Q×K, rows in ``corpus.split(split)`` order) of a split among the train split,
-    cached as ``cache/<features>_<split>_k<K>.npz`` when ``cache`` is given."""
-    from .retrieval import KNNResult, corpus_knn
+    cached as ``cache/<features>_<split>_k<K>.npz`` (or ``cache/<name>``) when ``cache`` is given.
 
-    path = Path(cache) / f"{features}_{split}_k{k}.npz" if cache is not None else None
+    A cached file is reused only when it was computed on this corpus (fingerprint) with the same
+    extractor configuration (for the learned features: the same trained head); otherwise it is computed
+    again and replaced, so changing ``features``, ``k`` or the corpus never reuses stale neighbours.
+    """
+    from .retrieval import KNNResult, corpus_knn, get_extractor
+
+    extractor = get_extractor(features, corpus=corpus)
+    path = Path(cache) / (name or f"{features}_{split}_k{k}.npz") if cache is not None else None
     if path is not None and path.is_file():
-        res = KNNResult.load(path, corpus)
-        return np.asarray(res.neighbours)
-    res = corpus_knn(corpus, split, k, features)
+        try:
+            res = KNNResult.load(path, corpus)
+        except Exception:  # another corpus, or unreadable: recompute below
+            res = None
+        if (res is not None and res.k == k and res.features == features and res.query_split == split
+                and res.header.get("extractor") == extractor.config):
+            return np.asarray(res.neighbours)
+    res = corpus_knn(corpus, split, k, extractor)
     if path is not None:
         res.save(path)
     return np.asarray(res.neighbours)

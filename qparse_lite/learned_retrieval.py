@@ -49,7 +49,7 @@ def default_input_size(crop_size: int) -> int:
     return 224 if int(crop_size) >= 96 else 128
 
 
-def _head_module(in_ch: int, num_labels: int) -> Any:
+def _head_module(in_ch: int, num_labels: int, seed: int = 0) -> Any:
     import torch.nn as nn
 
     class RetrievalHead(nn.Module):
@@ -63,7 +63,11 @@ def _head_module(in_ch: int, num_labels: int) -> Any:
         def forward(self, f: Any) -> tuple[Any, Any]:
             return self.presence(f.mean((2, 3))), self.layout(f)
 
-    return RetrievalHead()
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # building it never shifts the caller's RNG stream
+        torch.manual_seed(seed)
+        return RetrievalHead()
 
 
 RetrievalHead = _head_module  # the factory; the module class is built per (channels, labels)
@@ -113,8 +117,7 @@ def fit_retrieval_head(
     x = (maps - mean) / std
     presence, layout = _targets(labels, num_labels, tuple(maps.shape[-2:]))
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    head = _head_module(maps.shape[1], num_labels)
+    head = _head_module(maps.shape[1], num_labels, seed)  # seeded init; the caller's RNG is untouched
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * ((len(x) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)

@@ -60,6 +60,7 @@ __all__ = [
     "label_precision_at_k",
     "label_recall_at_k",
     "label_iou_at_k",
+    "quality_table",
 ]
 
 #: The file torchvision's ``AlexNet_Weights.IMAGENET1K_V1`` downloads (into ``torch.hub.get_dir()/checkpoints``).
@@ -1003,3 +1004,38 @@ def label_recall_at_k(
 def label_iou_at_k(corpus: Any, query_idx: np.ndarray, neigh_idx: np.ndarray, min_pixels: int = 1) -> float:
     """Mean IoU of the foreground label sets, |F(g) ∩ F(q)| / |F(g) ∪ F(q)| (see :func:`label_overlap_at_k`)."""
     return label_overlap_at_k(corpus, query_idx, neigh_idx, min_pixels)["iou"]
+
+
+def quality_table(
+    corpus: Any,
+    queries: np.ndarray,
+    tables: dict[str, np.ndarray],
+    k: int,
+    random_seeds: Sequence[int] = range(10),
+    database: np.ndarray | None = None,
+) -> Any:
+    """Retrieval quality at K of several neighbour tables of the same queries, against random neighbours.
+
+    One row per table (label-overlap ``precision``, ``recall``, ``iou`` @K in percent,
+    :func:`label_overlap_at_k`), plus a ``random`` row: the mean over ``random_seeds`` of
+    :func:`random_neighbours` from ``database`` (default the train split), with its standard deviation in
+    ``*_std`` columns. ``gap_closed`` = (precision − random) / (oracle − random) when an ``oracle`` table
+    is given. Returns a DataFrame indexed by features name.
+    """
+    import pandas as pd
+
+    queries = np.asarray(queries, dtype=np.int64)
+    db = np.asarray(corpus.split("train") if database is None else database, dtype=np.int64)
+    rows = {}
+    for name, tab in tables.items():
+        o = label_overlap_at_k(corpus, queries, np.asarray(tab)[:, :k])
+        rows[name] = {m: 100 * o[m] for m in ("precision", "recall", "iou")}
+    rnd = [label_overlap_at_k(corpus, queries, random_neighbours(queries, db, k, int(s))) for s in random_seeds]
+    rows["random"] = {m: 100 * float(np.mean([r[m] for r in rnd])) for m in ("precision", "recall", "iou")}
+    rows["random"].update({f"{m}_std": 100 * float(np.std([r[m] for r in rnd])) for m in ("precision", "recall", "iou")})
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "features"
+    if "oracle" in df.index:
+        span = df.loc["oracle", "precision"] - df.loc["random", "precision"]
+        df["gap_closed"] = (df["precision"] - df.loc["random", "precision"]) / span if span > 0 else np.nan
+    return df

@@ -331,7 +331,7 @@ def ensure_corpus(
                 "or --corpus CACHE of a prepared corpus."
             )
         ds = get_dataset(profile.dataset, root=data_root, **_dataset_kwargs(profile))
-        prepare_corpus(ds, profile.image_size, path)
+        prepare_corpus(ds, profile.image_size, path, feature_size=profile.feature_size)
     return Corpus.load(path)
 
 
@@ -371,21 +371,16 @@ def ensure_knn(
     corpus: Any, split: str, k: int, features: str, path: str | Path | None, out: Path
 ) -> np.ndarray:
     """KNN corpus indices (Q×K, rows in the order of ``corpus.split(split)``) for the split's images:
-    read from ``path`` if given, else from ``out/knn_<split>.npz`` if present, else computed with
-    :func:`qparse_lite.retrieval.corpus_knn` and saved there."""
+    read from ``path`` if given, else from ``out/knn_<split>.npz`` when it was computed on this corpus with
+    the same ``features``, K and extractor configuration (for the learned features: the same head), else
+    computed with :func:`qparse_lite.retrieval.corpus_knn` and saved there (a stale file is replaced)."""
     queries = np.asarray(corpus.split(split))
     if path is not None:
         nb = _load_knn_file(Path(path), corpus, queries)
     else:
-        target = Path(out) / f"knn_{split}.npz"
-        if target.is_file():
-            nb = _load_knn_file(target, corpus, queries)
-        else:
-            from .retrieval import corpus_knn
+        from .evaluate import split_neighbours
 
-            res = corpus_knn(corpus, split, k, features)
-            res.save(target)
-            nb = res.neighbours
+        nb = split_neighbours(corpus, split, k, features, Path(out), name=f"knn_{split}.npz")
     nb = np.asarray(nb)
     if nb.ndim != 2 or nb.shape[0] != len(queries):
         raise QparseError(

@@ -95,3 +95,30 @@ def test_evaluate_cli_errors(tiny_run, tmp_path, capsys):
                  "--out", str(tmp_path / "z")]) == 2  # fmt: skip
     assert "--fig5" in capsys.readouterr().err
     assert ATR18.name == corpus.label_set.name
+
+
+def test_split_neighbours_cache_is_keyed_by_everything_that_changes_it(tmp_path, monkeypatch):
+    """Changed features, K or extractor settings recompute; the same settings reuse the file."""
+    from qparse_lite import retrieval
+    from qparse_lite.datasets import get_dataset
+    from qparse_lite.evaluate import split_neighbours
+    from qparse_lite.prepare import Corpus, prepare_corpus
+
+    corpus = Corpus.load(prepare_corpus(get_dataset("synthetic", n=40, size=64, seed=2), 32, tmp_path / "c",
+                                        progress=False))  # fmt: skip
+    calls = []
+    real = retrieval.corpus_knn
+    monkeypatch.setattr(retrieval, "corpus_knn", lambda *a, **k: calls.append(a[3].name) or real(*a, **k))
+    a = split_neighbours(corpus, "test", 3, "hog-color", tmp_path / "knn", name="knn_test.npz")
+    again = split_neighbours(corpus, "test", 3, "hog-color", tmp_path / "knn", name="knn_test.npz")
+    assert calls == ["hog-color"] and np.array_equal(a, again)  # reused
+    k4 = split_neighbours(corpus, "test", 4, "hog-color", tmp_path / "knn", name="knn_test.npz")
+    assert k4.shape[1] == 4 and calls == ["hog-color"] * 2  # another K: recomputed
+    orc = split_neighbours(corpus, "test", 4, "oracle", tmp_path / "knn", name="knn_test.npz")
+    assert calls[-1] == "oracle" and orc.shape == k4.shape  # other features: recomputed
+    # the same name and K but another extractor configuration (here: an edited header) is stale too
+    res = retrieval.KNNResult.load(tmp_path / "knn" / "knn_test.npz")
+    res.header["extractor"] = {**res.header["extractor"], "grid": 4}
+    res.save(tmp_path / "knn" / "knn_test.npz")
+    split_neighbours(corpus, "test", 4, "oracle", tmp_path / "knn", name="knn_test.npz")
+    assert len(calls) == 4

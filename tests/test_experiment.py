@@ -17,7 +17,7 @@ def test_workspace_caches_knn_and_reuses_a_complete_run(tmp_path):
     assert c.images.shape[1:] == (64, 64, 3) and len(c.images) == 60
     nb = ws.knn("test")
     assert nb.shape == (len(c.split("test")), 15) and set(nb.ravel()) <= set(c.split("train").tolist())
-    assert (tmp_path / "knn" / "hog-color_test_k15.npz").is_file()
+    assert (tmp_path / "knn" / f"{ws.profile.features}_test_k15.npz").is_file()
     np.testing.assert_array_equal(ws.knn("test"), nb)  # from the cache
     run = ws.train(progress=False)
     stamp = (run / "checkpoint.pt").stat().st_mtime_ns
