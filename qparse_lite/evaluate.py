@@ -23,6 +23,7 @@ from .io import atomic_save_png, atomic_write_text
 from .labels import LabelSet
 from .metrics import ConfusionMatrix, scores, table1_row, table2_row
 from .reported import label_column
+from .retrieval import split_neighbours  # noqa: F401 - re-exported (its owner is qparse_lite.retrieval)
 
 __all__ = [
     "evaluate_parser", "tables", "write_tables", "k_sweep", "split_neighbours", "make_parser_fn", "fig5_sweep",
@@ -121,34 +122,6 @@ FIG5_KS = (1, 3, 5, 7, 9, 11, 15)
 
 METHODS = ("mcnn", "label-transfer", "mean-label-map")
 """What ``qparse evaluate --method`` can evaluate on the same harness."""
-
-
-def split_neighbours(
-    corpus: Any, split: str, k: int, features: str, cache: str | Path | None = None, name: str | None = None
-) -> np.ndarray:
-    """KNN corpus indices (Q×K, rows in ``corpus.split(split)`` order) of a split among the train split,
-    cached as ``cache/<features>_<split>_k<K>.npz`` (or ``cache/<name>``) when ``cache`` is given.
-
-    A cached file is reused only when it was computed on this corpus (fingerprint) with the same
-    extractor configuration (for the learned features: the same trained head); otherwise it is computed
-    again and replaced, so changing ``features``, ``k`` or the corpus never reuses stale neighbours.
-    """
-    from .retrieval import KNNResult, corpus_knn, get_extractor
-
-    extractor = get_extractor(features, corpus=corpus)
-    path = Path(cache) / (name or f"{features}_{split}_k{k}.npz") if cache is not None else None
-    if path is not None and path.is_file():
-        try:
-            res = KNNResult.load(path, corpus)
-        except Exception:  # another corpus, or unreadable: recompute below
-            res = None
-        if (res is not None and res.k == k and res.features == features and res.query_split == split
-                and res.header.get("extractor") == extractor.config):
-            return np.asarray(res.neighbours)
-    res = corpus_knn(corpus, split, k, extractor)
-    if path is not None:
-        res.save(path)
-    return np.asarray(res.neighbours)
 
 
 def make_parser_fn(

@@ -151,7 +151,7 @@ class Workspace:
 
         Training images never retrieve themselves.
         """
-        from .evaluate import split_neighbours
+        from .retrieval import split_neighbours
 
         p = self.profile
         k = k or (p.k_train if split == "train" else max(p.k_test, 15))

@@ -237,7 +237,10 @@ def parse_photo(
     from .retrieval import knn
 
     S = int(parser.corpus.size)
-    crop, _, box, method = human_centric_crop(np.asarray(image), S, detector=detector)
+    from .person import get_detector
+
+    det = get_detector(detector) if isinstance(detector, str) else detector
+    crop, _, box, method = human_centric_crop(np.asarray(image), S, detector=det)
     if extractor.needs_labels:
         raise ValueError(f"features {extractor.name!r} need label maps; a raw photo has none")
     fs = getattr(parser.corpus, "feature_size", None)

@@ -132,13 +132,13 @@ def crop_resize(
 
 
 def human_centric_crop(
-    image: np.ndarray, size: int, label: np.ndarray | None = None, margin: float = 0.1, detector: Any = "auto"
+    image: np.ndarray, size: int, label: np.ndarray | None = None, margin: float = 0.1, detector: Any = None
 ) -> tuple[np.ndarray, np.ndarray | None, Box, str]:
     """Human-centric crop of one image (docs/paper.md §1.1): returns ``(image S×S, label S×S | None, box, method)``.
 
     With a label map the box is :func:`human_crop_box` (method ``"labels"``). For a raw photo a person
-    detector (:func:`qparse_lite.person.get_detector`: ``detector`` is a name, ``auto`` by default, or a
-    detector object) gives a tight person box, which is enlarged by ``margin`` and made square exactly as
+    detector (``detector``: a callable ``image -> box | None`` with a ``name``, e.g. from
+    :func:`qparse_lite.person.get_detector`; default OpenCV's HOG, :func:`detect_person`) gives a tight box, which is enlarged by ``margin`` and made square exactly as
     :func:`human_crop_box` does for a labelled person, so a raw photo gets the crop a labelled copy of it
     would have got; method is the detector's name. When it finds nobody the whole image is used (method
     ``"whole-image"``) with a warning.
@@ -147,17 +147,15 @@ def human_centric_crop(
     if label is not None:
         box, method = human_crop_box(label, margin), "labels"
     else:
-        from .person import get_detector
-
-        det_fn = get_detector(detector) if isinstance(detector, str) else detector
-        det = det_fn(image)
+        det = (detector or detect_person)(image)
+        name = getattr(detector, "name", "hog") if detector is not None else "hog"
         if det is None:
-            warnings.warn(f"{det_fn.name}: no person found; using the whole image", stacklevel=2)
+            warnings.warn(f"{name}: no person found; using the whole image", stacklevel=2)
             box, method = _square_box(0, 0, W, H, W, H), "whole-image"
         else:
             x0, y0, x1, y1 = det
             mx, my = margin * (x1 - x0), margin * (y1 - y0)
-            box, method = _square_box(x0 - mx, y0 - my, x1 + mx, y1 + my, W, H), det_fn.name
+            box, method = _square_box(x0 - mx, y0 - my, x1 + mx, y1 + my, W, H), name
     im, lb = crop_resize(image, label, box, size)
     return im, lb, box, method
 
@@ -561,3 +559,18 @@ def prepare_corpus(
     }
     atomic_write_json(out / "meta.json", meta)
     return out
+
+
+def corpus_fingerprint(corpus: Any) -> str:
+    """A short hash that identifies a corpus's content (from ``meta.json``'s checksums when present)."""
+    meta = getattr(corpus, "meta", None) or {}
+    h = hashlib.sha256()
+    if isinstance(meta, dict) and meta.get("checksums"):
+        h.update(json.dumps(meta["checksums"], sort_keys=True).encode())
+    else:
+        h.update(json.dumps([str(i) for i in getattr(corpus, "ids", [])]).encode())
+        for arr in (corpus.images, corpus.labels):
+            h.update(str((arr.shape, str(arr.dtype))).encode())
+            step = max(1, len(arr) // 64)
+            h.update(np.ascontiguousarray(arr[::step]).tobytes())
+    return h.hexdigest()[:16]

@@ -73,7 +73,7 @@ class Profile:
     schedule: str = "auto"  # "auto" (sgd: ÷10 on plateau, adamw: cosine) | "cosine" | "plateau" | "constant"
     threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
     budget: str = "cpu"  # "cpu" | "gpu": the one switch that scales pairs/epochs to a GPU (GPU_BUDGET)
-    # -- retrieval (qparse_lite.retrieval / qparse_lite.learned_retrieval) --
+    # -- retrieval (qparse_lite.retrieval / qparse_lite.imagenet_retrieval) --
     feature_size: int | None = None  # F: corpus crops also kept at F×F for the ImageNet features (None: S)
 
     def to_dict(self) -> dict[str, Any]:

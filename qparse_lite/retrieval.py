@@ -33,7 +33,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .batches import _bar, _check_images
 from .errors import QparseError
+from .imagenet_retrieval import (
+    EfficientNetExtractor,
+    LearnedRetrievalExtractor,
+    image_source,
+    imagenet_batch,
+)
+from .prepare import corpus_fingerprint
 
 __all__ = [
     "FeatureExtractor",
@@ -50,8 +58,10 @@ __all__ = [
     "image_source",
     "EfficientNetExtractor",
     "StyleExtractor",
+    "LearnedRetrievalExtractor",
     "imagenet_batch",
     "corpus_knn",
+    "split_neighbours",
     "corpus_fingerprint",
     "random_neighbours",
     "KNNResult",
@@ -68,24 +78,6 @@ ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 ALEXNET_URL = f"https://download.pytorch.org/models/{ALEXNET_FILE}"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _bar(iterable: Any, total: int, desc: str, progress: bool | None) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        iterable, total=total, desc=desc, mininterval=1.0, disable=None if progress is None else not progress
-    )
-
-
-def _check_images(images: np.ndarray, who: str) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise QparseError(
-            f"{who}: expected uint8 images of shape N×H×W×3, got {images.dtype} {images.shape}. "
-            "Fix: pass RGB uint8 arrays (e.g. corpus.images)."
-        )
-    return images
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -318,115 +310,6 @@ class HogColorExtractor:
 
 
 
-class EfficientNetExtractor:
-    """ImageNet EfficientNet-Lite0 features pooled from the last feature map (no download).
-
-    The image is resized to ``input_size``×``input_size`` (bilinear, antialiased; 224 is the network's
-    own size, any multiple of 32 gives the same "same" padding), normalised with the ImageNet mean/std,
-    and passed through the frozen network (:class:`qparse_lite.backbones.EfficientNetLite0Trunk`) up to
-    its head convolution: a 1,280 × (S/32) × (S/32) map :math:`F`. ``pooling`` turns it into a vector:
-
-    * ``global``: the mean over all cells (what the ImageNet classifier sees; 1,280-d);
-    * ``person``: a person-weighted mean :math:`\\sum_{ij} w_{ij} F_{ij} / \\sum_{ij} w_{ij}` with a
-      centred Gaussian :math:`w_{ij} = \\exp(-\\tfrac{(x_j - 1/2)^2}{2\\sigma_x^2} - \\tfrac{(y_i - 1/2)^2}{2\\sigma_y^2})`
-      (``sigma_x`` 0.2, ``sigma_y`` 0.35 of the crop: the human-centric crop puts the person upright in the
-      middle, so background at the sides counts less; 1,280-d);
-    * ``grid``: the mean over each cell of a ``grid``×``grid`` partition, concatenated (coarse layout;
-      1,280·grid² values).
-
-    The vector is L2-normalised (Euclidean KNN then ranks by cosine similarity).
-    """
-
-    name = "efficientnet-lite0-imagenet"
-    needs_labels = False
-    uses_feature_images = True
-
-    def __init__(
-        self,
-        pooling: str = "person",
-        grid: int = 2,
-        input_size: int = 224,
-        sigma_x: float = 0.2,
-        sigma_y: float = 0.35,
-        batch_size: int = 32,
-        device: str = "cpu",
-        weights: str | Path | None = None,
-    ) -> None:
-        from .backbones import EFFICIENTNET_LITE0_FILE, EfficientNetLite0Trunk
-        from .runinfo import get_device
-
-        if pooling not in ("global", "person", "grid"):
-            raise QparseError(f"{self.name}: pooling {pooling!r}; choose global, person or grid")
-        if input_size % 32:
-            raise QparseError(f"{self.name}: input_size {input_size} must be a multiple of 32")
-        self.pooling, self.grid, self.input_size = pooling, int(grid), int(input_size)
-        self.sigma_x, self.sigma_y, self.batch_size = float(sigma_x), float(sigma_y), int(batch_size)
-        self.device = get_device(device)
-        self.trunk = EfficientNetLite0Trunk(weights, self.device)
-        self.dim = 1280 * (self.grid**2 if pooling == "grid" else 1)
-        self.config = {
-            "name": self.name, "weights": Path(weights).name if weights else EFFICIENTNET_LITE0_FILE,
-            "pooling": pooling, "input_size": self.input_size,
-            **({"grid": self.grid} if pooling == "grid" else {}),
-            **({"sigma_x": self.sigma_x, "sigma_y": self.sigma_y} if pooling == "person" else {}),
-        }  # fmt: skip
-
-    def feature_maps(self, images: np.ndarray, progress: bool | None = None, level: str = "c5") -> Any:
-        """The frozen network's ``level`` map (``c3``/``c4``/``c5``) of every image, a float32 tensor N×C×h×w."""
-        import torch
-
-        images = _check_images(images, self.name)
-        out = []
-        starts = range(0, len(images), self.batch_size)
-        for s in _bar(starts, len(starts), self.name, progress):
-            x = imagenet_batch(images[s : s + self.batch_size], self.input_size, self.device)
-            out.append(self.trunk(x)[level].float().cpu())
-        if not out:
-            return torch.zeros((0, self.trunk.channels[level], 1, 1))
-        return torch.cat(out)
-
-    def pool(self, maps: Any) -> np.ndarray:
-        """Pool N×1280×h×w maps into N×:attr:`dim` L2-normalised vectors (see the class docstring)."""
-        import torch
-        import torch.nn.functional as F
-
-        if self.pooling == "global":
-            v = maps.mean((2, 3))
-        elif self.pooling == "person":
-            h, w = maps.shape[-2:]
-            y = (torch.arange(h, dtype=torch.float32) + 0.5) / h - 0.5
-            x = (torch.arange(w, dtype=torch.float32) + 0.5) / w - 0.5
-            wgt = torch.exp(-(y[:, None] ** 2) / (2 * self.sigma_y**2) - (x[None, :] ** 2) / (2 * self.sigma_x**2))
-            v = (maps * wgt).sum((2, 3)) / wgt.sum()
-        else:
-            v = F.adaptive_avg_pool2d(maps, self.grid).flatten(1)
-        v = v.numpy().astype(np.float32)
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-    def __call__(
-        self, images: np.ndarray, labels: np.ndarray | None = None, progress: bool | None = None
-    ) -> np.ndarray:
-        """Pooled ImageNet features, float32 N×:attr:`dim` (``labels`` is ignored)."""
-        return self.pool(self.feature_maps(images, progress))
-
-
-def imagenet_batch(images: np.ndarray, size: int, device: str = "cpu") -> Any:
-    """uint8 N×H×W×3 RGB -> float N×3×size×size, resized (bilinear, antialiased) and ImageNet-normalised."""
-    import torch
-    import torch.nn.functional as F
-
-    from .backbones import IMAGENET_MEAN as MEAN
-    from .backbones import IMAGENET_STD as STD
-
-    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(device)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 class StyleExtractor:
     """A PaperDoll-like style descriptor over a fixed grid of body cells (no ImageNet, no download).
 
@@ -573,11 +456,11 @@ class OracleExtractor:
 
 
 #: name -> extractor class, for :func:`get_extractor`.
-EXTRACTORS: dict[str, type | None] = {
+EXTRACTORS: dict[str, type] = {
     "alexnet-imagenet": AlexNetExtractor,
     "efficientnet-lite0-imagenet": EfficientNetExtractor,
     "style": StyleExtractor,
-    "efficientnet-lite0-learned": None,  # qparse_lite.learned_retrieval.LearnedRetrievalExtractor
+    "efficientnet-lite0-learned": LearnedRetrievalExtractor,
     "hog-color": HogColorExtractor,
     "oracle": OracleExtractor,
 }
@@ -600,10 +483,6 @@ def get_extractor(name: str, **kw: Any) -> FeatureExtractor:
     if name not in EXTRACTORS:
         raise QparseError(f"unknown retrieval features {name!r}. Fix: use one of {', '.join(EXTRACTORS)}.")
     cls = EXTRACTORS[name]
-    if cls is None:  # defined in its own module (imported lazily: it trains a head on a corpus)
-        from .learned_retrieval import LearnedRetrievalExtractor
-
-        cls = LearnedRetrievalExtractor
     kw = {k: v for k, v in kw.items() if v is not None}
     corpus = kw.pop("corpus", None)
     if corpus is not None:  # what an extractor takes from the corpus it describes
@@ -710,21 +589,6 @@ def knn(
 # ---------------------------------------------------------------------------------------------------
 
 
-def corpus_fingerprint(corpus: Any) -> str:
-    """A short hash that identifies a corpus's content (from ``meta.json``'s checksums when present)."""
-    meta = getattr(corpus, "meta", None) or {}
-    h = hashlib.sha256()
-    if isinstance(meta, dict) and meta.get("checksums"):
-        h.update(json.dumps(meta["checksums"], sort_keys=True).encode())
-    else:
-        h.update(json.dumps([str(i) for i in getattr(corpus, "ids", [])]).encode())
-        for arr in (corpus.images, corpus.labels):
-            h.update(str((arr.shape, str(arr.dtype))).encode())
-            step = max(1, len(arr) // 64)
-            h.update(np.ascontiguousarray(arr[::step]).tobytes())
-    return h.hexdigest()[:16]
-
-
 def _split_indices(corpus: Any, split: str | Sequence[int] | np.ndarray) -> tuple[str, np.ndarray]:
     if isinstance(split, str):
         try:
@@ -771,15 +635,6 @@ def corpus_features(
     if path is not None:
         atomic_save_npy(path, out)
     return out
-
-
-def image_source(corpus: Any, extractor: Any) -> Any:
-    """The corpus images ``extractor`` should see: the F×F ``feature_images`` when the corpus has them at
-    the extractor's ``input_size`` (ImageNet networks: crops taken from the photo at the resolution the
-    network wants), else the S×S ``images``."""
-    side = getattr(extractor, "input_size", None) if getattr(extractor, "uses_feature_images", False) else None
-    images_for = getattr(corpus, "images_for", None)
-    return images_for(side) if images_for is not None else corpus.images
 
 
 @dataclass
@@ -915,6 +770,32 @@ def corpus_knn(
         "git_commit": git_commit(),
     }
     return KNNResult(q_idx, d_idx[rows], dist, extractor.name, int(k), qname, dname, header)
+
+
+def split_neighbours(
+    corpus: Any, split: str, k: int, features: str, cache: str | Path | None = None, name: str | None = None
+) -> np.ndarray:
+    """KNN corpus indices (Q×K, rows in ``corpus.split(split)`` order) of a split among the train split,
+    cached as ``cache/<features>_<split>_k<K>.npz`` (or ``cache/<name>``) when ``cache`` is given.
+
+    A cached file is reused only when it was computed on this corpus (fingerprint) with the same
+    extractor configuration (for the learned features: the same trained head); otherwise it is computed
+    again and replaced, so changing ``features``, ``k`` or the corpus never reuses stale neighbours.
+    """
+    extractor = get_extractor(features, corpus=corpus)
+    path = Path(cache) / (name or f"{features}_{split}_k{k}.npz") if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            res = KNNResult.load(path, corpus)
+        except Exception:  # another corpus, or unreadable: recompute below
+            res = None
+        if (res is not None and res.k == k and res.features == features and res.query_split == split
+                and res.header.get("extractor") == extractor.config):
+            return np.asarray(res.neighbours)
+    res = corpus_knn(corpus, split, k, extractor)
+    if path is not None:
+        res.save(path)
+    return np.asarray(res.neighbours)
 
 
 def random_neighbours(query_idx: np.ndarray, database_idx: np.ndarray, k: int, seed: int = 0) -> np.ndarray:

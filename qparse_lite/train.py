@@ -378,7 +378,7 @@ def ensure_knn(
     if path is not None:
         nb = _load_knn_file(Path(path), corpus, queries)
     else:
-        from .evaluate import split_neighbours
+        from .retrieval import split_neighbours
 
         nb = split_neighbours(corpus, split, k, features, Path(out), name=f"knn_{split}.npz")
     nb = np.asarray(nb)

@@ -101,8 +101,8 @@ def test_split_neighbours_cache_is_keyed_by_everything_that_changes_it(tmp_path,
     """Changed features, K or extractor settings recompute; the same settings reuse the file."""
     from qparse_lite import retrieval
     from qparse_lite.datasets import get_dataset
-    from qparse_lite.evaluate import split_neighbours
     from qparse_lite.prepare import Corpus, prepare_corpus
+    from qparse_lite.retrieval import split_neighbours
 
     corpus = Corpus.load(prepare_corpus(get_dataset("synthetic", n=40, size=64, seed=2), 32, tmp_path / "c",
                                         progress=False))  # fmt: skip

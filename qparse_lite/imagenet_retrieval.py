@@ -1,4 +1,8 @@
-"""A learned retrieval head on frozen ImageNet features: neighbours that wear the same garments.
+"""ImageNet retrieval features without a download, and a learned head: neighbours that wear the same garments.
+
+Two extractors on EfficientNet-Lite0 (:mod:`qparse_lite.backbones`; registered in
+:data:`qparse_lite.retrieval.EXTRACTORS`): ``efficientnet-lite0-imagenet`` (:class:`EfficientNetExtractor`,
+pooled ImageNet features) and ``efficientnet-lite0-learned`` (:class:`LearnedRetrievalExtractor`).
 
 Why. The paper retrieves the KNN images G of a test image I by the distance between ImageNet fc7
 features (docs/paper.md §1.2). ImageNet features describe objects and scenes, not garments: on CCP their
@@ -35,9 +39,14 @@ from typing import Any
 
 import numpy as np
 
+from .batches import _bar, _check_images
 from .errors import QparseError
+from .prepare import corpus_fingerprint
 
-__all__ = ["LearnedRetrievalExtractor", "RetrievalHead", "fit_retrieval_head", "default_input_size"]
+__all__ = [
+    "EfficientNetExtractor", "LearnedRetrievalExtractor", "RetrievalHead", "fit_retrieval_head",
+    "default_input_size", "image_source", "imagenet_batch",
+]  # fmt: skip
 
 
 def default_input_size(crop_size: int) -> int:
@@ -47,6 +56,131 @@ def default_input_size(crop_size: int) -> int:
     profile in notebook 01: the precision@9 of the two differs by less than the seed spread).
     """
     return 224 if int(crop_size) >= 96 else 128
+
+
+class EfficientNetExtractor:
+    """ImageNet EfficientNet-Lite0 features pooled from the last feature map (no download).
+
+    The image is resized to ``input_size``×``input_size`` (bilinear, antialiased; 224 is the network's
+    own size, any multiple of 32 gives the same "same" padding; default: the corpus's ``feature_size``
+    when it has feature crops, else :func:`~qparse_lite.imagenet_retrieval.default_input_size`, else 224), normalised with the ImageNet mean/std,
+    and passed through the frozen network (:class:`qparse_lite.backbones.EfficientNetLite0Trunk`) up to
+    its head convolution: a 1,280 × (S/32) × (S/32) map :math:`F`. ``pooling`` turns it into a vector:
+
+    * ``global``: the mean over all cells (what the ImageNet classifier sees; 1,280-d);
+    * ``person``: a person-weighted mean :math:`\\sum_{ij} w_{ij} F_{ij} / \\sum_{ij} w_{ij}` with a
+      centred Gaussian :math:`w_{ij} = \\exp(-\\tfrac{(x_j - 1/2)^2}{2\\sigma_x^2} - \\tfrac{(y_i - 1/2)^2}{2\\sigma_y^2})`
+      (``sigma_x`` 0.2, ``sigma_y`` 0.35 of the crop: the human-centric crop puts the person upright in the
+      middle, so background at the sides counts less; 1,280-d);
+    * ``grid``: the mean over each cell of a ``grid``×``grid`` partition, concatenated (coarse layout;
+      1,280·grid² values).
+
+    The vector is L2-normalised (Euclidean KNN then ranks by cosine similarity).
+    """
+
+    name = "efficientnet-lite0-imagenet"
+    needs_labels = False
+    needs_corpus = True  # only for its default input size (the corpus's feature crops)
+    uses_feature_images = True
+
+    def __init__(
+        self,
+        pooling: str = "person",
+        grid: int = 2,
+        input_size: int | None = None,
+        sigma_x: float = 0.2,
+        sigma_y: float = 0.35,
+        batch_size: int = 32,
+        device: str = "cpu",
+        weights: str | Path | None = None,
+        corpus: Any = None,
+    ) -> None:
+        from .backbones import EFFICIENTNET_LITE0_FILE, EfficientNetLite0Trunk
+        from .runinfo import get_device
+
+        if input_size is None:  # the corpus's feature crops, else a size that suits its crops, else 224
+            input_size = 224 if corpus is None else (
+                getattr(corpus, "feature_size", None) or default_input_size(corpus.size))
+
+        if pooling not in ("global", "person", "grid"):
+            raise QparseError(f"{self.name}: pooling {pooling!r}; choose global, person or grid")
+        if input_size % 32:
+            raise QparseError(f"{self.name}: input_size {input_size} must be a multiple of 32")
+        self.pooling, self.grid, self.input_size = pooling, int(grid), int(input_size)
+        self.sigma_x, self.sigma_y, self.batch_size = float(sigma_x), float(sigma_y), int(batch_size)
+        self.device = get_device(device)
+        self.trunk = EfficientNetLite0Trunk(weights, self.device)
+        self.dim = 1280 * (self.grid**2 if pooling == "grid" else 1)
+        self.config = {
+            "name": self.name, "weights": Path(weights).name if weights else EFFICIENTNET_LITE0_FILE,
+            "pooling": pooling, "input_size": self.input_size,
+            **({"grid": self.grid} if pooling == "grid" else {}),
+            **({"sigma_x": self.sigma_x, "sigma_y": self.sigma_y} if pooling == "person" else {}),
+        }  # fmt: skip
+
+    def feature_maps(self, images: np.ndarray, progress: bool | None = None, level: str = "c5") -> Any:
+        """The frozen network's ``level`` map (``c3``/``c4``/``c5``) of every image, a float32 tensor N×C×h×w."""
+        import torch
+
+        images = _check_images(images, self.name)
+        out = []
+        starts = range(0, len(images), self.batch_size)
+        for s in _bar(starts, len(starts), self.name, progress):
+            x = imagenet_batch(images[s : s + self.batch_size], self.input_size, self.device)
+            out.append(self.trunk(x)[level].float().cpu())
+        if not out:
+            return torch.zeros((0, self.trunk.channels[level], 1, 1))
+        return torch.cat(out)
+
+    def pool(self, maps: Any) -> np.ndarray:
+        """Pool N×1280×h×w maps into N×:attr:`dim` L2-normalised vectors (see the class docstring)."""
+        import torch
+        import torch.nn.functional as F
+
+        if self.pooling == "global":
+            v = maps.mean((2, 3))
+        elif self.pooling == "person":
+            h, w = maps.shape[-2:]
+            y = (torch.arange(h, dtype=torch.float32) + 0.5) / h - 0.5
+            x = (torch.arange(w, dtype=torch.float32) + 0.5) / w - 0.5
+            wgt = torch.exp(-(y[:, None] ** 2) / (2 * self.sigma_y**2) - (x[None, :] ** 2) / (2 * self.sigma_x**2))
+            v = (maps * wgt).sum((2, 3)) / wgt.sum()
+        else:
+            v = F.adaptive_avg_pool2d(maps, self.grid).flatten(1)
+        v = v.numpy().astype(np.float32)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+    def __call__(
+        self, images: np.ndarray, labels: np.ndarray | None = None, progress: bool | None = None
+    ) -> np.ndarray:
+        """Pooled ImageNet features, float32 N×:attr:`dim` (``labels`` is ignored)."""
+        return self.pool(self.feature_maps(images, progress))
+
+
+def imagenet_batch(images: np.ndarray, size: int, device: str = "cpu") -> Any:
+    """uint8 N×H×W×3 RGB -> float N×3×size×size, resized (bilinear, antialiased) and ImageNet-normalised."""
+    import torch
+    import torch.nn.functional as F
+
+    from .backbones import IMAGENET_MEAN as MEAN
+    from .backbones import IMAGENET_STD as STD
+
+    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(device)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def image_source(corpus: Any, extractor: Any) -> Any:
+    """The corpus images ``extractor`` should see: the F×F ``feature_images`` when the corpus has them at
+    the extractor's ``input_size`` (ImageNet networks: crops taken from the photo at the resolution the
+    network wants), else the S×S ``images``."""
+    side = getattr(extractor, "input_size", None) if getattr(extractor, "uses_feature_images", False) else None
+    images_for = getattr(corpus, "images_for", None)
+    return images_for(side) if images_for is not None else corpus.images
 
 
 def _head_module(in_ch: int, num_labels: int, seed: int = 0) -> Any:
@@ -77,12 +211,10 @@ def _targets(labels: np.ndarray, num_labels: int, grid: tuple[int, int]) -> tupl
     import torch
     import torch.nn.functional as F
 
-    from .retrieval import label_presence
-
     lab = torch.from_numpy(np.asarray(labels).astype(np.int64))
     onehot = F.one_hot(lab, num_labels).permute(0, 3, 1, 2).float()
     layout = F.adaptive_avg_pool2d(onehot, grid)  # N×L×h×w: label fractions per cell
-    presence = torch.from_numpy(label_presence(np.asarray(labels), num_labels)).float()
+    presence = (onehot.flatten(2).sum(-1) > 0).float()  # N×L: label l covers ≥ 1 pixel
     return presence, layout
 
 
@@ -184,7 +316,6 @@ class LearnedRetrievalExtractor:
         import torch
 
         from .io import atomic_torch_save
-        from .retrieval import EfficientNetExtractor, corpus_fingerprint
 
         if corpus is None and head is None:
             raise QparseError(
@@ -251,8 +382,6 @@ class LearnedRetrievalExtractor:
         """Feature maps of the corpus images ``idx``; remembered (by image content) for the first
         embedding pass, so the train split is not run through the network twice."""
         import torch
-
-        from .retrieval import image_source
 
         source = image_source(corpus, self)
         parts = []
