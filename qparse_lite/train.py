@@ -194,6 +194,9 @@ def label_level_metrics(
     each beside two baselines: the **trivial** predictor (ĉ_kl = c̄ and t̂_kl = t̄, the training means: AUC
     0.5) and the **neighbour vote** v_l = |{k : l ∈ ϕ(g_k)}| / K (the fraction of the K neighbours that
     contain l; for the displacement: t̂ = 0, i.e. the neighbour's box as it is, what label transfer does).
+    ``auc_sum_k`` is the AUC of Σ_k ĉ_kl / K (ĉ = 0 for the neighbours without l): the vote weighted by the
+    network — not the paper's rule, reported because the mean over the supporting neighbours discards how
+    many of the K contain l, which the vote uses.
 
     Args:
         query, label: per pair, the query image (any id) and l. c_hat, c: per pair ĉ_kl (denormalised) and
@@ -217,6 +220,7 @@ def label_level_metrics(
     y[inv] = c
     k_group = np.bincount(inv, np.asarray(k_eff, np.float64)) / n  # the query's K (same for the group)
     vote = n / k_group  # the fraction of the K neighbours that contain l
+    conf_k = np.bincount(inv, c_hat) / k_group  # Σ_k ĉ_kl / K: the vote weighted by ĉ (not the paper's rule)
     g_label = keys % L
     err = np.abs(t_hat - t).mean(1)
     err_triv = np.abs(t_trivial - t).mean(1)
@@ -230,6 +234,7 @@ def label_level_metrics(
             "n_scored": int(gm.sum()),
             "pos_rate": float(yy.mean()) if gm.any() else nan,
             "auc": roc_auc(conf[gm], yy), "auc_vote": roc_auc(vote[gm], yy),
+            "auc_sum_k": roc_auc(conf_k[gm], yy),
             "acc": float(np.mean((conf[gm] > xi1) == yy)) if gm.any() else nan,
             "acc_vote": float(np.mean((vote[gm] > xi1) == yy)) if gm.any() else nan,
             "acc_trivial": float(np.mean((c_trivial > xi1) == yy)) if gm.any() else nan,
@@ -630,7 +635,7 @@ def _final(row: dict[str, Any], ev: dict[str, Any]) -> dict[str, Any]:
     return {
         **row,
         "val_auc_vote": ev["auc_vote"], "val_auc_trivial": ev["auc_trivial"],
-        "val_auc_vote_macro": ev["auc_vote_macro"],
+        "val_auc_vote_macro": ev["auc_vote_macro"], "val_auc_sum_k": ev.get("auc_sum_k"),
         "val_acc_vote": ev["acc_vote"], "val_acc_trivial": ev["acc_trivial"],
         "val_disp_err_trivial": ev["disp_err_trivial"], "val_disp_err_zero": ev["disp_err_zero"],
         "auc_above_vote": bool(ev["auc"] > ev["auc_vote"]),

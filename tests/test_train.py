@@ -230,6 +230,8 @@ def test_label_level_metrics_by_hand():
     assert m["per_label"]["5"]["auc"] == 1.0 and m["per_label"]["5"]["n_scored"] == 2
     assert m["per_label"]["7"]["acc"] == 0.5
     assert m["auc_macro"] == 1.0
+    # Σ_k ĉ_kl / K: 1.6/3, 0.9/3, 0.6/3, 0.85/3 for c = 1, 0, 0, 1 → 3 of the 4 (pos, neg) pairs ordered
+    assert m["auc_sum_k"] == pytest.approx(0.75)
 
 
 def test_run_json_records_label_level_validation_threads_and_schedule(tiny, tmp_path):
