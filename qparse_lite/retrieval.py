@@ -781,6 +781,8 @@ def split_neighbours(
     A cached file is reused only when it was computed on this corpus (fingerprint) with the same
     extractor configuration (for the learned features: the same trained head); otherwise it is computed
     again and replaced, so changing ``features``, ``k`` or the corpus never reuses stale neighbours.
+    The features themselves are cached in ``cache/features/`` (keyed the same way), so another split or K
+    does not run the network over the train split again.
     """
     extractor = get_extractor(features, corpus=corpus)
     path = Path(cache) / (name or f"{features}_{split}_k{k}.npz") if cache is not None else None
@@ -792,7 +794,7 @@ def split_neighbours(
         if (res is not None and res.k == k and res.features == features and res.query_split == split
                 and res.header.get("extractor") == extractor.config):
             return np.asarray(res.neighbours)
-    res = corpus_knn(corpus, split, k, extractor)
+    res = corpus_knn(corpus, split, k, extractor, feature_cache=path.parent / "features" if path else None)
     if path is not None:
         res.save(path)
     return np.asarray(res.neighbours)
