@@ -236,7 +236,11 @@ def evaluate(
         features = features or prof.features
     elif method not in METHODS:
         raise QparseError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
-    features = features or "hog-color"
+    if features is None:  # a baseline: the features of the profile whose dataset the corpus holds
+        from .profiles import PROFILES
+
+        ds = str(corpus.meta.get("dataset", "synthetic"))
+        features = next((p.features for p in PROFILES.values() if p.dataset == ds), PROFILES["quick"].features)
     kmax = max(k, *FIG5_KS) if fig5 else k
     nb = split_neighbours(corpus, split, kmax, features, out / "knn")
     fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments)

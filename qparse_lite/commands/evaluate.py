@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mcnn (needs --model), or a baseline: KNN label transfer (PaperDoll-like, not "
                         "PaperDoll) or the train split's mean label map")  # fmt: skip
     p.add_argument("--features", default=None,
-                   help="retrieval features (default: the model's profile; hog-color for baselines)")  # fmt: skip
+                   help="retrieval features (default: the model's profile; for baselines the profile of the "
+                        "corpus's dataset, e.g. efficientnet-lite0-learned)")  # fmt: skip
     p.add_argument("--xi1", type=float, default=None, help="label visibility threshold ξ1 (default: profile, 0.8)")
     p.add_argument("--xi2", type=float, default=None, help="rough foreground threshold ξ2 (default: profile, 0.5)")
     p.add_argument("--erosion", type=int, default=None,
