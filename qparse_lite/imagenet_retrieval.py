@@ -322,6 +322,11 @@ class LearnedRetrievalExtractor:
                 f"{self.name}: needs the corpus whose train split trains its head (corpus=...) or a trained "
                 "head file (head=PATH). Fix: pass the prepared corpus, e.g. get_extractor(name, corpus=corpus)."
             )
+        if input_size is None and head is not None and Path(head).is_file():  # the size it was trained at
+            import torch
+
+            saved = torch.load(Path(head), map_location="cpu", weights_only=True)
+            input_size = saved.get("backbone", {}).get("input_size") if isinstance(saved, dict) else None
         if input_size is None and corpus is not None:
             input_size = getattr(corpus, "feature_size", None) or default_input_size(corpus.size)
         if input_size is None:

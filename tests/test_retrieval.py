@@ -439,7 +439,8 @@ def test_learned_head_trains_on_train_split_saves_and_reloads(outfits, tmp_path)
     heads = list((tmp_path / "corpus" / "retrieval").glob("efficientnet-lite0-learned_*.pt"))
     assert len(heads) == 1 and ext.state["train"]["images"] == len(corpus.split("train"))
     assert ext.dim == corpus.num_labels and ext.config["head_sha256"]
-    again = R.get_extractor("efficientnet-lite0-learned", head=heads[0], input_size=64)
+    again = R.get_extractor("efficientnet-lite0-learned", head=heads[0])  # input size read from the head
+    assert again.input_size == 64
     test = corpus.split("test")
     np.testing.assert_array_equal(ext(corpus.images[test], progress=False), again(corpus.images[test], progress=False))
     # it learned garments: its neighbours share labels far more often than random ones

@@ -64,8 +64,13 @@ def _run(args: argparse.Namespace) -> int:
     features = args.features or prof.features
     if features == "oracle":
         raise QparseError("oracle features need ground truth; a photo has none. Fix: --features hog-color")
-    extractor = get_extractor(features, corpus=corpus, device=device) if features.startswith(
-        "efficientnet") else get_extractor(features, corpus=corpus)
+    head = Path(args.model) / "retrieval_head.pt"  # a learned retrieval head shipped with the model
+    if features == "efficientnet-lite0-learned" and head.is_file():
+        extractor = get_extractor(features, head=head, device=device)
+    elif features.startswith("efficientnet"):
+        extractor = get_extractor(features, corpus=corpus, device=device)
+    else:
+        extractor = get_extractor(features, corpus=corpus)
     from ..person import get_detector
 
     detector = get_detector(args.detector)
