@@ -5,8 +5,9 @@
            Its models see ~60 k pairs (the paper: ~250 M), so their confidences ĉ stay close to the
            prior; ξ1 = 0.5 (not the paper's 0.8, under which almost no label is visible) was picked on
            the **validation** split by the ξ1 sweep of notebook 04, and notebook 05 reports ξ1 = 0.8 too.
-``ccp``    the real-data reproduction on Clothing Co-Parsing (coarse labels); its training is sized for
-           ~20 minutes on 2 CPU cores (5 × 40,960 pairs, AdamW, grouped batches, 1 thread). On a GPU:
+``ccp``    the real-data reproduction on Clothing Co-Parsing (coarse labels); its training is a CPU budget
+           of 5 × 40,960 pairs (AdamW, grouped batches, 1 thread), meant for ~20 minutes on 2 free cores
+           (measured so far only on a shared machine: 65 min wall at load ≈ 6, issue 12). On a GPU:
            ``budget="gpu"`` (``qparse train --profile ccp --set budget=gpu --device cuda``) — the paper's
            SGD at lr 5e-4 for 30 × 200,000 pairs (:data:`GPU_BUDGET`).
 ``quick`` and ``ccp`` retrieve with ``efficientnet-lite0-learned``: a garment head trained on the corpus's
