@@ -2,7 +2,7 @@
 
 ``quick``  the embedded default: synthetic paper-doll people (ATR-18 labels), small images, a few
            minutes on 2 CPU cores, no download, no GPU. What ``make reproduce`` and CI run.
-           Its models see ~60 k pairs (the paper: ~250 M), so their confidences ĉ stay close to the
+           Its models see ~10⁵ pairs (5 × 20,480; the paper: ~250 M), so their confidences ĉ stay near the
            prior; ξ1 = 0.5 (not the paper's 0.8, under which almost no label is visible) was picked on
            the **validation** split by the ξ1 sweep of notebook 04, and notebook 05 reports ξ1 = 0.8 too.
 ``ccp``    the real-data reproduction on Clothing Co-Parsing (coarse labels); its training is a CPU budget
