@@ -1,4 +1,4 @@
-"""K-nearest-neighbour retrieval of corpus images (paper Sec. 3.1, NOTES.md §1.2).
+"""K-nearest-neighbour retrieval of corpus images (paper Sec. 3.1, docs/paper.md §1.2).
 
 The paper rescales the human-centric crop I to 227×227×3, takes the 4,096-d output of the penultimate
 fully connected layer (fc7) of an ImageNet-trained Krizhevsky network, and retrieves the KNN images
