@@ -1,0 +1,41 @@
+"""The committed real-data results (results/ccp/) are what their own files say: re-scoring reproduces them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "ccp"
+
+
+@pytest.mark.parametrize("method", ["mcnn", "label-transfer", "mean-label-map"])
+def test_committed_ccp_rows_rescore_from_the_committed_label_maps(method, capsys):
+    from qparse_lite.cli import main
+
+    table = RESULTS / "tables" / f"{method}_table1.csv"
+    if not table.is_file():
+        pytest.skip(f"{table} not committed")
+    row = next(csv.DictReader(table.open()))
+    pred, gt = RESULTS / "pred" / method, RESULTS / "gt"
+    assert sorted(p.name for p in pred.glob("*.png")) == sorted(p.name for p in gt.glob("*.png"))
+    assert main(["score", "--pred", str(pred), "--gt", str(gt), "--labels", "ccp-coarse", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    for key in ("accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"):
+        assert got[key] == pytest.approx(float(row[key]), abs=0.006), key
+
+
+def test_committed_model_loads_with_its_retrieval_head():
+    from qparse_lite.retrieval import get_extractor
+    from qparse_lite.train import load_model
+
+    run = RESULTS / "models" / "mcnn"
+    if not (run / "checkpoint.pt").is_file():
+        pytest.skip("no committed model")
+    net, tn, meta = load_model(run)
+    assert meta["variant"] == "mcnn" and meta["label_set"]["name"] == "ccp-coarse"
+    head = get_extractor("efficientnet-lite0-learned", head=run / "retrieval_head.pt")
+    assert head.input_size == json.loads((run / "corpus.json").read_text())["feature_size"] == 224
+    assert head.dim == len(meta["label_set"]["names"])
