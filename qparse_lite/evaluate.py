@@ -237,10 +237,9 @@ def evaluate(
     elif method not in METHODS:
         raise QparseError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
     if features is None:  # a baseline: the features of the profile whose dataset the corpus holds
-        from .profiles import PROFILES
+        from .profiles import features_for_dataset
 
-        ds = str(corpus.meta.get("dataset", "synthetic"))
-        features = next((p.features for p in PROFILES.values() if p.dataset == ds), PROFILES["quick"].features)
+        features = features_for_dataset(str(corpus.meta.get("dataset", "synthetic")))
     kmax = max(k, *FIG5_KS) if fig5 else k
     nb = split_neighbours(corpus, split, kmax, features, out / "knn")
     fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments)

@@ -44,7 +44,7 @@ from .errors import QparseError
 from .prepare import corpus_fingerprint
 
 __all__ = [
-    "EfficientNetExtractor", "LearnedRetrievalExtractor", "RetrievalHead", "fit_retrieval_head",
+    "EfficientNetExtractor", "LearnedRetrievalExtractor", "fit_retrieval_head",
     "default_input_size", "image_source", "imagenet_batch",
 ]  # fmt: skip
 
@@ -204,9 +204,6 @@ def _head_module(in_ch: int, num_labels: int, seed: int = 0) -> Any:
         return RetrievalHead()
 
 
-RetrievalHead = _head_module  # the factory; the module class is built per (channels, labels)
-
-
 def _targets(labels: np.ndarray, num_labels: int, grid: tuple[int, int]) -> tuple[Any, Any]:
     import torch
     import torch.nn.functional as F
@@ -313,8 +310,6 @@ class LearnedRetrievalExtractor:
         batch_size: int = 32,
         progress: bool | None = None,
     ) -> None:
-        import torch
-
         from .io import atomic_torch_save
 
         if corpus is None and head is None:
@@ -322,11 +317,17 @@ class LearnedRetrievalExtractor:
                 f"{self.name}: needs the corpus whose train split trains its head (corpus=...) or a trained "
                 "head file (head=PATH). Fix: pass the prepared corpus, e.g. get_extractor(name, corpus=corpus)."
             )
-        if input_size is None and head is not None and Path(head).is_file():  # the size it was trained at
-            import torch
-
-            saved = torch.load(Path(head), map_location="cpu", weights_only=True)
-            input_size = saved.get("backbone", {}).get("input_size") if isinstance(saved, dict) else None
+        given = None
+        if head is not None:
+            if not Path(head).is_file():
+                raise QparseError(f"{head}: retrieval head file not found. Fix: copy the head file written with "
+                                  "the corpus (<corpus>/retrieval/*.pt) or pass corpus=... to train one.")  # fmt: skip
+            given = self._load(Path(head))
+            trained_at = given.get("backbone", {}).get("input_size")
+            if input_size is not None and trained_at is not None and int(input_size) != int(trained_at):
+                raise QparseError(f"{head}: head trained at input {trained_at} px, asked for {input_size}. "
+                                  f"Fix: pass input_size={trained_at} (or leave it out).")  # fmt: skip
+            input_size = input_size or trained_at
         if input_size is None and corpus is not None:
             input_size = getattr(corpus, "feature_size", None) or default_input_size(corpus.size)
         if input_size is None:
@@ -345,12 +346,9 @@ class LearnedRetrievalExtractor:
             ).hexdigest()[:12]
             root = getattr(corpus, "path", None)
             path = Path(root) / "retrieval" / f"{self.name}_{key}.pt" if root else None
-        state = None
-        if path is not None and path.is_file():
+        state = given
+        if state is None and path is not None and path.is_file():  # its key includes the input size
             state = self._load(path)
-        elif head is not None:
-            raise QparseError(f"{path}: retrieval head file not found. Fix: copy the head file written with "
-                              "the corpus (<corpus>/retrieval/*.pt) or pass corpus=... to train one.")  # fmt: skip
         if state is None:
             t0 = time.perf_counter()
             tr = np.asarray(corpus.split("train"), dtype=np.int64)
@@ -381,7 +379,6 @@ class LearnedRetrievalExtractor:
             "name": self.name, "backbone": self.backbone.config, "head_sha256": digest.hexdigest()[:16],
             "presence_weight": self.presence_weight, "layout_weight": self.layout_weight,
         }  # fmt: skip
-        del torch
 
     def _maps(self, corpus: Any, idx: np.ndarray, progress: bool | None) -> Any:
         """Feature maps of the corpus images ``idx``; remembered (by image content) for the first
@@ -425,9 +422,6 @@ class LearnedRetrievalExtractor:
         except Exception as e:
             raise QparseError(f"{path}: not a retrieval head file ({type(e).__name__}: {e}). Fix: delete it; "
                               "it is retrained from the corpus on next use.") from e  # fmt: skip
-        if state.get("backbone", {}).get("input_size", self.input_size) != self.input_size:
-            raise QparseError(f"{path}: head trained at input {state['backbone']['input_size']} px, asked "
-                              f"for {self.input_size}. Fix: pass input_size={state['backbone']['input_size']}.")  # fmt: skip
         return state
 
     def outputs(self, images: np.ndarray, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import QparseError
 
-__all__ = ["Profile", "PROFILES", "GPU_BUDGET", "apply_budget", "get_profile"]
+__all__ = ["Profile", "PROFILES", "GPU_BUDGET", "apply_budget", "features_for_dataset", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,11 @@ def apply_budget(profile: Profile, budget: str) -> Profile:
     if budget == "cpu":
         return replace(PROFILES[profile.name], seed=profile.seed) if profile.name in PROFILES else profile
     return replace(profile, budget="gpu", **GPU_BUDGET.get(profile.name, {}))
+
+
+def features_for_dataset(dataset: str) -> str:
+    """The retrieval features of the profile whose dataset this is (the quick profile's for unknown ones)."""
+    return next((p.features for p in PROFILES.values() if p.dataset == dataset), PROFILES["quick"].features)
 
 
 def get_profile(name: str, **overrides: Any) -> Profile:

@@ -60,13 +60,9 @@ def _extractor_names() -> list[str]:
 
 def default_features(corpus) -> str:
     """The retrieval features of the profile whose dataset the corpus holds (quick for synthetic)."""
-    from ..profiles import PROFILES
+    from ..profiles import features_for_dataset
 
-    ds = str(corpus.meta.get("dataset", "synthetic"))
-    for prof in PROFILES.values():
-        if prof.dataset == ds:
-            return prof.features
-    return PROFILES["quick"].features
+    return features_for_dataset(str(corpus.meta.get("dataset", "synthetic")))
 
 
 def _load_corpus(path: str):
