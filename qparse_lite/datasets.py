@@ -31,7 +31,15 @@ import numpy as np
 
 from .dataset_base import SPLITS, Dataset, Sample  # noqa: F401 - SPLITS re-exported
 from .errors import QparseError
-from .labels import ATR18, CCP59_NAMES, CCP_COARSE, LabelSet, ccp59_to_coarse_lut, read_ccp_label_list
+from .labels import (  # noqa: F401 - read_label_png re-exported (its owner is qparse_lite.labels)
+    ATR18,
+    CCP59_NAMES,
+    CCP_COARSE,
+    LabelSet,
+    ccp59_to_coarse_lut,
+    read_ccp_label_list,
+    read_label_png,
+)
 from .synthetic import SyntheticPeople
 
 __all__ = [
@@ -115,44 +123,6 @@ def read_image(path: str | Path | None, data: bytes | None = None, source: str |
         raise QparseError(f"{src}: image file not found. Fix: download the dataset again.") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise QparseError(f"{src}: not a readable image ({e}). Fix: download the dataset again.") from e
-
-
-def read_label_png(
-    path: str | Path | None, data: bytes | None = None, source: str | None = None
-) -> np.ndarray:
-    """Read a label map stored as a PNG (palette/indexed ``P`` or grayscale ``L``) as uint8 H×W ids.
-
-    An RGB PNG is accepted only when its three channels are equal (a grayscale map saved as RGB); a colour
-    rendering of the labels is rejected, since its colours are not ids.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    src = source or str(path)
-    try:
-        with Image.open(_io.BytesIO(data) if data is not None else path) as im:
-            mode = im.mode
-            arr = np.asarray(im)
-    except FileNotFoundError:
-        raise QparseError(f"{src}: label file not found. Fix: download the dataset again.") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise QparseError(f"{src}: not a readable label PNG ({e}). Fix: download the dataset again.") from e
-    if arr.ndim == 3:
-        if (
-            arr.shape[2] >= 3
-            and np.array_equal(arr[..., 0], arr[..., 1])
-            and np.array_equal(arr[..., 0], arr[..., 2])
-        ):
-            arr = arr[..., 0]
-        else:
-            raise QparseError(
-                f"{src}: label PNG in mode {mode} holds colours, not label ids. Fix: use the dataset's "
-                "indexed (palette) label PNGs, e.g. humanparsing/SegmentationClassAug."
-            )
-    if arr.dtype != np.uint8:
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise QparseError(f"{src}: label ids outside 0..255. Fix: download the dataset again.")
-        arr = arr.astype(np.uint8)
-    return np.ascontiguousarray(arr)
 
 
 def _check_pair(
@@ -468,7 +438,7 @@ class ATR(Dataset):
             ib, mb, src = self._parquet_row(self._pos[x])
             img_s, lab_s = f"{src} image", f"{src} mask"
             image = read_image(None, ib, source=img_s)
-            label = read_label_png(None, mb, source=lab_s)
+            label = read_label_png(None, data=mb, source=lab_s)
         _check_pair(image, label, ATR18, img_s, lab_s)
         return Sample(image, label, x)
 

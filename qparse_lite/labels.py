@@ -28,6 +28,8 @@ __all__ = [
     "CCP_COARSE_GROUPS",
     "ccp59",
     "ccp59_to_coarse_lut",
+    "LABEL_SETS",
+    "read_label_png",
     "get_label_set",
     "voc_palette",
     "read_ccp_label_list",
@@ -199,12 +201,92 @@ def ccp59(root: str | Path | None = None) -> LabelSet:
 
 _BY_NAME = {"atr18": ATR18, "ccp-coarse": CCP_COARSE}
 
+#: The names :func:`get_label_set` knows (the registry the CLI's ``--labels`` choices come from).
+LABEL_SETS: tuple[str, ...] = ("atr18", "ccp59", "ccp-coarse")
+
 
 def get_label_set(name: str) -> LabelSet:
-    """Label set by name: ``atr18``, ``ccp59`` or ``ccp-coarse``."""
+    """Label set by name: one of :data:`LABEL_SETS` (``atr18``, ``ccp59``, ``ccp-coarse``)."""
     if name == "ccp59":
         return ccp59()
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise QparseError(f"unknown label set {name!r}; choose one of atr18, ccp59, ccp-coarse") from None
+        raise QparseError(f"unknown label set {name!r}; choose one of {', '.join(LABEL_SETS)}") from None
+
+
+# -- label map PNGs -------------------------------------------------------------------------------------
+
+#: PNG modes whose pixel values are label ids as they are (palette indices or gray values).
+_ID_MODES = frozenset({"P", "L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+#: Modes whose first channel holds the ids beside an alpha channel (dropped).
+_ID_ALPHA_MODES = frozenset({"PA", "LA"})
+#: Colour modes accepted only when every channel is equal (a grayscale map saved as colour).
+_GRAY_AS_COLOUR_MODES = frozenset({"RGB", "RGBA"})
+
+
+def read_label_png(
+    path: str | Path | None,
+    label_set: LabelSet | None = None,
+    *,
+    data: bytes | None = None,
+    source: str | None = None,
+) -> np.ndarray:
+    """Read a label map PNG as label ids, H×W uint8: the one reader of the kit's loaders and ``qparse score``.
+
+    The pixel values are the ids, never colours: a palette (``P``) PNG's indices whatever its palette, a
+    grayscale (``L``, ``1``) or 16/32-bit (``I;16``, ``I``) PNG's values (each must fit in 0..255), the first
+    channel of ``PA``/``LA`` (alpha dropped), and an ``RGB``/``RGBA`` PNG only when its three colour
+    channels are equal (a grayscale map saved as RGB). A colour rendering of the labels is rejected: its
+    colours are not ids.
+
+    Args:
+        path: the PNG file (or None with ``data``).
+        label_set: when given, the ids are checked against it (:meth:`LabelSet.check`, naming the file).
+        data: the PNG's bytes instead of a file (e.g. a Parquet cell); ``source`` names it in errors.
+        source: the name used in error messages (default ``path``).
+
+    Raises:
+        QparseError: the file is missing or not an image, holds colours, has ids above 255, or (with
+            ``label_set``) ids outside the set; the message names the file and the fix.
+    """
+    import io as _io
+
+    from PIL import Image, UnidentifiedImageError
+
+    src = source or str(path)
+    fix = (
+        "Fix: save label maps as palette ('P') or grayscale ('L') PNGs whose pixel values are the label ids "
+        "(e.g. qparse_lite.io.atomic_save_png), or download the dataset again."
+    )
+    try:
+        with Image.open(_io.BytesIO(data) if data is not None else path) as im:
+            mode = im.mode
+            if mode not in _ID_MODES | _ID_ALPHA_MODES | _GRAY_AS_COLOUR_MODES:
+                raise QparseError(f"{src}: a {mode} image is not a label map (its values are not ids). {fix}")
+            arr = np.array(im)
+    except FileNotFoundError:
+        raise QparseError(f"{src}: label file not found. Fix: check the path (or download the dataset again).") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise QparseError(f"{src}: not a readable label PNG ({e}). {fix}") from e
+    if mode in _ID_ALPHA_MODES:
+        arr = arr[..., 0]
+    elif mode in _GRAY_AS_COLOUR_MODES:
+        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+            raise QparseError(
+                f"{src}: label PNG in mode {mode} holds colours, not label ids. {fix} (ATR: the indexed PNGs "
+                "of humanparsing/SegmentationClassAug.)"
+            )
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise QparseError(f"{src}: expected a single-channel label map, got shape {arr.shape}. {fix}")
+    if arr.dtype != np.uint8:
+        if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+            raise QparseError(
+                f"{src}: label ids {int(arr.min())}..{int(arr.max())} are outside 0..255 (a {mode} PNG). {fix}"
+            )
+        arr = arr.astype(np.uint8)
+    arr = np.ascontiguousarray(arr)
+    if label_set is not None:
+        label_set.check(arr, source=src)
+    return arr

@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 
 from .errors import QparseError
 from .io import atomic_write_text
-from .labels import LabelSet
+from .labels import LabelSet, read_label_png  # noqa: F401 - read_label_png re-exported (owner: labels)
 
 __all__ = [
     "ConfusionMatrix",
@@ -302,38 +302,6 @@ def write_table(
 
 
 # -- scoring folders of PNG label maps -----------------------------------------------------------------
-
-_INDEX_MODES = {"P", "L", "1", "I", "I;16", "I;16B", "I;16L"}
-
-
-def read_label_png(path: str | Path, label_set: LabelSet | None = None) -> np.ndarray:
-    """Read a label map PNG as ids (H×W uint8): palette (``P``) or grayscale PNG values are the ids.
-
-    The image is never converted to RGB: a palette PNG's indices are the labels, whatever the colours.
-    With ``label_set`` the ids are checked (:meth:`LabelSet.check`, the error names the file).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            if mode not in _INDEX_MODES:
-                raise QparseError(
-                    f"{path}: a {mode} PNG is not a label map (ids must be palette indices or gray values). "
-                    "Fix: save label maps as palette ('P') or grayscale ('L') PNGs of label ids."
-                )
-            arr = np.array(img)
-    except (UnidentifiedImageError, OSError) as e:
-        raise QparseError(f"{path}: cannot read as an image ({e}). Fix: write it again as a PNG.") from e
-    if arr.ndim != 2:
-        raise QparseError(f"{path}: expected a single-channel label map, got shape {arr.shape}")
-    if label_set is not None:
-        label_set.check(arr, source=str(path))
-    elif arr.size and (int(arr.max()) > 255 or int(arr.min()) < 0):
-        raise QparseError(f"{path}: label ids outside 0..255")
-    return arr.astype(np.uint8)
-
 
 def _png_names(d: Path, role: str) -> list[str]:
     if not d.is_dir():

@@ -17,6 +17,7 @@ from qparse_lite.labels import (
     ccp59_to_coarse_lut,
     get_label_set,
     read_ccp_label_list,
+    read_label_png,
 )
 
 # docs/paper.md §3, in order (ids 0..17), spelled as the humanparsing archive's README lists them
@@ -117,3 +118,81 @@ def test_read_label_list_missing_or_broken(tmp_path):
     (tmp_path / "label_list.mat").write_bytes(b"not a mat file")
     with pytest.raises(QparseError, match="label_list.mat"):
         read_ccp_label_list(tmp_path / "label_list.mat")
+
+
+# -- read_label_png: the one reader of label map PNGs (loaders and `qparse score`) ----------------------
+
+
+def _save(tmp_path, arr, name, **kw):
+    from PIL import Image
+
+    path = tmp_path / name
+    Image.fromarray(arr, **kw).save(path)
+    return path
+
+
+def test_read_label_png_accepts_every_id_form(tmp_path):
+    from PIL import Image
+
+    lab = np.array([[0, 1, 2, 17], [4, 5, 16, 3]], np.uint8)
+    pal = Image.fromarray(lab).convert("P")
+    pal.putpalette(ATR18.palette.ravel().tolist())
+    pal.save(tmp_path / "p.png")
+    forms = {
+        "p.png": tmp_path / "p.png",
+        "l.png": _save(tmp_path, lab, "l.png"),
+        "i16.png": _save(tmp_path, lab.astype(np.uint16), "i16.png"),
+        "rgb.png": _save(tmp_path, np.repeat(lab[..., None], 3, 2), "rgb.png"),
+        "rgba.png": _save(tmp_path, np.dstack([lab, lab, lab, np.full_like(lab, 255)]), "rgba.png"),
+        "la.png": _save(tmp_path, np.dstack([lab, np.full_like(lab, 9)]), "la.png", mode="LA"),
+    }
+    for name, path in forms.items():
+        got = read_label_png(path, ATR18)
+        assert got.dtype == np.uint8 and got.flags.c_contiguous, name
+        np.testing.assert_array_equal(got, lab, err_msg=name)
+    assert Image.open(forms["i16.png"]).mode.startswith("I")
+    # bytes (a Parquet cell) name their source in errors
+    data = forms["p.png"].read_bytes()
+    np.testing.assert_array_equal(read_label_png(None, data=data, source="x.parquet#row0"), lab)
+    binary = _save(tmp_path, lab > 2, "b.png")
+    np.testing.assert_array_equal(read_label_png(binary), (lab > 2).astype(np.uint8))
+
+
+def test_read_label_png_refuses_with_the_file_and_the_fix(tmp_path):
+    lab = np.array([[0, 1], [2, 3]], np.uint8)
+    colour = _save(tmp_path, ATR18.palette[lab].astype(np.uint8), "colour.png")
+    with pytest.raises(QparseError, match=r"colour\.png: label PNG in mode RGB holds colours.*Fix:"):
+        read_label_png(colour)
+    big = _save(tmp_path, np.array([[0, 300]], np.uint16), "big.png")
+    with pytest.raises(QparseError, match=r"big\.png: label ids 0\.\.300 are outside 0\.\.255.*Fix:"):
+        read_label_png(big)
+    floats = tmp_path / "f.tif"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((2, 2), np.float32)).save(floats)
+    with pytest.raises(QparseError, match=r"f\.tif: a F image is not a label map.*Fix:"):
+        read_label_png(floats)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png")
+    with pytest.raises(QparseError, match=r"junk\.png: not a readable label PNG.*Fix:"):
+        read_label_png(junk)
+    with pytest.raises(QparseError, match=r"nowhere\.png: label file not found.*Fix:"):
+        read_label_png(tmp_path / "nowhere.png")
+    out_of_set = _save(tmp_path, np.array([[0, 18]], np.uint8), "o.png")
+    with pytest.raises(QparseError, match=r"o\.png: label id\(s\) \[18\].*atr18"):
+        read_label_png(out_of_set, ATR18)
+    assert read_label_png(out_of_set).max() == 18  # no set: only 0..255 is checked
+
+
+def test_one_label_png_reader():
+    from qparse_lite import datasets, metrics
+
+    assert datasets.read_label_png is metrics.read_label_png is read_label_png
+
+
+def test_label_sets_registry():
+    from qparse_lite.labels import LABEL_SETS
+
+    assert [get_label_set(n).name for n in LABEL_SETS] == list(LABEL_SETS)
+    with pytest.raises(QparseError, match="atr18, ccp59, ccp-coarse"):
+        get_label_set("nope")

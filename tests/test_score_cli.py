@@ -182,10 +182,27 @@ def test_ids_outside_label_set_name_the_file(tmp_path, capsys):
 
 
 def test_rgb_png_is_refused(tmp_path, capsys):
+    """A colour rendering of the labels (RGB, unequal channels) is refused; the loaders refuse it too."""
     pred_dir, gt_dir, _ = _write_maps(tmp_path, n=1)
-    Image.fromarray(np.zeros((12, 17, 3), np.uint8)).save(pred_dir / "img_0.png")
+    colours = ATR18.palette[np.arange(12 * 17).reshape(12, 17) % 18]
+    Image.fromarray(colours.astype(np.uint8)).save(pred_dir / "img_0.png")
     rc, _, err = _run(capsys, "--pred", pred_dir, "--gt", gt_dir, "--labels", "atr18")
     assert rc == 2 and "RGB" in err and str(pred_dir / "img_0.png") in err
+
+
+@pytest.mark.parametrize("form", ["rgb-equal", "16-bit", "gray-alpha"])
+def test_score_accepts_what_the_loaders_accept(tmp_path, capsys, form):
+    """``qparse score`` reads predictions with the loaders' reader (qparse_lite.labels.read_label_png)."""
+    pred_dir, gt_dir, maps = _write_maps(tmp_path, n=1)
+    pred = maps["img_0.png"][0]
+    if form == "rgb-equal":
+        Image.fromarray(np.repeat(pred[..., None], 3, axis=2)).save(pred_dir / "img_0.png")
+    elif form == "16-bit":
+        Image.fromarray(pred.astype(np.uint16)).save(pred_dir / "img_0.png")
+    else:
+        Image.fromarray(np.stack([pred, np.full_like(pred, 255)], 2), mode="LA").save(pred_dir / "img_0.png")
+    assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir), "--labels", "atr18", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["avg_f1"] == pytest.approx(_independent(maps, 18)["avg_f1"])
 
 
 def test_unreadable_png(tmp_path, capsys):
