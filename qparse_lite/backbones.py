@@ -32,6 +32,7 @@ __all__ = [
     "efficientnet_lite0_weights",
     "efficientnet_lite0",
     "EfficientNetLite0Trunk",
+    "EfficientNetLite0Encoder",
     "sha256_file",
 ]
 
@@ -146,3 +147,51 @@ class EfficientNetLite0Trunk:
                     out["c4"] = h
             out["c5"] = m._swish(m._bn1(m._conv_head(h)))
         return out
+
+
+def _encoder_base() -> Any:
+    import torch.nn as nn
+
+    class _Encoder(nn.Module):
+        """Trainable EfficientNet-Lite0 pyramid (see :class:`EfficientNetLite0Encoder`)."""
+
+        channels = {"c2": 24, "c3": 40, "c4": 112, "c5": 1280}
+
+        def __init__(self, pretrained: bool = True, weights: str | Path | None = None) -> None:
+            super().__init__()
+            if pretrained:
+                self.net = efficientnet_lite0(weights).train()
+            else:
+                from efficientnet_lite_pytorch import EfficientNet
+
+                self.net = EfficientNet.from_name("efficientnet-lite0")  # random init (the caller seeds)
+            self.net._fc = nn.Identity()  # the ImageNet classifier is not part of the pyramid
+            self.net._dropout = nn.Identity()
+            self.pretrained = bool(pretrained)
+
+        def forward(self, x: Any) -> dict[str, Any]:
+            m = self.net
+            out: dict[str, Any] = {}
+            h = m._swish(m._bn0(m._conv_stem(x)))
+            for block in m._blocks:
+                h = block(h)
+                name = {4: "c2", 8: "c3", 16: "c4"}.get(round(x.shape[-1] / h.shape[-1]))
+                if name is not None:
+                    out[name] = h  # the last block at stride 4, 8, 16 (later blocks overwrite earlier ones)
+            out["c5"] = m._swish(m._bn1(m._conv_head(h)))
+            return out
+
+    return _Encoder
+
+
+def EfficientNetLite0Encoder(pretrained: bool = True, weights: str | Path | None = None) -> Any:  # noqa: N802
+    """EfficientNet-Lite0 as a **trainable** ``nn.Module`` feature pyramid (for fine-tuning).
+
+    ``encoder(x)`` (``x`` normalised with :data:`IMAGENET_MEAN`/:data:`IMAGENET_STD`, N×3×H×W) returns
+    ``{"c2", "c3", "c4", "c5"}``: the last block outputs at stride 4 (24 channels), 8 (40), 16 (112) and
+    the head convolution at stride 32 (1,280), with gradients. ``pretrained=True`` loads the ImageNet
+    weights through :func:`efficientnet_lite0` (SHA-256 checked); ``False`` gives the same architecture
+    randomly initialised (the from-scratch control). The classifier (``_fc``) is dropped.
+    :class:`EfficientNetLite0Trunk` is the frozen, inference-only counterpart used for retrieval.
+    """
+    return _encoder_base()(pretrained=pretrained, weights=weights)

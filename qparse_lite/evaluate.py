@@ -120,7 +120,7 @@ def k_sweep(
 FIG5_KS = (1, 3, 5, 7, 9, 11, 15)
 """The K of the paper's Fig. 5."""
 
-METHODS = ("mcnn", "label-transfer", "mean-label-map")
+METHODS = ("mcnn", "label-transfer", "mean-label-map", "parametric")
 """What ``qparse evaluate --method`` can evaluate on the same harness."""
 
 
@@ -132,7 +132,9 @@ def make_parser_fn(
 
     ``mcnn`` needs ``parser`` (an :class:`~qparse_lite.parse.MCNNParser`); ``label-transfer`` is
     :class:`~qparse_lite.baselines.LabelTransfer` over the same K neighbours; ``mean-label-map`` the
-    train split's per-pixel majority label (:func:`~qparse_lite.baselines.mean_label_map`).
+    train split's per-pixel majority label (:func:`~qparse_lite.baselines.mean_label_map`); ``parametric``
+    needs ``parser`` (a :class:`~qparse_lite.baselines.ParametricParser`, which ignores the neighbours and
+    sees the corpus's feature crops when it has them).
     """
     from .baselines import LabelTransfer, mean_label_map
 
@@ -144,6 +146,11 @@ def make_parser_fn(
     if method == "label-transfer":
         lt = LabelTransfer(corpus.label_set.num_labels, superpixel_method, n_segments)
         return lambda i: lt(np.asarray(corpus.images[i]), np.asarray(corpus.labels[neighbours[rows[i]][:k]]))
+    if method == "parametric":
+        if parser is None:
+            raise ValueError("method 'parametric' needs a parser")
+        src = corpus.feature_images if getattr(corpus, "feature_images", None) is not None else corpus.images
+        return lambda i: parser(np.asarray(src[i]))
     if method == "mean-label-map":
         prior = mean_label_map(np.asarray(corpus.labels[corpus.split("train")]), corpus.label_set.num_labels)
         return lambda i: prior
@@ -234,6 +241,19 @@ def evaluate(
             n_segments=n_segments, background=background, device=device,
         )  # fmt: skip
         features = features or prof.features
+    elif method == "parametric":
+        if model is None:
+            raise QparseError("qparse evaluate --method parametric needs --model RUN (a qparse baseline train folder)")
+        from .baselines import ParametricParser, load_parametric
+
+        net, pcfg, pmeta = load_parametric(model, device=device)
+        if pmeta["label_set"]["names"] != list(corpus.label_set.names):
+            raise QparseError(
+                f"{model}: trained on label set {pmeta['label_set']['name']}, the corpus {corpus.path} has "
+                f"{corpus.label_set.name}. Fix: evaluate on the corpus the model was trained with."
+            )
+        parser = ParametricParser(net, pcfg.input_size, corpus.size, device=device)
+        variant = "lraspp-efficientnet-lite0" + ("" if pcfg.pretrained else "-scratch")
     elif method not in METHODS:
         raise QparseError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
     if features is None:  # a baseline: the features of the profile whose dataset the corpus holds
@@ -241,7 +261,7 @@ def evaluate(
 
         features = features_for_dataset(str(corpus.meta.get("dataset", "synthetic")))
     kmax = max(k, *FIG5_KS) if fig5 else k
-    nb = split_neighbours(corpus, split, kmax, features, out / "knn")
+    nb = None if method == "parametric" else split_neighbours(corpus, split, kmax, features, out / "knn")
     fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments)
     idx = np.asarray(corpus.split(split))[:limit]
     sc = evaluate_parser(fn, corpus, idx, corpus.label_set, out, desc=f"evaluate {method}")
@@ -249,6 +269,7 @@ def evaluate(
         "mcnn": PAPER_NAMES.get(variant or "", f"M-CNN {variant}"),
         "label-transfer": "KNN label transfer (PaperDoll-like)",
         "mean-label-map": "mean label map (prior)",
+        "parametric": f"LR-ASPP on EfficientNet-Lite0 ({'ImageNet' if variant and 'scratch' not in variant else 'scratch'}; not in the paper)",
     }[method]
     paper = {"mcnn": PAPER_NAMES.get(variant or "", ""), "label-transfer": "PaperDoll [28]"}.get(method, "")
     if method == "mcnn" and not superpixel_method and variant == "mcnn":
@@ -257,7 +278,7 @@ def evaluate(
     write_tables(t1, out, "table1")
     write_tables(t2, out, "table2")
     if fig5:
-        if parser is None:
+        if method != "mcnn":
             raise QparseError("--fig5 sweeps K for the M-CNN; use --method mcnn")
         df = fig5_sweep(parser, corpus, split, nb, FIG5_KS, limit)
         write_tables(df, out, "fig5")

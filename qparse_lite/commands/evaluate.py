@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..evaluate import METHODS
+
     p = sub.add_parser(
         "evaluate",
         help="parse a corpus split and write Table 1/2 rows, per-image label maps and (--fig5) the K sweep",
@@ -14,14 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/table2.csv/.md, OUT/scores.json, OUT/pred/<id>.png and OUT/gt/<id>.png (which `qparse score` "
         "accepts). --fig5 adds OUT/fig5.csv/.md/.png: average F1 against K in {1,3,5,7,9,11,15}.",
     )
-    p.add_argument("--model", default=None, help="a `qparse train` run folder (for --method mcnn)")
+    p.add_argument("--model", default=None,
+                   help="a `qparse train` run folder (--method mcnn) or a `qparse baseline train` folder "
+                        "(--method parametric)")  # fmt: skip
     p.add_argument("--corpus", required=True, help="prepared corpus cache folder (`qparse prepare`)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate")
     p.add_argument("--k", type=int, default=9, help="KNN images per test image (paper: 9)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--method", default="mcnn", choices=["mcnn", "label-transfer", "mean-label-map"],
+    p.add_argument("--method", default="mcnn", choices=list(METHODS),
                    help="mcnn (needs --model), or a baseline: KNN label transfer (PaperDoll-like, not "
-                        "PaperDoll) or the train split's mean label map")  # fmt: skip
+                        "PaperDoll), the train split's mean label map, or parametric (needs --model)")  # fmt: skip
     p.add_argument("--features", default=None,
                    help="retrieval features (default: the model's profile; for baselines the profile of the "
                         "corpus's dataset, e.g. efficientnet-lite0-learned)")  # fmt: skip
