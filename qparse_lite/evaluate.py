@@ -223,9 +223,9 @@ def evaluate(
     if method == "mcnn":
         if model is None:
             raise QparseError("qparse evaluate --method mcnn needs --model RUN (a qparse train folder)")
+        from .checkpoint import load_model
         from .parse import MCNNParser
         from .profiles import Profile
-        from .train import load_model
 
         net, tn, meta = load_model(model, map_location=device)
         prof = Profile(**meta["profile"])

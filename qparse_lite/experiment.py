@@ -181,7 +181,7 @@ class Workspace:
 
     def model(self, variant: str | None = None, holdout_label: str | None = None) -> tuple[Any, Any, dict]:
         """(model, TargetNorm, meta) of a trained variant, training it first when needed."""
-        from .train import load_model
+        from .checkpoint import load_model
 
         return load_model(self.train(variant, holdout_label), map_location=self.device)
 

@@ -252,7 +252,7 @@ def confidence_summary(per_image: pd.DataFrame) -> dict[str, float]:
     is missing); ``conf_with`` / ``conf_without`` (mean ĉ_l on images with / without the label);
     ``visible_with`` / ``visible_without`` (% of them where ĉ_l > ξ1, i.e. the label is transferred).
     """
-    from .train import roc_auc
+    from .matching_metrics import roc_auc
 
     d = per_image[per_image.knn_with_label > 0]
     pos, neg = d[d.has_label], d[~d.has_label]

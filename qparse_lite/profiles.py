@@ -131,15 +131,28 @@ def features_for_dataset(dataset: str) -> str:
     return next((p.features for p in PROFILES.values() if p.dataset == dataset), PROFILES["quick"].features)
 
 
-def get_profile(name: str, **overrides: Any) -> Profile:
-    """The named profile, with any field overridden (``get_profile("quick", epochs=2)``)."""
-    try:
-        prof = PROFILES[name]
-    except KeyError:
-        raise QparseError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+def get_profile(name: str | Profile, **overrides: Any) -> Profile:
+    """The named profile (or ``name`` itself when it is a :class:`Profile`), with any field overridden:
+    ``get_profile("quick", epochs=2)``. The kit's one override route (``qparse_lite.train.train``,
+    ``qparse train --set``, :class:`qparse_lite.experiment.Workspace` all go through it).
+
+    A ``None`` value keeps the profile's field; ``budget`` (``"cpu"`` | ``"gpu"``) is applied first
+    (:func:`apply_budget`), the other fields after it.
+
+    Raises:
+        QparseError: unknown profile name, or unknown field names (the message lists the fields).
+    """
+    if isinstance(name, Profile):
+        prof = name
+    else:
+        try:
+            prof = PROFILES[name]
+        except KeyError:
+            raise QparseError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
     unknown = set(overrides) - set(prof.to_dict())
     if unknown:
-        raise QparseError(f"unknown profile field(s) {sorted(unknown)}")
+        raise QparseError(f"unknown profile field(s) {sorted(unknown)}; fields: {', '.join(prof.to_dict())}")
+    overrides = dict(overrides)
     budget = overrides.pop("budget", None)
     if budget is not None:
         prof = apply_budget(prof, budget)

@@ -269,3 +269,23 @@ def test_grouped_and_ungrouped_training_agree_on_a_tiny_run(tiny, tmp_path):
     rec = json.loads((ungrouped / "run.json").read_text())
     assert rec["pairs"]["group_size"] == 1
     assert read_log(ungrouped)[-1]["val_loss_c"] < rec["trivial_val"]["loss_c"]
+
+
+def test_one_override_route(tiny, tmp_path):
+    """``train`` takes a Profile or a name + overrides, both through ``profiles.get_profile``: same run."""
+    import dataclasses
+    import inspect
+
+    corpus, knn_tr, knn_va = tiny
+    a = _train(tiny, tmp_path / "a", epochs=1)
+    prof = get_profile("quick", **{**TINY, "epochs": 1})
+    assert get_profile(prof) == prof and get_profile(prof, epochs=None) == prof  # None keeps the field
+    torch.set_num_threads(1)
+    b = train(prof, "mcnn", tmp_path / "b", corpus=corpus, knn=knn_tr, val_knn=knn_va, device="cpu",
+              progress=False)  # fmt: skip
+    assert _log_text(a) == _log_text(b)
+    with pytest.raises(QparseError, match=r"unknown profile field\(s\) \['nonsense'\]; fields: name"):
+        train("quick", "mcnn", tmp_path / "c", corpus=corpus, knn=knn_tr, val_knn=knn_va, nonsense=1)
+    # no profile field is a keyword of its own (the positional variant defaults to the profile's)
+    fields = {f.name for f in dataclasses.fields(prof)}
+    assert set(inspect.signature(train).parameters) & fields == {"variant"}

@@ -70,16 +70,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..profiles import get_profile
     from ..train import train
 
+    overrides = {
+        "epochs": args.epochs, "seed": args.seed, "optimizer": args.optimizer, "sampler": args.sampler,
+        "neg_fraction": args.neg_fraction, "empty_fraction": args.empty_fraction, "threads": args.threads,
+        **_parse_set(args.set),
+    }  # fmt: skip
     out = train(
-        args.profile, args.variant, args.out, resume=args.resume, device=args.device, epochs=args.epochs,
-        seed=args.seed, corpus=args.corpus, knn=args.knn, val_knn=args.val_knn, optimizer=args.optimizer,
-        holdout_label=args.holdout_label, data_root=args.data_root, compile=args.compile,
-        neg_fraction=args.neg_fraction, empty_fraction=args.empty_fraction,
-        progress=False if args.no_progress else None,
-        **{**{k: v for k, v in (("sampler", args.sampler), ("threads", args.threads)) if v is not None},
-           **_parse_set(args.set)},
+        get_profile(args.profile, **overrides), args.variant, args.out, resume=args.resume, device=args.device,
+        corpus=args.corpus, knn=args.knn, val_knn=args.val_knn, holdout_label=args.holdout_label,
+        data_root=args.data_root, compile=args.compile, progress=False if args.no_progress else None,
     )  # fmt: skip
     import os
 
