@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = [
     "to_image", "draw_box", "show_pairs", "plot_training_log", "show_stages", "label_legend", "interactive",
-    "show_retrieval",
+    "show_retrieval", "show_detections",
 ]  # fmt: skip
 
 
@@ -204,3 +204,27 @@ def show_retrieval(
     fig.tight_layout()
     return fig
 
+
+def show_detections(
+    images: Sequence[Any], ground_truth: Sequence[Sequence[Any]], detections: Sequence[Sequence[dict[str, Any]]],
+    label_set: Any | None = None, score_thresh: float = 0.5, titles: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Any:  # fmt: skip
+    """Ground-truth items (top row) and detections (bottom row: mask, box, ``category score`` with score
+    ≥ ``score_thresh``) of a few images, drawn with :func:`qparse_lite.df2.draw_items`. ``ground_truth``:
+    per image its :class:`~qparse_lite.df2.Df2Item` s; ``detections``: per image its COCO results."""
+    import matplotlib.pyplot as plt
+
+    from .df2 import draw_items
+
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 5.4), squeeze=False)
+    for j, (im, gt, det) in enumerate(zip(images, ground_truth, detections, strict=True)):
+        name = titles[j] if titles else f"image {j + 1}"
+        draw_items(axes[0, j], im, gt, label_set, title=f"{name}: ground truth")
+        draw_items(axes[1, j], im, det, label_set, title=f"detections (score ≥ {score_thresh:g})",
+                   score_thresh=score_thresh)  # fmt: skip
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
