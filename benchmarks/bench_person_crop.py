@@ -9,7 +9,7 @@ over the found ones). ``IoU ≥ 0.5`` is the share of all photos with a usable b
 
 One command (CCP mirror or a `qparse data download ccp` root)::
 
-    python benchmarks/bench_person_crop.py --root DIR --out benchmarks/results/ [--detectors hog,mediapipe]
+    python benchmarks/bench_person_crop.py --data-root DIR --out benchmarks/results/ [--detectors hog,mediapipe]
 
 MediaPipe is an optional extra that clashes with the kit's OpenCV (see :mod:`qparse_lite.person`); to
 measure it without touching the kit's environment, run this script from a second virtual environment
@@ -38,7 +38,7 @@ def _reference_box(label: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", required=True, help="CCP dataset folder (read only)")
+    ap.add_argument("--data-root", "--root", dest="root", required=True, help="CCP dataset folder (read only)")
     ap.add_argument("--out", default="benchmarks/results", help="folder of bench_person_crop_ccp.json/.md")
     ap.add_argument("--detectors", default="hog,mediapipe", help="comma-separated; unavailable ones are skipped")
     ap.add_argument("--limit", type=int, default=None, help="first N photos only (a quick check)")

@@ -17,7 +17,10 @@ from collections.abc import Sequence
 from . import __version__, commands
 from .errors import QparseError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "HELPER_MODULES"]
+
+HELPER_MODULES = ("common",)
+"""Modules of :mod:`qparse_lite.commands` that are shared helpers, not subcommands (no ``register``)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for mod in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if mod.name.startswith("_"):
+        if mod.name.startswith("_") or mod.name in HELPER_MODULES:
             continue
         importlib.import_module(f"{commands.__name__}.{mod.name}").register(sub)
     return parser

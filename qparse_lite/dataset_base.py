@@ -96,7 +96,7 @@ class Dataset:
         """The ``qparse prepare`` arguments that select this dataset (for messages and meta.json)."""
         args = ["--dataset", self.name]
         if self.root is not None:
-            args += ["--root", str(self.root)]
+            args += ["--data-root", str(self.root)]
         return args + ["--labels", self.label_set.name]
 
     def describe(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from .errors import QparseError
 
 __all__ = [
     "SGD_MOMENTUM", "SGD_WEIGHT_DECAY", "PLATEAU_PATIENCE", "ADAMW_WEIGHT_DECAY", "WARMUP_FRACTION", "SCHEDULES",
-    "build_optimizer",
+    "OPTIMIZERS", "build_optimizer",
 ]  # fmt: skip
 
 SGD_MOMENTUM = 0.9  # paper
@@ -53,6 +53,9 @@ class _WarmupConstant:
         return (step + 1) / (self.warmup + 1) if step < self.warmup else 1.0
 
 
+OPTIMIZERS = ("sgd", "adamw")
+"""The ``Profile.optimizer`` names: ``sgd`` (the paper's) and ``adamw``."""
+
 SCHEDULES = ("auto", "cosine", "plateau", "constant")
 """The ``Profile.schedule`` names."""
 
@@ -73,7 +76,7 @@ def build_optimizer(
     elif name == "adamw":
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=ADAMW_WEIGHT_DECAY)
     else:
-        raise QparseError(f"unknown optimizer {name!r}; choose sgd (the paper's) or adamw")
+        raise QparseError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)} (sgd: the paper's)")
     if schedule not in SCHEDULES:
         raise QparseError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if schedule == "auto":

@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import QparseError
 
-__all__ = ["Profile", "PROFILES", "GPU_BUDGET", "apply_budget", "features_for_dataset", "get_profile"]
+__all__ = ["Profile", "PROFILES", "GPU_BUDGET", "apply_budget", "features_for_dataset", "profile_for_dataset", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,15 @@ def apply_budget(profile: Profile, budget: str) -> Profile:
     return replace(profile, budget="gpu", **GPU_BUDGET.get(profile.name, {}))
 
 
+def profile_for_dataset(dataset: str) -> Profile:
+    """The profile whose dataset this is (the quick profile for unknown ones): the defaults of a command that
+    reads a corpus (``qparse knn --k``: its ``k_test``)."""
+    return next((p for p in PROFILES.values() if p.dataset == dataset), PROFILES["quick"])
+
+
 def features_for_dataset(dataset: str) -> str:
     """The retrieval features of the profile whose dataset this is (the quick profile's for unknown ones)."""
-    return next((p.features for p in PROFILES.values() if p.dataset == dataset), PROFILES["quick"].features)
+    return profile_for_dataset(dataset).features
 
 
 def get_profile(name: str | Profile, **overrides: Any) -> Profile:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["set_seed", "get_device", "git_commit", "hardware", "run_record", "Stopwatch"]
+__all__ = ["set_seed", "get_device", "DEVICES", "git_commit", "hardware", "run_record", "Stopwatch"]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +35,10 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+DEVICES = ("auto", "cpu", "cuda")
+"""The ``--device`` choices of every subcommand (``get_device`` also takes ``mps`` and ``cuda:N``)."""
 
 
 def get_device(prefer: str = "auto") -> str:

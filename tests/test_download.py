@@ -220,7 +220,7 @@ def test_offline_gives_a_clear_error(tmp_path, capsys):
             "data",
             "download",
             "ccp",
-            "--root",
+            "--data-root",
             str(tmp_path / "c"),
             "--url",
             _closed_port_url() + "/x",
@@ -238,13 +238,13 @@ def test_cli_download_verify_and_broken_tree(ccp_zip, tmp_path, capsys, monkeypa
     assert D.read_sums(sums_file) == sums
     monkeypatch.setattr(D, "CCP_SUMS_FILE", sums_file)
     root = tmp_path / "ccp"
-    assert main(["data", "download", "ccp", "--root", str(root), "--url", url, "--no-progress"]) == 0
-    assert main(["data", "verify", "ccp", "--root", str(root), "--no-progress"]) == 0
+    assert main(["data", "download", "ccp", "--data-root", str(root), "--url", url, "--no-progress"]) == 0
+    assert main(["data", "verify", "ccp", "--data-root", str(root), "--no-progress"]) == 0
     assert "all 6 CCP files" in capsys.readouterr().out
     (root / "label_list.mat").unlink()
-    assert main(["data", "verify", "ccp", "--root", str(root), "--no-progress"]) == 2
+    assert main(["data", "verify", "ccp", "--root", str(root), "--no-progress"]) == 2  # the deprecated --root alias still parses
     err = capsys.readouterr().err
-    assert "label_list.mat: missing" in err and f"qparse data download ccp --root {root}" in err
+    assert "label_list.mat: missing" in err and f"qparse data download ccp --data-root {root}" in err
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ def test_download_atr_falls_back_to_parquet_endpoint(server, tmp_path):
 def test_download_atr_offline_and_archive_instructions(tmp_path, capsys):
     with pytest.raises(QparseError, match="cannot download .*huggingface|cannot download"):
         D.download_atr(tmp_path / "a", endpoint=_closed_port_url(), progress=False)
-    assert main(["data", "download", "atr", "--root", str(tmp_path / "b"), "--source", "archive"]) == 2
+    assert main(["data", "download", "atr", "--data-root", str(tmp_path / "b"), "--source", "archive"]) == 2
     err = capsys.readouterr().err
     assert D.ATR_ARCHIVE_URL in err and "humanparsing/JPEGImages" in err and "Traceback" not in err
     from test_datasets import make_atr_archive
@@ -325,7 +325,7 @@ def test_cli_splits(tmp_path, capsys):
 
     root = make_ccp(tmp_path / "ccp", n=10)
     assert (
-        main(["data", "splits", "--dataset", "ccp", "--root", str(root), "--out", str(tmp_path / "s")]) == 0
+        main(["data", "splits", "--dataset", "ccp", "--data-root", str(root), "--out", str(tmp_path / "s")]) == 0
     )
     assert len((tmp_path / "s/train.txt").read_text().split()) == 8
     assert main(["data", "splits", "--dataset", "synthetic", "--n", "20", "--out", str(tmp_path / "t")]) == 0
@@ -337,7 +337,7 @@ def test_cli_splits(tmp_path, capsys):
                 "splits",
                 "--dataset",
                 "atr",
-                "--root",
+                "--data-root",
                 str(tmp_path / "none"),
                 "--out",
                 str(tmp_path / "u"),

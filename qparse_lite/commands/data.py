@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_data_root, add_dataset, add_labels, add_progress, profile_default, progress
+
+DOWNLOADABLE = ("ccp", "atr")
+"""The datasets ``data download``/``verify`` know (a subset of :data:`qparse_lite.datasets.DATASETS`)."""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="ccp: the upstream archive of commit fe34fb7 (photos 0001-1004, pixel-level "
                         "annotations, label_list.mat, LICENSE), each file checked against the shipped SHA-256 list. "
                         "atr: the Hugging Face Parquet export (default) or instructions for the Google Drive archive.")  # fmt: skip
-    d.add_argument("dataset", choices=["ccp", "atr"], help="which dataset")
-    d.add_argument("--root", required=True, help="dataset folder to fill (or an existing verified copy)")
+    d.add_argument("dataset", choices=_downloadable(), help="which dataset")
+    add_data_root(d, required=True, help="dataset folder to fill (or an existing verified copy)")
     d.add_argument("--source", choices=["parquet", "archive"], default="parquet",
                    help="atr only: parquet (Hugging Face mattmdjaga/human_parsing_dataset, default) or archive "
                         "(the Google Drive 'humanparsing' archive, fetched by hand)")  # fmt: skip
@@ -29,30 +34,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--url", default=None, help="ccp only: archive URL (default: the GitHub archive of commit fe34fb7)"
     )
     d.add_argument(
-        "--keep-archive", action="store_true", help="ccp only: keep the downloaded zip in ROOT/.download/"
+        "--keep-archive", action="store_true", help="ccp only: keep the downloaded zip in DATA_ROOT/.download/"
     )
-    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress(d)
     d.set_defaults(func=_download)
 
     v = dsub.add_parser("verify", help="check a dataset folder against its checksums",
                         description="ccp: every file against the shipped SHA-256 list; atr: the SHA256SUMS written at "
                         "download (Parquet) or the image/label pairing (archive).")  # fmt: skip
-    v.add_argument("dataset", choices=["ccp", "atr"], help="which dataset")
-    v.add_argument("--root", required=True, help="dataset folder")
-    v.add_argument("--no-progress", action="store_true", help="no progress bars")
+    v.add_argument("dataset", choices=_downloadable(), help="which dataset")
+    add_data_root(v, required=True, help="dataset folder")
+    add_progress(v)
     v.set_defaults(func=_verify)
 
     s = dsub.add_parser("splits", help="write the train/val/test id lists of a dataset",
                         description="Writes OUT/train.txt, OUT/val.txt, OUT/test.txt (one id per line): the kit's "
                         "deterministic split (synthetic 80/10/10 by index, CCP 804/100/100, ATR 6000/700/1000 by a "
                         "seeded permutation of the sorted ids).")  # fmt: skip
-    s.add_argument("--dataset", required=True, choices=["synthetic", "ccp", "atr"], help="which dataset")
-    s.add_argument("--root", default=None, help="dataset folder (ccp, atr)")
+    add_dataset(s)
+    add_data_root(s, help="dataset folder (ccp, atr)")
     s.add_argument("--out", required=True, help="folder for the id lists")
-    s.add_argument(
-        "--labels", default=None, help="ccp: ccp-coarse (default) or ccp59 (does not change the split)"
-    )
-    s.add_argument("--n", type=int, default=400, help="synthetic: number of images (default 400)")
+    add_labels(s, help="ccp: ccp-coarse (default) or ccp59 (does not change the split)")
+    s.add_argument("--n", type=int, default=None,
+                   help=f"synthetic: number of images (default: the quick profile's, {profile_default('n_images')})")  # fmt: skip
     s.add_argument("--seed", type=int, default=0, help="synthetic: generator seed (default 0)")
     s.add_argument(
         "--split-seed", type=int, default=0, help="ccp/atr: seed of the split permutation (default 0)"
@@ -60,17 +64,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_splits)
 
 
+def _downloadable() -> list[str]:
+    from ..datasets import DATASETS
+
+    assert set(DOWNLOADABLE) <= set(DATASETS)
+    return list(DOWNLOADABLE)
+
+
 def _download(args: argparse.Namespace) -> int:
     from ..download import CCP_URL, download_atr, download_ccp
 
-    progress = False if args.no_progress else None
     if args.dataset == "ccp":
         root = download_ccp(
-            args.root, url=args.url or CCP_URL, keep_archive=args.keep_archive, progress=progress
+            args.data_root, url=args.url or CCP_URL, keep_archive=args.keep_archive, progress=progress(args)
         )
         print(f"CCP ready and verified at {root}")
     else:
-        root = download_atr(args.root, source=args.source, progress=progress)
+        root = download_atr(args.data_root, source=args.source, progress=progress(args))
         print(f"ATR ({args.source}) ready at {root}")
     return 0
 
@@ -78,13 +88,12 @@ def _download(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from ..download import verify_atr, verify_ccp
 
-    progress = False if args.no_progress else None
     if args.dataset == "ccp":
-        n = verify_ccp(args.root, progress=progress)
-        print(f"{args.root}: all {n} CCP files match their SHA-256")
+        n = verify_ccp(args.data_root, progress=progress(args))
+        print(f"{args.data_root}: all {n} CCP files match their SHA-256")
     else:
-        info = verify_atr(args.root, progress=progress)
-        print(f"{args.root}: ATR ok: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        info = verify_atr(args.data_root, progress=progress(args))
+        print(f"{args.data_root}: ATR ok: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     return 0
 
 
@@ -93,12 +102,12 @@ def _splits(args: argparse.Namespace) -> int:
 
     kw: dict = {}
     if args.dataset == "synthetic":
-        kw = {"n": args.n, "seed": args.seed}
+        kw = {"n": args.n or profile_default("n_images"), "seed": args.seed}
     else:
         kw = {"split_seed": args.split_seed}
         if args.labels:
             kw["labels"] = args.labels
-    ds = get_dataset(args.dataset, root=args.root, **kw)
+    ds = get_dataset(args.dataset, root=args.data_root, **kw)
     paths = ds.write_splits(args.out)
     sizes = {k: len(v) for k, v in ds.splits().items()}
     print(f"{ds.name} ({ds.version}): " + ", ".join(f"{k} {n} -> {paths[k]}" for k, n in sizes.items()))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_device, add_features, add_split, profile_default
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..evaluate import METHODS
@@ -20,14 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a `qparse train` run folder (--method mcnn) or a `qparse baseline train` folder "
                         "(--method parametric)")  # fmt: skip
     p.add_argument("--corpus", required=True, help="prepared corpus cache folder (`qparse prepare`)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate")
-    p.add_argument("--k", type=int, default=9, help="KNN images per test image (paper: 9)")
+    add_split(p, help="split to evaluate (default test)")
+    p.add_argument("--k", type=int, default=None,
+                   help=f"KNN images per test image (default: the corpus's profile's k_test, {profile_default('k_test')}; "
+                        "paper: 9)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--method", default="mcnn", choices=list(METHODS),
                    help="mcnn (needs --model), or a baseline: KNN label transfer (PaperDoll-like, not "
                         "PaperDoll), the train split's mean label map, or parametric (needs --model)")  # fmt: skip
-    p.add_argument("--features", default=None,
-                   help="retrieval features (default: the model's profile; for baselines the profile of the "
+    add_features(p,
+                 help="retrieval features (default: the model's profile; for baselines the profile of the "
                         "corpus's dataset, e.g. efficientnet-lite0-learned)")  # fmt: skip
     p.add_argument("--xi1", type=float, default=None, help="label visibility threshold ξ1 (default: profile, 0.8)")
     p.add_argument("--xi2", type=float, default=None, help="rough foreground threshold ξ2 (default: profile, 0.5)")
@@ -40,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="background probability: geodesic distances from the seeds, or 1 - p_fg")  # fmt: skip
     p.add_argument("--fig5", action="store_true", help="also sweep K (Fig. 5)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_device(p)
     p.set_defaults(func=_run)
 
 
@@ -51,6 +55,10 @@ def _run(args: argparse.Namespace) -> int:
     from ..runinfo import get_device
 
     corpus = Corpus.load(args.corpus)
+    if args.k is None:
+        from ..profiles import profile_for_dataset
+
+        args.k = profile_for_dataset(str(corpus.meta.get("dataset", "synthetic"))).k_test
     res = evaluate(
         corpus, args.out, method=args.method, model=args.model, split=args.split, k=args.k,
         features=args.features, device=get_device(args.device), xi1=args.xi1, xi2=args.xi2,

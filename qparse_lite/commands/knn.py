@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_device, add_features, add_progress, add_split, profile_default, progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,13 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and random neighbours' (chance) precision@K.",
     )
     p.add_argument("--corpus", required=True, help="prepared corpus cache folder (from `qparse prepare`)")
-    p.add_argument("--split", default="test", help="query split: train, val or test (default test)")
-    p.add_argument("--database-split", default="train", help="split to retrieve from (default train)")
-    p.add_argument(
-        "--k", type=int, default=9, help="K, neighbours per image (paper: 9 at test, 50 for training)"
-    )
-    p.add_argument("--features", default=None, choices=sorted(_extractor_names()),
-                   help="retrieval features (default: the corpus's profile default, "
+    add_split(p, help="query split (default test)")
+    add_split(p, "--database-split", default="train", help="split to retrieve from (default train)")
+    p.add_argument("--k", type=int, default=None,
+                   help="K, neighbours per image (default: the corpus's profile's k_test, "
+                        f"{profile_default('k_test')}; paper: 9 at test, 50 for training)")  # fmt: skip
+    add_features(p,
+                 help="retrieval features (default: the corpus's profile default, "
                         "efficientnet-lite0-learned): efficientnet-lite0-learned (a garment head trained on "
                         "the corpus's train split on frozen ImageNet EfficientNet-Lite0 features; no "
                         "download), efficientnet-lite0-imagenet (pooled ImageNet features), alexnet-imagenet "
@@ -41,21 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None,
                    help="AlexNet state_dict file for alexnet-imagenet (default: torch hub cache "
                         "checkpoints/alexnet-owt-7be5be79.pth)")  # fmt: skip
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="device of the ImageNet networks (default auto)")
+    add_device(p, help="device of the ImageNet networks (default auto)")
     p.add_argument("--batch-size", type=int, default=None, help="images per feature batch")
     p.add_argument("--no-cache", action="store_true",
                    help="do not cache the features as features_<name>_<key>.npy beside --out")  # fmt: skip
     p.add_argument("--no-baselines", action="store_true", help="skip the oracle and random comparisons")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-neighbours baseline")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress(p)
     p.set_defaults(func=_run)
-
-
-def _extractor_names() -> list[str]:
-    from ..retrieval import EXTRACTORS
-
-    return list(EXTRACTORS)
 
 
 def default_features(corpus) -> str:
@@ -83,11 +78,15 @@ def _run(args: argparse.Namespace) -> int:
     from ..errors import QparseError
     from ..retrieval import corpus_knn, label_overlap_at_k, random_neighbours
 
+    corpus = _load_corpus(args.corpus)
+    if args.k is None:
+        from ..profiles import profile_for_dataset
+
+        args.k = profile_for_dataset(str(corpus.meta.get("dataset", "synthetic"))).k_test
     if args.k < 1:
         raise QparseError(f"--k {args.k}: K must be at least 1")
-    corpus = _load_corpus(args.corpus)
     features = args.features or default_features(corpus)
-    progress = False if args.no_progress or args.json else None
+    show = False if args.json else progress(args)
     kw: dict = {"batch_size": args.batch_size}
     if features in ("alexnet-imagenet", "efficientnet-lite0-imagenet", "efficientnet-lite0-learned"):
         kw.update(device=args.device)
@@ -102,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cache = None if args.no_cache else out.parent
     res = corpus_knn(
-        corpus, args.split, args.k, features, args.database_split, kw, feature_cache=cache, progress=progress
+        corpus, args.split, args.k, features, args.database_split, kw, feature_cache=cache, progress=show
     )
     res.save(out)
     log = (lambda *a: None) if args.json else print
@@ -111,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
     rows = [(features, "this file", label_overlap_at_k(corpus, res.queries, res.neighbours))]
     if not args.no_baselines:
         if features != "oracle":
-            orc = corpus_knn(corpus, args.split, args.k, "oracle", args.database_split, progress=progress)
+            orc = corpus_knn(corpus, args.split, args.k, "oracle", args.database_split, progress=show)
             rows.append(("oracle", "ground-truth label maps: upper bound",
                          label_overlap_at_k(corpus, orc.queries, orc.neighbours)))  # fmt: skip
         db = np.asarray(corpus.split(args.database_split))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_data_root, add_dataset, add_labels, add_progress, profile_default, progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,15 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "folder (images.npy, labels.npy, mean.npy, boxes.npy, meta.json written last) that `qparse knn`, "
         "`qparse train` and the notebooks load.",
     )
-    p.add_argument("--dataset", required=True, choices=["synthetic", "ccp", "atr"], help="which dataset")
-    p.add_argument("--root", default=None, help="dataset folder (ccp, atr; read only)")
+    add_dataset(p)
+    add_data_root(p)
     p.add_argument("--size", type=int, required=True, help="S, the side of the square crops (paper: 227)")
     p.add_argument("--out", required=True, help="cache folder to write")
-    p.add_argument("--labels", default=None, help="label set: ccp-coarse (ccp default) | ccp59 | atr18")
+    add_labels(p, help="label set (default: the dataset's; ccp: ccp-coarse)")
     p.add_argument(
         "--margin", type=float, default=0.1, help="crop margin, share of the person box per side (0.1)"
     )
-    p.add_argument("--n", type=int, default=400, help="synthetic: number of images (default 400)")
+    p.add_argument("--n", type=int, default=None,
+                   help=f"synthetic: number of images (default: the quick profile's, {profile_default('n_images')})")  # fmt: skip
     p.add_argument(
         "--gen-size", type=int, default=None, help="synthetic: generated image side (default max(128, S))"
     )
@@ -36,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--feature-size", type=int, default=None,
                    help="F: also write the crops at F×F from the photo (feature_images.npy) for the ImageNet "
                         "retrieval features (the ccp profile: 224; default: none, features see the S×S crops)")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
     p.set_defaults(func=_run)
 
 
@@ -49,18 +52,18 @@ def _run(args: argparse.Namespace) -> int:
 
     kw: dict = {}
     if args.dataset == "synthetic":
-        kw = {"n": args.n, "size": args.gen_size or max(128, args.size), "seed": args.seed}
+        kw = {"n": args.n or profile_default("n_images"), "size": args.gen_size or max(128, args.size), "seed": args.seed}
     else:
         kw["split_seed"] = args.split_seed
         if args.dataset == "atr" and args.include_chictopia:
             kw["include_chictopia"] = True
     if args.labels:
         kw["labels"] = args.labels
-    ds = get_dataset(args.dataset, root=args.root, **kw)
+    ds = get_dataset(args.dataset, root=args.data_root, **kw)
     t0 = time.perf_counter()
     out = prepare_corpus(
         ds, args.size, args.out, margin=args.margin, feature_size=args.feature_size,
-        progress=False if args.no_progress else None,
+        progress=progress(args),
     )
     wall = time.perf_counter() - t0
     corpus = Corpus.load(out, verify=False)

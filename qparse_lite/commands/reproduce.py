@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_data_root, add_device, add_profile
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -12,14 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Runs notebooks/NN_*.ipynb in order into runs/<profile>-<timestamp>/ with executed "
         "notebooks, HTML copies, results, figures and report.md (Table 1, Table 2, Fig. 5 beside the paper).",
     )
-    p.add_argument("--profile", default="quick", choices=["quick", "ccp", "atr"],
-                   help="experiment scale (quick: synthetic data, CPU, no download)")  # fmt: skip
+    add_profile(p, help="experiment scale (quick: synthetic data, CPU, no download)")
     p.add_argument("--out", default=None, help="run folder (default runs/<profile>-<timestamp>)")
     p.add_argument("--resume", action="store_true",
                    help="skip notebooks already complete in --out (default: the newest run of the profile)")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
-    p.add_argument("--data-root", default=None, help="dataset root for the ccp/atr profiles")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_data_root(p, help="dataset root for the ccp/atr profiles")
+    add_device(p)
     p.add_argument("--notebooks", nargs="*", default=None, help="run only these notebooks (e.g. 00 03)")
     p.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
     p.set_defaults(func=_run)

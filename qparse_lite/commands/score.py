@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from .common import add_labels, add_progress, progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pred", required=True, help="folder of predicted label maps (*.png, one per image)")
     p.add_argument("--gt", required=True, help="folder of ground-truth label maps (*.png, same file names)")
-    p.add_argument("--labels", required=True, choices=["atr18", "ccp59", "ccp-coarse"],
-                   help="label set of both folders: atr18 (ATR, 18 labels), ccp59 (CCP's 59 names) or "
+    add_labels(p, required=True,
+               help="label set of both folders: atr18 (ATR, 18 labels), ccp59 (CCP's 59 names) or "
                         "ccp-coarse (the kit's 16-label CCP set)")  # fmt: skip
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (all metrics in percent, null where undefined) instead "
@@ -36,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write table1.csv/.md, table2.csv/.md, scores.json, confusion.csv and run.json "
                         "into this folder")  # fmt: skip
     p.add_argument("--method", default=None, help="row name in the tables (default: the --pred folder name)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (on stderr)")
+    add_progress(p)
     p.set_defaults(func=_run)
 
 
@@ -62,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     label_set = get_label_set(args.labels)
     method = args.method or Path(args.pred).resolve().name
     with Stopwatch() as sw:
-        cm = confusion_from_dirs(args.pred, args.gt, label_set, progress=not args.no_progress)
+        cm = confusion_from_dirs(args.pred, args.gt, label_set, progress=progress(args) is not False)
         sc = scores(cm, label_set)
     row1, row2 = table1_row(sc, method), table2_row(sc, method)
     payload = json_safe(

@@ -6,6 +6,8 @@ import argparse
 import ast
 from typing import Any
 
+from .common import add_data_root, add_device, add_profile, add_progress, add_variant, progress
+
 
 def _parse_set(items: list[str] | None) -> dict[str, Any]:
     from ..errors import QparseError
@@ -30,14 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Prepares the profile's corpus and the KNN of the train/val splits when not given. Runs unchanged "
         "under `torchrun --nproc_per_node N` (DistributedDataParallel; rank 0 writes the files).",
     )
-    p.add_argument("--profile", default="quick", choices=["quick", "ccp", "atr"],
-                   help="experiment scale (quick: synthetic data, a few CPU minutes)")  # fmt: skip
-    p.add_argument("--variant", default=None,
-                   help="M-CNN variant: wo-cross, cross5, cross54, cross543, mcnn, cross54321, siamese "
-                        "(default: the profile's, mcnn)")  # fmt: skip
+    add_profile(p)
+    add_variant(p)
     p.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.csv, run.json)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (exactly)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_device(p, help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK; default auto)")
     p.add_argument("--epochs", type=int, default=None, help="override the profile's number of epochs")
     p.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     p.add_argument("--corpus", default=None,
@@ -46,14 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="KNN file of the train split (default: computed into OUT/knn_train.npz)")  # fmt: skip
     p.add_argument("--val-knn", default=None,
                    help="KNN file of the val split (default: computed into OUT/knn_val.npz)")  # fmt: skip
-    p.add_argument("--optimizer", default=None, choices=["sgd", "adamw"],
+    p.add_argument("--optimizer", default=None, choices=_registry("optim", "OPTIMIZERS"),
                    help="sgd: the paper's (momentum 0.9, wd 5e-4, lr ÷10 on plateau); adamw: AdamW + cosine "
                         "(default: the profile's; quick uses adamw)")  # fmt: skip
     p.add_argument("--holdout-label", default=None,
                    help="a label name never used as a positive in training (its pixels become background)")  # fmt: skip
-    p.add_argument("--data-root", default=None, help="dataset root for the ccp/atr profiles")
+    add_data_root(p, help="dataset root for the ccp/atr profiles")
     p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
-    p.add_argument("--sampler", default=None, choices=["natural", "stratified"],
+    p.add_argument("--sampler", default=None, choices=_registry("pairs", "SAMPLERS"),
                    help="pair sampler: natural (default: balanced labels, each label's natural rate of c=1) "
                         "or stratified (the first scheme: fixed c=0 share for every label)")  # fmt: skip
     p.add_argument("--neg-fraction", type=float, default=None,
@@ -65,8 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch CPU threads (default: the profile's, 1 on the CPU profiles; 0 = torch's)")  # fmt: skip
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override any profile field, e.g. --set pairs_per_epoch=2048 (repeatable)")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress(p)
     p.set_defaults(func=_run)
+
+
+def _registry(module: str, name: str) -> list[str]:
+    import importlib
+
+    return list(getattr(importlib.import_module(f"qparse_lite.{module}"), name))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -81,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
     out = train(
         get_profile(args.profile, **overrides), args.variant, args.out, resume=args.resume, device=args.device,
         corpus=args.corpus, knn=args.knn, val_knn=args.val_knn, holdout_label=args.holdout_label,
-        data_root=args.data_root, compile=args.compile, progress=False if args.no_progress else None,
+        data_root=args.data_root, compile=args.compile, progress=progress(args),
     )  # fmt: skip
     import os
 
