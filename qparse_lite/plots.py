@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = [
     "to_image", "draw_box", "show_pairs", "plot_training_log", "show_stages", "label_legend", "interactive",
-    "show_retrieval", "show_detections",
+    "show_retrieval", "show_detections", "draw_items",
 ]  # fmt: skip
 
 
@@ -177,8 +177,6 @@ def show_retrieval(
     """
     import matplotlib.pyplot as plt
 
-    from .df2 import draw_items
-
     fig, axes = plt.subplots(1, 1 + n, figsize=(2 * (1 + n), 2.6))
     if query is None:
         axes[0].text(0.5, 0.5, "no detection", ha="center")
@@ -215,8 +213,6 @@ def show_detections(
     per image its :class:`~qparse_lite.df2.Df2Item` s; ``detections``: per image its COCO results."""
     import matplotlib.pyplot as plt
 
-    from .df2 import draw_items
-
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 5.4), squeeze=False)
     for j, (im, gt, det) in enumerate(zip(images, ground_truth, detections, strict=True)):
@@ -228,3 +224,67 @@ def show_detections(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def draw_items(
+    ax: Any, image: np.ndarray, items: Sequence[Any], label_set: Any | None = None, title: str | None = None,
+    score_thresh: float = 0.0, max_items: int = 10,
+) -> Any:  # fmt: skip
+    """Draw clothing items on ``image`` (H×W×3 uint8 or 3×H×W float in [0, 1]) in a matplotlib axis.
+
+    ``items``: :class:`~qparse_lite.df2.Df2Item` s (ground truth: polygons and box, ``category · style``) or COCO results
+    (detections: RLE/polygon mask and box, labelled ``category score`` or by their ``text`` key; only
+    ``score >= score_thresh``, the ``max_items`` best). Masks are tinted in the category's colour of :func:`~qparse_lite.df2.garment_label_set`
+    (``label_set`` given) or of a fixed palette. Returns ``ax``.
+    """
+    from matplotlib.patches import Rectangle
+    from pycocotools import mask as mask_utils
+
+    from .df2.format import CATEGORIES, Df2Item, _category_index, garment_label_set, rasterize
+    from .labels import voc_palette
+
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[0] == 3 and img.shape[-1] != 3:
+        img = (np.clip(img.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
+    h, w = img.shape[:2]
+    pal = voc_palette(max(CATEGORIES) + 1)
+    index = _category_index(label_set) if label_set is not None else {}
+    if label_set is not None:
+        gpal = garment_label_set(label_set).palette
+    canvas = img.astype(np.float32)
+    boxes = []
+    if items and isinstance(items[0], dict):
+        items = sorted((r for r in items if float(r["score"]) >= score_thresh), key=lambda r: -float(r["score"]))
+        items = items[:max_items]
+    for it in items:
+        if isinstance(it, Df2Item):
+            cat, m = it.category_id, rasterize(it.segmentation, h, w)
+            x1, y1, x2, y2 = it.bbox
+            text = f"{CATEGORIES[cat]} · {it.style}"
+        else:
+            cat = int(it["category_id"])
+            seg = it.get("segmentation")
+            if isinstance(seg, dict):
+                rle = dict(seg)
+                rle["counts"] = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
+                m = mask_utils.decode(rle) > 0
+            elif isinstance(seg, list) and seg:
+                m = rasterize(seg, h, w)
+            else:
+                m = np.zeros((h, w), bool)
+            x1, y1, bw, bh = it["bbox"]
+            x2, y2 = x1 + bw, y1 + bh
+            text = it.get("text") or f"{CATEGORIES.get(cat, cat)} {float(it['score']):.2f}"
+        col = gpal[index[cat]] if cat in index else pal[cat]
+        canvas[m] = 0.45 * canvas[m] + 0.55 * np.asarray(col, np.float32)
+        boxes.append(((x1, y1, x2, y2), col, text))
+    ax.imshow(canvas.round().astype(np.uint8))
+    for (x1, y1, x2, y2), col, text in boxes:
+        c = np.asarray(col) / 255.0
+        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ec=c, lw=1.2))
+        ax.text(x1 - 0.5, y1 - 1, text, color="white", fontsize=6, va="bottom",
+                bbox={"facecolor": c, "alpha": 0.8, "pad": 0.5, "lw": 0})  # fmt: skip
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+    return ax
