@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import add_data_root, add_progress, add_split, progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -38,14 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_to_coco)
 
     x = s.add_parser("export-ccp", help="write the CCP mirror's pixel annotations as DeepFashion2 files")
-    x.add_argument("--root", required=True, help="CCP mirror (read only; never written)")
+    add_data_root(x, required=True, help="CCP mirror (read only; never written)")
     x.add_argument("--out", required=True, help="output folder; annotations go to OUT/annos/<id>.json")
     x.add_argument(
         "--ids", nargs="*", default=None, help="only these image ids (e.g. 0001 0002); default all"
     )
-    x.add_argument("--split", default=None, help="only this split of qparse_lite.datasets (train/val/test)")
+    add_split(x, default=None, help="only this split of qparse_lite.datasets (default: every image)")
     x.add_argument("--min-area", type=int, default=200, help="smallest item in pixels (default 200)")
-    x.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(x)
     x.set_defaults(func=_export)
 
     y = s.add_parser(
@@ -58,9 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     y.add_argument("--corpus", required=True, help="prepared corpus folder (the --out of qparse prepare)")
     y.add_argument("--out", required=True, help="output folder")
-    y.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
+    add_split(y, default="test")
     y.add_argument("--min-area", type=int, default=4, help="smallest item in crop pixels (default 4)")
     y.add_argument("--no-images", action="store_true", help="annotations only, no PNG crops")
+    add_progress(y)
     y.set_defaults(func=_export_corpus)
 
 
@@ -94,8 +97,8 @@ def _to_coco(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .. import df2
 
-    s = df2.export_ccp(args.root, args.out, ids=args.ids, split=args.split, min_area=args.min_area,
-                       progress=False if args.no_progress else None)  # fmt: skip
+    s = df2.export_ccp(args.data_root, args.out, ids=args.ids, split=args.split, min_area=args.min_area,
+                       progress=progress(args))  # fmt: skip
     print(
         f"exported {s['n_images']} images, {s['n_items']} items in {s['seconds']:.1f} s to {args.out}/annos"
     )
@@ -111,7 +114,7 @@ def _export_corpus(args: argparse.Namespace) -> int:
 
     corpus = Corpus.load(args.corpus)
     s = df2.export_corpus(corpus, args.out, split=args.split, min_area=args.min_area,
-                          write_images=not args.no_images)  # fmt: skip
+                          write_images=not args.no_images, progress=progress(args))  # fmt: skip
     print(f"exported {s['n_images']} {args.split} images, {s['n_items']} items to {args.out}/annos")
     print("| category | items |\n|---|---:|")
     for name, n in s["items_per_category"].items():

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QparseError
+from .common import add_device, add_progress, add_split, progress
 
 #: ``--budget`` presets: CPU (EfficientNet-Lite0, shorter side 320, minutes) and GPU (the note's scale).
 BUDGETS: dict[str, dict[str, Any]] = {
@@ -28,10 +29,10 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default auto")
+    add_device(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_data(e)
     e.add_argument("--run", required=True, help="run folder of `qparse match-rcnn train` (or its checkpoint.pt)")
     e.add_argument("--out", required=True, help="results folder: report.md, *.csv, run.json, *.png")
-    e.add_argument("--split", default="test", help="split to score (default test)")
+    add_split(e, default="test", help="split to score (default test)")
     e.add_argument("--max-images", type=int, default=None, help="score the first N images only")
     e.add_argument("--retrieval-images", type=int, default=None,
                    help="images in the two-views retrieval set (default: all scored images)")  # fmt: skip
@@ -113,7 +114,7 @@ def _setup(args: argparse.Namespace) -> tuple[bool | None, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return (False if args.no_progress else None), torch
+    return progress(args), torch
 
 
 def _train(args: argparse.Namespace) -> int:
