@@ -31,13 +31,9 @@ REGISTRIES = {
     "--optimizer": OPTIMIZERS, "--sampler": SAMPLERS, "--dataset": DATASETS,
 }  # fmt: skip
 
-#: (subcommand, flag) not in the vocabulary yet: their files (commands/df2.py, parse.py, match_rcnn.py) are
-#: owned by other engineers right now, who adopt qparse_lite.commands.common next. Remove an entry once it is.
-#: (match-rcnn's --split names DeepFashion2 splits, a registry of its own.)
-PENDING = {
-    ("df2 export-ccp", "--root"), ("df2 export-ccp", "--split"), ("match-rcnn eval", "--split"),
-    ("parse", "--features"),
-}
+#: (subcommand, flag) not in the vocabulary yet: commands/parse.py is owned by another engineer right now, who
+#: adopts qparse_lite.commands.common next. Remove an entry once it is (test_pending_is_still_pending says so).
+PENDING = {("parse", "--features")}
 
 #: subcommands that draw progress bars (tqdm) and so must offer --no-progress
 DRAW_BARS = {"data download", "data verify", "prepare", "score", "knn", "train"}
@@ -179,3 +175,10 @@ def test_train_overrides_go_through_get_profile(monkeypatch):
     assert prof.name == "ccp" and prof.epochs == 3 and prof.sampler == "stratified" and prof.pairs_per_epoch == 64
     assert prof.optimizer == PROFILES["ccp"].optimizer  # not given: the profile's
     assert got["variant"] == "cross54" and got["progress"] is False
+
+
+def test_pending_is_still_pending():
+    """An entry of PENDING whose flag now follows the vocabulary (or is gone) must be removed."""
+    for name, flag in PENDING:
+        action = _options(SUBS[name]).get(flag)
+        assert action is not None and action.choices is None, f"qparse {name} {flag}: remove it from PENDING"
