@@ -36,23 +36,17 @@ _EXPORT_VERSION = 1
 # ------------------------------------------------------------------------------------------- CCP export
 
 
-def _ccp_ids(root: Path, ids: Sequence[str] | None, split: str | None) -> list[str]:
+def _ccp_ids(ds: Any, ids: Sequence[str] | None, split: str | None) -> list[str]:
+    """The ids to export from the :class:`~qparse_lite.datasets.CCP` ``ds``: ``ids``, a split, or all."""
     if ids is not None and split is not None:
         raise QparseError("export_ccp: give ids or split, not both")
     if split is not None:
-        try:
-            from ..datasets import get_dataset
-        except ImportError as e:
-            raise QparseError(
-                f"split {split!r}: qparse_lite.datasets is not available ({e}); pass ids"
-            ) from e
-        splits = get_dataset("ccp", root=root).splits()
+        splits = ds.splits()
         if split not in splits:
             raise QparseError(f"split {split!r}: choose one of {', '.join(splits)}")
         return list(splits[split])
-    ann = root / "annotations" / "pixel-level"
     if ids is None:
-        return sorted(p.stem for p in ann.glob("*.mat"))
+        return list(ds.ids)
     return [str(i) if not str(i).isdigit() else f"{int(i):04d}" for i in ids]
 
 
@@ -66,6 +60,9 @@ def export_ccp(
 ) -> dict[str, Any]:
     """Export the CCP mirror's pixel annotations as DeepFashion2 annotation files ``OUT/annos/<id>.json``.
 
+    The mirror is read through :class:`qparse_lite.datasets.CCP` (``labels="ccp59"``), the kit's one CCP
+    reader (it checks the photo of every label file, the label ids and the names); splits are its splits.
+
     Items: the 8-connected components (``min_area`` pixels or more) of each garment kind of the coarse
     CCP set (:data:`CCP_ITEM_KINDS`: upper-clothes, outerwear, skirt, pants, dress, shoes, bag). A
     component's category is the :data:`CCP_TO_DF2` category of the CCP-59 name covering most of its
@@ -78,10 +75,10 @@ def export_ccp(
     Returns that summary.
     """
     import cv2
-    import scipy.io
     from tqdm.auto import tqdm
 
-    from ..labels import CCP_COARSE_GROUPS, ccp59_to_coarse_lut, read_ccp_label_list
+    from ..datasets import CCP
+    from ..labels import CCP_COARSE_GROUPS, ccp59_to_coarse_lut
     from ..runinfo import run_record
 
     t0 = time.perf_counter()
@@ -90,7 +87,8 @@ def export_ccp(
         raise QparseError(
             f"{out}: inside the CCP mirror {root}, which is read-only. Fix: choose another --out."
         )
-    names = read_ccp_label_list(root / "label_list.mat")
+    ds = CCP(root, labels="ccp59")  # the one reader of the mirror: checks photos, label files and names
+    names = ds.names59
     coarse_lut = ccp59_to_coarse_lut(names)
     kinds = list(CCP_COARSE_GROUPS)
     kind_ids = [kinds.index(k) for k in CCP_ITEM_KINDS]
@@ -99,23 +97,18 @@ def export_ccp(
     for i, n in enumerate(names):
         if n in CCP_TO_DF2:
             cat_of[i], guess_of[i] = CCP_TO_DF2[n][0], not CCP_TO_DF2[n][1]
-    id_list = _ccp_ids(root, ids, split)
+    id_list = _ccp_ids(ds, ids, split)
+    index = {x: i for i, x in enumerate(ds.ids)}
     counts: Counter = Counter()
     n_items = 0
     annos = out / "annos"
     for sid in tqdm(
         id_list, desc="export ccp", mininterval=1.0, disable=None if progress is None else not progress
     ):
-        mat = root / "annotations" / "pixel-level" / f"{sid}.mat"
-        try:
-            gt = scipy.io.loadmat(mat)["groundtruth"]
-        except FileNotFoundError:
-            raise QparseError(f"{mat}: not found. Fix: check the id or download CCP again.") from None
-        except Exception as e:  # scipy raises several types for a damaged file
-            raise QparseError(f"{mat}: unreadable ({e}). Fix: download CCP again.") from e
-        gt = np.ascontiguousarray(gt, dtype=np.uint8)
-        if gt.ndim != 2 or int(gt.max()) >= len(names):
-            raise QparseError(f"{mat}: 'groundtruth' must be H×W with ids < {len(names)}")
+        if sid not in index:
+            mat = root / "annotations" / "pixel-level" / f"{sid}.mat"
+            raise QparseError(f"{mat}: not found. Fix: check the id or download CCP again.")
+        gt = ds[index[sid]].label  # CCP-59 ids, checked by datasets.CCP against the photo and the names
         h, w = gt.shape
         coarse = coarse_lut[gt]
         doc: dict[str, Any] = {"source": "user", "pair_id": int(sid), "width": int(w), "height": int(h)}
