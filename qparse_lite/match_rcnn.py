@@ -906,6 +906,7 @@ def evaluate_run(
     run: str | Path, annos: str | Path, images: str | Path, out: str | Path, split: str = "test",
     max_images: int | None = None, retrieval_images: int | None = None, score_thresh: float = 0.05,
     device: str = "auto", seed: int = 0, dataset_version: str | None = None, progress: bool | None = None,
+    retrieval_score_thresh: float = 0.3,
 ) -> dict[str, Any]:  # fmt: skip
     """Evaluate a :func:`train` run on DeepFashion2-format annotations (``annos``, photos in ``images``).
 
@@ -914,7 +915,9 @@ def evaluate_run(
       training), so boxes and masks are scored in the annotations' frame. Subsets the data lacks are n/a.
     * **Retrieval top-k** (:data:`RETRIEVAL_KS`) on the two-views protocol (:func:`retrieval_views`) of the
       first ``retrieval_images`` images, beside a random ranking of the same detections
-      (:func:`qparse_lite.df2.random_retrieval`).
+      (:func:`qparse_lite.df2.random_retrieval`). Queries and gallery are the detections with score ≥
+      ``retrieval_score_thresh`` (the gallery is ranked in full, so that the random row is a true chance
+      level; a threshold keeps its size in check). A ground-truth item no query detection covers is a miss.
 
     Writes into ``out``: ``ap_mask.csv`` (with the note's Table 4 beside), ``ap_box.csv``,
     ``retrieval.csv``, ``train_log.csv`` (the run's log), ``detections.png``, ``retrieval.png``,
@@ -961,7 +964,7 @@ def evaluate_run(
     n_ret = len(full) if retrieval_images is None else min(retrieval_images, len(full))
     ret_set = Df2Detection(annos, images, ids=ids[:n_ret], max_side=model.config.get("max_size"))
     v_img, v_id, v_src, v_anno = retrieval_views(ret_set, seed=seed)
-    ret = predict(model, v_img, v_id, sources=v_src, top_k=None, score_thresh=score_thresh, device=dev)
+    ret = predict(model, v_img, v_id, sources=v_src, top_k=None, score_thresh=retrieval_score_thresh, device=dev)
     rows = []
     for name, res in (("Match R-CNN (MN ranking ŷ)", ret["retrieval"]),
                       ("random ranking (chance)", df2.random_retrieval(ret["retrieval"], seed=seed))):  # fmt: skip
@@ -1006,7 +1009,9 @@ def evaluate_run(
     record = run_record(
         profile="match-rcnn " + str(train_rec.get("budget", "?")), seed=seed, dataset=train_rec.get("data"),
         dataset_version=dataset_version, wall_time_s=seconds, command="qparse match-rcnn eval", split=split,
-        n_images=len(full), retrieval_images=n_ret, score_thresh=score_thresh, device=dev,
+        n_images=len(full), retrieval_images=n_ret, score_thresh=score_thresh,
+        retrieval_score_thresh=retrieval_score_thresh, n_retrieval_queries=len(ret["retrieval"]),
+        n_retrieval_gallery=len(ret["retrieval"][0]["gallery_image_id"]) if ret["retrieval"] else 0, device=dev,
         threads=torch.get_num_threads(), weights_source=model.weights_source, backbone=model.backbone_name,
         checkpoint_step=int(state["step"]), train=train_rec,
     )  # fmt: skip

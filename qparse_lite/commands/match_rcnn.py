@@ -78,7 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--max-images", type=int, default=None, help="score the first N images only")
     e.add_argument("--retrieval-images", type=int, default=None,
                    help="images in the two-views retrieval set (default: all scored images)")  # fmt: skip
-    e.add_argument("--score-thresh", type=float, default=0.05, help="detection score threshold (default 0.05)")
+    e.add_argument("--score-thresh", type=float, default=0.05, help="detection score threshold of AP (default 0.05)")
+    e.add_argument("--retrieval-score-thresh", type=float, default=0.3,
+                   help="score threshold of retrieval queries and gallery items (default 0.3)")  # fmt: skip
     _add_common(e)
     e.set_defaults(func=_eval)
 
@@ -163,6 +165,7 @@ def _eval(args: argparse.Namespace) -> int:
     annos, images = _split_dirs(args, args.split, work, progress)
     ev = evaluate_run(run, annos, images, args.out, split=args.split, max_images=args.max_images,
                       retrieval_images=args.retrieval_images, score_thresh=args.score_thresh, device=args.device,
+                      retrieval_score_thresh=args.retrieval_score_thresh,
                       seed=args.seed, dataset_version=_dataset_version(args), progress=progress)  # fmt: skip
     print(ev["summary"])
     return 0
