@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results", help="folder of bench_person_crop_ccp.json/.md")
     ap.add_argument("--detectors", default="hog,mediapipe", help="comma-separated; unavailable ones are skipped")
     ap.add_argument("--limit", type=int, default=None, help="first N photos only (a quick check)")
+    ap.add_argument("--person-head", default=None,
+                    help="fg-head file (qparse_lite.person.fit_person_head; trained on the train split, so read "
+                         "its IoU on val/test: mean_iou_per_split)")  # fmt: skip
     args = ap.parse_args(argv)
 
     from tqdm.auto import tqdm
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"detectors": {}}
     for name in args.detectors.split(","):
         try:
-            det = get_detector(name)
+            det = get_detector(name, head=args.person_head) if name == "fg-head" else get_detector(name)
         except Exception as e:  # not installed here: another environment may measure it
             print(f"skip {name}: {e}")
             continue

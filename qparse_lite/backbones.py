@@ -22,6 +22,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import QparseError
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "efficientnet_lite0",
     "EfficientNetLite0Trunk",
     "EfficientNetLite0Encoder",
+    "imagenet_batch",
     "sha256_file",
 ]
 
@@ -110,6 +113,20 @@ def efficientnet_lite0(weights: str | Path | None = None, verify: bool = True) -
             f"{path}: not an EfficientNet-Lite0 state dict ({type(e).__name__}: {e}). {_INSTALL_FIX}"
         ) from e
     return model.eval()
+
+
+def imagenet_batch(images: np.ndarray, size: int, device: str = "cpu") -> Any:
+    """uint8 N×H×W×3 RGB -> float N×3×size×size, resized (bilinear, antialiased) and ImageNet-normalised."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(device)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 class EfficientNetLite0Trunk:

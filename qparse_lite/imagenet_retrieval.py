@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from .backbones import imagenet_batch  # noqa: F401 (re-exported; its owner is qparse_lite.backbones)
 from .batches import _bar, _check_images
 from .errors import QparseError
 from .prepare import corpus_fingerprint
@@ -155,23 +156,6 @@ class EfficientNetExtractor:
     ) -> np.ndarray:
         """Pooled ImageNet features, float32 N×:attr:`dim` (``labels`` is ignored)."""
         return self.pool(self.feature_maps(images, progress))
-
-
-def imagenet_batch(images: np.ndarray, size: int, device: str = "cpu") -> Any:
-    """uint8 N×H×W×3 RGB -> float N×3×size×size, resized (bilinear, antialiased) and ImageNet-normalised."""
-    import torch
-    import torch.nn.functional as F
-
-    from .backbones import IMAGENET_MEAN as MEAN
-    from .backbones import IMAGENET_STD as STD
-
-    x = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(device)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def image_source(corpus: Any, extractor: Any) -> Any:

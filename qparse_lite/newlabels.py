@@ -21,6 +21,8 @@ the parser retrieves from. This module provides the pieces to measure that:
 * :func:`fraction_sweep`: parse a split with an M-CNN (and/or the KNN label-transfer baseline) against each
   corpus copy and return one row per (method, fraction).
 * :func:`plot_fraction_sweep`, :func:`draw_parse_rows`: the F1-against-fraction figure and side-by-side parses.
+* :func:`finetune_new_label`: what a *parametric* parser (:mod:`qparse_lite.baselines.parametric`) must do
+  instead: be fine-tuned on the same annotated subsets, at a measured cost in training time.
 
 The KNN neighbours of the test images are computed from image features only (``hog-color`` or AlexNet fc7),
 so one neighbour table serves every corpus copy. The M-CNN's *matching* does depend on the corpus labels (the
@@ -32,6 +34,7 @@ parse — the same inputs, so the same output.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,6 +57,7 @@ __all__ = [
     "fraction_sweep",
     "plot_fraction_sweep",
     "draw_parse_rows",
+    "finetune_new_label",
 ]
 
 HOLDOUT_LABELS: dict[str, str] = {"atr18": "bag"}
@@ -388,3 +392,39 @@ def draw_parse_rows(
                fontsize=7, frameon=False)  # fmt: skip
     fig.tight_layout()
     return fig
+
+
+def finetune_new_label(
+    base_dir: str | Path, corpus: Any, label: str, fraction: float, out: str | Path, epochs: int,
+    *, seed: int = 0, device: str = "cpu", progress: bool | None = None, lr: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Teach a parametric parser trained with ``label`` held out the label from ``fraction`` of its images.
+
+    The train images that contain ``label`` keep its annotation only in the nested subset of
+    :func:`annotated_subset` (the same subsets the M-CNN's zero-retraining route gets
+    as its corpus); elsewhere its pixels are background. The network starts from ``base_dir``'s weights and
+    is trained ``epochs`` more epochs over the whole train split (warm-up + cosine, as in training).
+    Returns the run record, with the fine-tuning time ``train_s``: the price of a new label for a
+    parametric parser.
+    """
+    from dataclasses import replace
+
+    from .baselines.parametric import load_parametric, train_parametric
+
+    _, base_cfg, _ = load_parametric(base_dir)
+    if base_cfg.holdout_label != label:
+        raise QparseError(f"{base_dir}: trained with holdout_label={base_cfg.holdout_label!r}, not {label!r}")
+    lid = corpus.label_set.index(label)
+    with_label, keep = annotated_subset(corpus, label, fraction, seed)
+    labels = np.array(corpus.labels, dtype=np.uint8)
+    drop = np.setdiff1d(with_label, keep)
+    if drop.size:
+        sub = labels[drop]
+        sub[sub == lid] = 0
+        labels[drop] = sub
+    cfg = replace(base_cfg, holdout_label=None, epochs=int(epochs), seed=seed, lr=lr or base_cfg.lr / 2)
+    return train_parametric(
+        corpus, out, cfg, device=device, progress=progress, train_labels=labels, init_from=base_dir,
+        extra={"new_label": label, "fraction": float(fraction), "images_with_label": int(len(with_label)),
+               "images_annotated": int(len(keep))},
+    )  # fmt: skip

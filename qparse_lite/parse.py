@@ -232,27 +232,44 @@ def parse_photo(
     2. its K nearest corpus images by ``extractor`` features among ``database_features`` (rows of
        ``database_indices``, normally the train split; :func:`qparse_lite.retrieval.corpus_features`);
     3. :meth:`MCNNParser.parse`; 4. the S×S result pasted back at the photo's resolution (:func:`paste_back`).
+
+    ``PhotoParse.stages.extra["timings_s"]`` holds the seconds of each stage (``crop``, ``features``,
+    ``knn``, ``match``, ``postprocess``, ``paste``).
     """
-    from .prepare import human_centric_crop
+    import time
+
+    from .person import get_detector
+    from .prepare import crop_resize, human_centric_crop
     from .retrieval import knn
 
     S = int(parser.corpus.size)
-    from .person import get_detector
-
+    tm: dict[str, float] = {}
+    t0 = time.perf_counter()
     det = get_detector(detector) if isinstance(detector, str) else detector
     crop, _, box, method = human_centric_crop(np.asarray(image), S, detector=det)
+    tm["crop"] = time.perf_counter() - t0
     if extractor.needs_labels:
         raise ValueError(f"features {extractor.name!r} need label maps; a raw photo has none")
+    t0 = time.perf_counter()
     fs = getattr(parser.corpus, "feature_size", None)
     if fs and getattr(extractor, "uses_feature_images", False) and getattr(extractor, "input_size", None) == fs:
-        from .prepare import crop_resize
-
         # the features see the photo cropped at F px, as the corpus's feature_images were
         feat = extractor(crop_resize(np.asarray(image), None, box, fs)[0][None], progress=False)
     else:
         feat = extractor(crop[None], progress=False)
+    tm["features"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     rows, _ = knn(database_features, feat, k)
     neighbours = np.asarray(database_indices)[rows[0]]
-    stages = parser.parse(crop, neighbours)
+    tm["knn"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    present, c, t = parser.match(crop, neighbours)
+    tm["match"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stages = parser.postprocess(crop, neighbours, present, c, t)
+    tm["postprocess"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     full = paste_back(stages.labels, box, image.shape[:2])
+    tm["paste"] = time.perf_counter() - t0
+    stages.extra["timings_s"] = {k: round(v, 4) for k, v in tm.items()}
     return PhotoParse(full, tuple(int(v) for v in box), method, neighbours, stages)  # type: ignore[arg-type]

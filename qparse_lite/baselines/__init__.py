@@ -13,7 +13,6 @@ from .parametric import (
     LRASPPNet,
     ParametricConfig,
     ParametricParser,
-    finetune_new_label,
     load_parametric,
     parametric_config,
     train_parametric,
@@ -21,5 +20,5 @@ from .parametric import (
 
 __all__ = [
     "mean_label_map", "LabelTransfer", "transfer_votes", "PARAMETRIC_BUDGETS", "LRASPPNet", "ParametricConfig",
-    "ParametricParser", "parametric_config", "train_parametric", "load_parametric", "finetune_new_label",
+    "ParametricParser", "parametric_config", "train_parametric", "load_parametric",
 ]  # fmt: skip

@@ -31,7 +31,7 @@ no such baseline), not tuned on test.
 **Training** (:func:`train_parametric`) writes ``checkpoint.pt`` after every epoch atomically and resumes
 exactly (the order and flips of epoch e depend only on (seed, e); the torch RNG is reseeded per epoch),
 with ``log.csv`` (train loss, val loss, val avg F1 per epoch) and ``run.json``. ``holdout_label`` maps one
-label to background in the training targets (the held-out-label experiment); :func:`finetune_new_label`
+label to background in the training targets (the held-out-label experiment); :func:`qparse_lite.newlabels.finetune_new_label`
 then teaches it from a fraction of its annotated images, which is what a parametric parser must pay for a
 new label and the M-CNN does not (notebook 06).
 """
@@ -42,7 +42,7 @@ import csv
 import io as _io
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,6 @@ __all__ = [
     "ParametricParser",
     "train_parametric",
     "load_parametric",
-    "finetune_new_label",
     "resize_images",
 ]
 
@@ -224,7 +223,7 @@ def train_parametric(
         config: :class:`ParametricConfig` (``parametric_config(profile, L)``).
         resume: continue exactly from ``out/checkpoint.pt``.
         train_labels: label maps for the whole corpus to train on instead of ``corpus.labels`` (used by
-            :func:`finetune_new_label`); val is always scored on the corpus's own labels.
+            :func:`qparse_lite.newlabels.finetune_new_label`); val is always scored on the corpus's own labels.
         init_from: a run folder whose weights initialise the network (fine-tuning).
         stop_after_epoch: stop (with the checkpoint written) after this epoch, to test resuming.
         extra: more fields for run.json.
@@ -345,37 +344,3 @@ def load_parametric(run_dir: str | Path, device: str = "cpu") -> tuple[LRASPPNet
     net.load_state_dict(ck["model"])
     meta = {k: ck[k] for k in ("epoch", "history", "label_set", "corpus_size", "train_s")}
     return net.to(device).eval(), cfg, meta
-
-
-def finetune_new_label(
-    base_dir: str | Path, corpus: Any, label: str, fraction: float, out: str | Path, epochs: int,
-    *, seed: int = 0, device: str = "cpu", progress: bool | None = None, lr: float | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """Teach a parametric parser trained with ``label`` held out the label from ``fraction`` of its images.
-
-    The train images that contain ``label`` keep its annotation only in the nested subset of
-    :func:`qparse_lite.newlabels.annotated_subset` (the same subsets the M-CNN's zero-retraining route gets
-    as its corpus); elsewhere its pixels are background. The network starts from ``base_dir``'s weights and
-    is trained ``epochs`` more epochs over the whole train split (warm-up + cosine, as in training).
-    Returns the run record, with the fine-tuning time ``train_s``: the price of a new label for a
-    parametric parser.
-    """
-    from ..newlabels import annotated_subset
-
-    _, base_cfg, _ = load_parametric(base_dir)
-    if base_cfg.holdout_label != label:
-        raise QparseError(f"{base_dir}: trained with holdout_label={base_cfg.holdout_label!r}, not {label!r}")
-    lid = corpus.label_set.index(label)
-    with_label, keep = annotated_subset(corpus, label, fraction, seed)
-    labels = np.array(corpus.labels, dtype=np.uint8)
-    drop = np.setdiff1d(with_label, keep)
-    if drop.size:
-        sub = labels[drop]
-        sub[sub == lid] = 0
-        labels[drop] = sub
-    cfg = replace(base_cfg, holdout_label=None, epochs=int(epochs), seed=seed, lr=lr or base_cfg.lr / 2)
-    return train_parametric(
-        corpus, out, cfg, device=device, progress=progress, train_labels=labels, init_from=base_dir,
-        extra={"new_label": label, "fraction": float(fraction), "images_with_label": int(len(with_label)),
-               "images_annotated": int(len(keep))},
-    )  # fmt: skip

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_device, add_profile, add_progress, progress
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..profiles import PROFILES
-
     p = sub.add_parser(
         "baseline",
         help="train the parametric baseline (LR-ASPP on EfficientNet-Lite0; not in the paper)",
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = bs.add_parser("train", help="train on the corpus's train split (checkpoint.pt, log.csv, run.json)")
     t.add_argument("--corpus", required=True, help="a corpus folder from `qparse prepare`")
     t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="budget and seed (default quick)")
+    add_profile(t, help="budget (PARAMETRIC_BUDGETS) and seed (default quick)")
     t.add_argument("--scratch", action="store_true", help="random initialisation instead of ImageNet weights")
     t.add_argument("--holdout-label", default=None, help="train with this label mapped to background")
     t.add_argument("--seed", type=int, default=None, help="override the profile's seed")
@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="torch device")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device(p)
+    add_progress(p)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -60,20 +60,20 @@ def _train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     rec = train_parametric(
         corpus, args.out, cfg, device=get_device(args.device), resume=args.resume,
-        progress=False if args.no_progress else None, profile=args.profile,
+        progress=progress(args), profile=args.profile,
     )  # fmt: skip
     print(f"trained: {args.out}/checkpoint.pt ({rec['train_s']} s; val avg F1 {rec['final_val']['val_avg_f1']:.2f})")
     return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from ..baselines import finetune_new_label
+    from ..newlabels import finetune_new_label
     from ..prepare import Corpus
     from ..runinfo import get_device
 
     rec = finetune_new_label(
         args.base, Corpus.load(args.corpus), args.label, args.fraction, args.out, args.epochs, seed=args.seed,
-        device=get_device(args.device), progress=False if args.no_progress else None,
+        device=get_device(args.device), progress=progress(args),
     )  # fmt: skip
     print(f"fine-tuned: {args.out}/checkpoint.pt ({rec['train_s']} s)")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .common import add_device, add_features
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,12 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", required=True, help="the prepared corpus the model was trained on")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--k", type=int, default=9, help="KNN images (paper: 9)")
-    p.add_argument("--features", default=None, help="retrieval features (default: the model's profile)")
+    add_features(p, help="retrieval features (default: the model's profile)")
     p.add_argument("--xi1", type=float, default=None, help="label visibility threshold ξ1 (default: profile)")
     p.add_argument("--xi2", type=float, default=None, help="rough foreground threshold ξ2 (default: profile)")
     p.add_argument("--detector", default="auto", choices=["auto", *_detector_names()],
-                   help="person detector for the crop (default auto: mediapipe if installed, else hog)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto | cpu | cuda")
+                   help="person detector for the crop (default auto: fg-head when the model folder has a "
+                        "person_head.pt, else mediapipe if installed, else hog)")  # fmt: skip
+    add_device(p)
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per photo (crop box and detector, the labels found with their "
+                        "confidence ĉ_l, seconds per stage) and a final summary object (photos/s) instead of text")  # fmt: skip
     p.set_defaults(func=_run)
 
 
@@ -71,16 +77,23 @@ def _run(args: argparse.Namespace) -> int:
         extractor = get_extractor(features, corpus=corpus, device=device)
     else:
         extractor = get_extractor(features, corpus=corpus)
-    from ..person import get_detector
+    from ..person import PERSON_HEAD_FILE, get_detector
 
-    detector = get_detector(args.detector)
+    person_head = Path(args.model) / PERSON_HEAD_FILE
+    detector = get_detector(args.detector, head=person_head if person_head.is_file() else None)
     out = Path(args.out)
     db = np.asarray(corpus.split("train"))
     feats = corpus_features(corpus, db, extractor, cache_dir=out / ".features")
+    import json
+    import time
+
     failed, done = [], []
+    t_all = time.perf_counter()
     for path in args.images:
+        t_read = time.perf_counter()
         try:
             image = read_image(path)
+            t_read = time.perf_counter() - t_read
             res = parse_photo(parser, image, extractor, feats, db, k=args.k, detector=detector)
         except QparseError as e:
             print(f"qparse parse: skipped {path}: {e}", file=sys.stderr)
@@ -93,11 +106,29 @@ def _run(args: argparse.Namespace) -> int:
         with atomic_path(out / f"{stem}_overlay.jpg", suffix=".jpg") as tmp:
             Image.fromarray(overlay(image, res.labels, corpus.label_set.palette)).save(tmp, format="JPEG", quality=92)
         names = [corpus.label_set.names[i] for i in np.unique(res.labels) if i > 0]
-        done.append({"image": str(path), "labels": names, "box": list(res.box), "crop": res.crop_method,
-                     "size": list(image.shape[:2])})  # fmt: skip
-        print(f"{path}: {image.shape[1]}×{image.shape[0]}, crop {res.crop_method} {res.box}, labels: {', '.join(names) or '(none)'}")
+        st = res.stages
+        found = {corpus.label_set.names[i]: round(float(st.label_confidence[i]), 4)
+                 for i in np.flatnonzero(st.visible) if i > 0}  # fmt: skip
+        rec = {"image": str(path), "size": [int(image.shape[0]), int(image.shape[1])], "box": list(res.box),
+               "detector": res.crop_method, "labels": names, "visible": found,
+               "confidence": {n: round(float(v), 4) for n, v in zip(corpus.label_set.names[1:], st.label_confidence[1:], strict=True)},
+               "neighbours": [corpus.ids[int(i)] for i in res.neighbours],
+               "timings_s": {"read": round(t_read, 4), **st.extra.get("timings_s", {})}}  # fmt: skip
+        done.append(rec)
+        if args.json:
+            print(json.dumps(rec), flush=True)
+        else:
+            print(f"{path}: {image.shape[1]}×{image.shape[0]}, crop {res.crop_method} {res.box}, labels: {', '.join(names) or '(none)'}")
+    wall = time.perf_counter() - t_all
+    summary = {"summary": True, "photos": len(done), "failed": len(failed), "wall_s": round(wall, 3),
+               "photos_per_s": round(len(done) / wall, 4) if wall > 0 else None,
+               "mean_timings_s": {k: round(float(np.mean([d["timings_s"][k] for d in done])), 4)
+                                  for k in (done[0]["timings_s"] if done else {})}}  # fmt: skip
+    if args.json:
+        print(json.dumps(summary), flush=True)
     atomic_write_json(out / "parse.json", {"model": str(args.model), "corpus": str(args.corpus), "k": args.k,
-                                           "features": features, "detector": detector.name, "parsed": done, "failed": failed})  # fmt: skip
+                                           "features": features, "detector": detector.name, "parsed": done,
+                                           "failed": failed, "summary": summary})  # fmt: skip
     if failed:
         print(f"qparse parse: {len(failed)} of {len(args.images)} image(s) could not be parsed", file=sys.stderr)
         return 1
