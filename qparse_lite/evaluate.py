@@ -27,7 +27,7 @@ from .retrieval import split_neighbours  # noqa: F401 - re-exported (its owner i
 
 __all__ = [
     "evaluate_parser", "tables", "write_tables", "k_sweep", "split_neighbours", "make_parser_fn", "fig5_sweep",
-    "plot_fig5", "evaluate", "parameter_sweep", "FIG5_KS", "METHODS",
+    "plot_fig5", "evaluate", "parameter_sweep", "tune_postprocessing", "FIG5_KS", "METHODS",
 ]  # fmt: skip
 
 
@@ -200,7 +200,7 @@ def evaluate(
     k: int = 9, features: str | None = None, device: str = "cpu", xi1: float | None = None,
     xi2: float | None = None, erosion: int | None = None, superpixel_method: str | None = "slic",
     n_segments: int = 200, background: str = "geodesic", fig5: bool = False, limit: int | None = None,
-    name: str | None = None,
+    name: str | None = None, displacement_scale: float = 1.0,
 ) -> dict[str, Any]:  # fmt: skip
     """Evaluate a trained run (``method="mcnn"``, ``model`` = its folder) or a baseline on a corpus split.
 
@@ -238,7 +238,7 @@ def evaluate(
         parser = MCNNParser(
             net, tn, corpus, xi1=prof.xi1 if xi1 is None else xi1, xi2=prof.xi2 if xi2 is None else xi2,
             erosion=prof.erosion_px if erosion is None else erosion, superpixel_method=superpixel_method,
-            n_segments=n_segments, background=background, device=device,
+            n_segments=n_segments, background=background, device=device, displacement_scale=displacement_scale,
         )  # fmt: skip
         features = features or prof.features
     elif method == "parametric":
@@ -297,7 +297,8 @@ def evaluate(
         corpus=str(corpus.path), split=split, k=k, features=features, images=len(idx),
         parser={"xi1": getattr(parser, "xi1", None), "xi2": getattr(parser, "xi2", None),
                 "erosion": getattr(parser, "erosion", None), "superpixels": superpixel_method,
-                "n_segments": n_segments, "background": background},
+                "n_segments": n_segments, "background": background,
+                "displacement_scale": getattr(parser, "displacement_scale", None)},
         wall_time_s=round(time.perf_counter() - t0, 2),
     )  # fmt: skip
     atomic_write_json(out / "scores.json", json_safe({**sc, "method": label, "run": rec}))
@@ -311,7 +312,7 @@ def parameter_sweep(
     """The Table 1 metrics of an M-CNN parser for each value of one post-processing parameter.
 
     ``name`` is an attribute of :class:`~qparse_lite.parse.MCNNParser` (``xi1``, ``xi2``, ``erosion``,
-    ``superpixel_method``, ``n_segments``, ``background``). The M-CNN runs once per image; only the
+    ``superpixel_method``, ``n_segments``, ``background``, ``displacement_scale``). The M-CNN runs once per image; only the
     post-processing is repeated per value. Used to choose ξ1 on the validation split (notebook 04).
     """
     import copy
@@ -334,3 +335,42 @@ def parameter_sweep(
             cm.update(p.postprocess(image, nb, present, c, t).labels, gt)
     out = [{name: v, **_strip_method(table1_row(scores(cm, corpus.label_set), str(v)))} for v, cm in zip(values, cms, strict=True)]
     return pd.DataFrame(out)
+
+
+def tune_postprocessing(
+    parser: Any, corpus: Any, split: str, neighbours: np.ndarray, grid: dict[str, Sequence[Any]], k: int = 9,
+    limit: int | None = None, metric: str = "avg_f1", progress: bool | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+    """Choose post-processing parameters of an M-CNN parser on ``split`` (the **validation** split), one at a
+    time in the order of ``grid`` (coordinate ascent: each parameter takes the value that maximises
+    ``metric`` with the ones chosen before it fixed; ties keep the earlier value of its list, so list the
+    default first). The M-CNN runs once per image; only post-processing repeats.
+
+    Returns ``(chosen, table)``: the chosen value per parameter and one row per (parameter, value) tried.
+    """
+    import copy
+
+    idx = np.asarray(corpus.split(split))[:limit]
+    rows = {int(i): r for r, i in enumerate(corpus.split(split))}
+    matched = []
+    for i in tqdm(idx, desc=f"match {split}", mininterval=1.0, disable=progress is False or None):
+        image, nb = np.asarray(corpus.images[i]), neighbours[rows[int(i)]][:k]
+        matched.append((int(i), image, nb, *parser.match(image, nb)))
+    chosen = {name: getattr(parser, name) for name in grid}
+    out = []
+    for name, values in grid.items():
+        best, best_v = -np.inf, chosen[name]
+        for v in values:
+            p = copy.copy(parser)
+            for n2, v2 in chosen.items():
+                setattr(p, n2, v2)
+            setattr(p, name, v)
+            cm = ConfusionMatrix(corpus.label_set.num_labels)
+            for i, image, nb, present, c, t in matched:
+                cm.update(p.postprocess(image, nb, present, c, t).labels, np.asarray(corpus.labels[i]))
+            row = _strip_method(table1_row(scores(cm, corpus.label_set), ""))
+            out.append({"parameter": name, "value": v, **{kk: chosen[kk] for kk in chosen if kk != name}, **row})
+            if row[metric] > best + 1e-9:
+                best, best_v = row[metric], v
+        chosen[name] = best_v
+    return chosen, pd.DataFrame(out)

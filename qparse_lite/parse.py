@@ -80,6 +80,9 @@ class MCNNParser:
         superpixel_method: ``slic`` | ``felzenszwalb`` | ``quickshift`` | ``None`` (the "w/o ss" ablation).
         n_segments: superpixels per crop (SLIC; the paper does not give its count).
         background: ``geodesic`` (paper-like) or ``complement`` (1 − p_fg, an ablation).
+        displacement_scale: how far to trust the predicted displacement: each KNN box moves by
+            ``displacement_scale · t̂_kl`` (1 = the paper; 0 = the neighbours' boxes unmoved). The paper
+            does not have this knob; the kit chooses it on the validation split (notebook 05).
         device: where the M-CNN runs; batch_size: pairs per forward pass.
     """
 
@@ -87,6 +90,7 @@ class MCNNParser:
         self, model: torch.nn.Module, target_norm: Any, corpus: Any, *, xi1: float = 0.8, xi2: float = 0.5,
         erosion: int = 10, superpixel_method: str | None = "slic", n_segments: int = 200,
         background: str = "geodesic", device: str = "cpu", batch_size: int = 2048,
+        displacement_scale: float = 1.0,
     ) -> None:  # fmt: skip
         from .pairs import image_to_input
 
@@ -95,6 +99,7 @@ class MCNNParser:
         self.corpus = corpus
         self.L = corpus.label_set.num_labels
         self.xi1, self.xi2, self.erosion = xi1, xi2, erosion
+        self.displacement_scale = float(displacement_scale)
         self.superpixel_method, self.n_segments, self.background = superpixel_method, n_segments, background
         self.device, self.batch_size = device, batch_size
         self._to_input = image_to_input
@@ -142,7 +147,7 @@ class MCNNParser:
         conf = pp.label_confidence(c, present)
         visible = pp.visible_labels(conf, self.xi1)
         _, boxes = label_boxes(nb_labels, self.L)
-        M = pp.probability_maps(nb_labels, boxes, t, present, visible, (S, S))
+        M = pp.probability_maps(nb_labels, boxes, self.displacement_scale * t, present, visible, (S, S))
         fg_prob = pp.foreground_probability(M)
         rough = pp.rough_foreground(fg_prob, self.xi2)
         fg_seed, bg_seed = pp.seeds(rough, self.erosion, p_fg=fg_prob)

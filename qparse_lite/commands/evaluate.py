@@ -40,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--superpixels", default="slic", choices=["slic", "felzenszwalb", "quickshift", "none"],
                    help="superpixel smoothing (none: the paper's 'w/o ss' ablation)")  # fmt: skip
     p.add_argument("--n-segments", type=int, default=200, help="SLIC superpixels per image")
+    p.add_argument("--displacement-scale", type=float, default=1.0,
+                   help="M-CNN: move each KNN box by this times the predicted displacement (1 = the paper; "
+                        "choose it on the validation split)")  # fmt: skip
     p.add_argument("--background", default="geodesic", choices=["geodesic", "complement"],
                    help="background probability: geodesic distances from the seeds, or 1 - p_fg")  # fmt: skip
     p.add_argument("--fig5", action="store_true", help="also sweep K (Fig. 5)")
@@ -64,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         features=args.features, device=get_device(args.device), xi1=args.xi1, xi2=args.xi2,
         erosion=args.erosion, superpixel_method=None if args.superpixels == "none" else args.superpixels,
         n_segments=args.n_segments, background=args.background, fig5=args.fig5, limit=args.limit,
+        displacement_scale=args.displacement_scale,
     )  # fmt: skip
     keys = ["accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"]
     print(markdown_table([{"method": res["method"], **{k: res[k] for k in keys}}]))
