@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 PARAMETRIC_BUDGETS: dict[str, dict[str, Any]] = {
-    "quick": {"input_size": 96, "epochs": 2},
+    "quick": {"input_size": 64, "epochs": 2},
     "ccp": {"input_size": 160, "epochs": 12},
     "atr": {"input_size": 224, "epochs": 30},
 }
