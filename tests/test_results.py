@@ -39,3 +39,21 @@ def test_committed_model_loads_with_its_retrieval_head():
     head = get_extractor("efficientnet-lite0-learned", head=run / "retrieval_head.pt")
     assert head.input_size == json.loads((run / "corpus.json").read_text())["feature_size"] == 224
     assert head.dim == len(meta["label_set"]["names"])
+
+
+@pytest.mark.parametrize("detector", ["fg-head", "hog"])
+def test_committed_raw_photo_scores_rescore_from_the_full_size_maps(detector, capsys):
+    from qparse_lite.cli import main
+
+    photos = RESULTS / "photos"
+    summary = photos / "summary.csv"
+    if not summary.is_file():
+        pytest.skip("no committed raw-photo results")
+    row = next(r for r in csv.DictReader(summary.open()) if r["detector"] == detector)
+    pred = photos / detector / "pred"
+    assert main(["score", "--pred", str(pred), "--gt", str(photos / "gt"), "--labels", "ccp-coarse", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["avg_f1"] == pytest.approx(float(row["avg_f1"]), abs=0.006)
+    rec = json.loads((photos / detector / "parse.json").read_text())
+    assert len(rec["parsed"]) == 100 and rec["summary"]["photos"] == 100
+    assert all("/" not in d["image"] for d in rec["parsed"])  # no machine path committed
