@@ -24,7 +24,7 @@ import pandas as pd
 from . import reported
 from .io import atomic_write_text
 
-__all__ = ["side_by_side_table1", "side_by_side_table2", "side_by_side_fig5", "write_report", "ccp_table1", "write_ccp_report", "CCP_ROWS"]
+__all__ = ["side_by_side_table1", "side_by_side_table2", "side_by_side_fig5", "write_report", "ccp_table1", "write_ccp_report", "CCP_ROWS", "committed_results"]
 
 T1_COLS = ["accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"]
 
@@ -219,3 +219,11 @@ def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
                  "with the rows above): SCHP, ATR mIoU 82.29; a from-scratch U-Net++ on a 9-class CCP variant, "
                  "mIoU 55.3 and pixel accuracy 90.7.\n")  # fmt: skip
     return atomic_write_text(res / "report.md", "\n".join(parts))
+
+
+def committed_results(name: str = "ccp") -> Path:
+    """The repository's committed results folder ``results/<name>`` (beside the package in a clone; it
+    does not exist in an installed wheel, which ships no results)."""
+    from .runinfo import PACKAGE_ROOT
+
+    return Path(PACKAGE_ROOT) / "results" / name
