@@ -36,6 +36,8 @@ CLAIMS: list[dict[str, Any]] = [
     {"claim": "the feature-map fusion beats a Siamese network", "a": "mcnn", "b": "siamese",
      "paper_rows": ("M-CNN", "Siamese [2]")},
     {"claim": "superpixel smoothing helps", "a": "mcnn", "b": "mcnn-wo-ss", "paper_rows": ("M-CNN", "M-CNN (w/o ss)")},
+    {"claim": "... with the post-processing chosen on validation", "a": "mcnn-tuned", "b": "mcnn-tuned-wo-ss",
+     "paper_rows": ("M-CNN", "M-CNN (w/o ss)")},
     {"claim": "K = 9 is best and K = 1 is competitive (Fig. 5)", "rule": "fig5"},
     {"claim": "a new label can be added without retraining", "rule": "newlabels",
      "paper": "Sec. 1/5: 'easily extended to newly annotated images and labels' (no number)"},

@@ -38,6 +38,7 @@ def evaluate_parser(
     label_set: LabelSet,
     out_dir: str | Path | None = None,
     desc: str = "evaluate",
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Run ``parse`` over ``indices`` of ``corpus``, return :func:`qparse_lite.metrics.scores`.
 
@@ -45,7 +46,7 @@ def evaluate_parser(
     """
     cm = ConfusionMatrix(label_set.num_labels)
     out = Path(out_dir) if out_dir is not None else None
-    for i in tqdm(list(indices), desc=desc, mininterval=1.0, disable=None):
+    for i in tqdm(list(indices), desc=desc, mininterval=1.0, disable=None if progress is None else not progress):
         pred = np.asarray(parse(int(i)), dtype=np.uint8)
         gt = np.asarray(corpus.labels[int(i)])
         cm.update(pred, gt)
@@ -98,6 +99,7 @@ def k_sweep(
     indices: Sequence[int],
     label_set: LabelSet,
     ks: Sequence[int] = (1, 3, 5, 7, 9, 11, 15),
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Fig. 5: average F1 (and the other Table 1 metrics) against K.
 
@@ -105,7 +107,7 @@ def k_sweep(
     all ``max(ks)`` neighbours once and reuse them for smaller K make the sweep cheap.
     """
     cms = {k: ConfusionMatrix(label_set.num_labels) for k in ks}
-    for i in tqdm(list(indices), desc="K sweep", mininterval=1.0, disable=None):
+    for i in tqdm(list(indices), desc="K sweep", mininterval=1.0, disable=None if progress is None else not progress):
         gt = np.asarray(corpus.labels[int(i)])
         for k in ks:
             cms[k].update(np.asarray(parse_k(int(i), k), dtype=np.uint8), gt)
@@ -159,7 +161,7 @@ def make_parser_fn(
 
 def fig5_sweep(
     parser: Any, corpus: Any, split: str, neighbours: np.ndarray, ks: Sequence[int] = FIG5_KS,
-    limit: int | None = None,
+    limit: int | None = None, progress: bool | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """Fig. 5 for an M-CNN parser: the Table 1 metrics against K, matching each image once
     (:meth:`~qparse_lite.parse.MCNNParser.parse_k`)."""
@@ -173,7 +175,7 @@ def fig5_sweep(
             cache[i] = parser.parse_k(np.asarray(corpus.images[i]), neighbours[rows[i]], ks)
         return cache[i][k].labels
 
-    return k_sweep(parse_k, corpus, idx, corpus.label_set, ks)
+    return k_sweep(parse_k, corpus, idx, corpus.label_set, ks, progress=progress)
 
 
 def plot_fig5(df: pd.DataFrame, ax: Any = None, label: str = "this run") -> Any:
@@ -200,7 +202,7 @@ def evaluate(
     k: int = 9, features: str | None = None, device: str = "cpu", xi1: float | None = None,
     xi2: float | None = None, erosion: int | None = None, superpixel_method: str | None = "slic",
     n_segments: int = 200, background: str = "geodesic", fig5: bool = False, limit: int | None = None,
-    name: str | None = None, displacement_scale: float = 1.0,
+    name: str | None = None, displacement_scale: float = 1.0, progress: bool | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Evaluate a trained run (``method="mcnn"``, ``model`` = its folder) or a baseline on a corpus split.
 
@@ -264,7 +266,7 @@ def evaluate(
     nb = None if method == "parametric" else split_neighbours(corpus, split, kmax, features, out / "knn")
     fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments)
     idx = np.asarray(corpus.split(split))[:limit]
-    sc = evaluate_parser(fn, corpus, idx, corpus.label_set, out, desc=f"evaluate {method}")
+    sc = evaluate_parser(fn, corpus, idx, corpus.label_set, out, desc=f"evaluate {method}", progress=progress)
     label = name or {
         "mcnn": PAPER_NAMES.get(variant or "", f"M-CNN {variant}"),
         "label-transfer": "KNN label transfer (PaperDoll-like)",
@@ -280,7 +282,7 @@ def evaluate(
     if fig5:
         if method != "mcnn":
             raise QparseError("--fig5 sweeps K for the M-CNN; use --method mcnn")
-        df = fig5_sweep(parser, corpus, split, nb, FIG5_KS, limit)
+        df = fig5_sweep(parser, corpus, split, nb, FIG5_KS, limit, progress=progress)
         write_tables(df, out, "fig5")
         import matplotlib.pyplot as plt
 
@@ -353,7 +355,7 @@ def tune_postprocessing(
     idx = np.asarray(corpus.split(split))[:limit]
     rows = {int(i): r for r, i in enumerate(corpus.split(split))}
     matched = []
-    for i in tqdm(idx, desc=f"match {split}", mininterval=1.0, disable=progress is False or None):
+    for i in tqdm(idx, desc=f"match {split}", mininterval=1.0, disable=None if progress is None else not progress):
         image, nb = np.asarray(corpus.images[i]), neighbours[rows[int(i)]][:k]
         matched.append((int(i), image, nb, *parser.match(image, nb)))
     chosen = {name: getattr(parser, name) for name in grid}

@@ -475,6 +475,14 @@ def map_labels(M: np.ndarray, p_bg: np.ndarray, mode: str = "direct") -> np.ndar
 # -- 9: superpixel smoothing ---------------------------------------------------------------------------
 
 
+SUPERPIXEL_METHODS: tuple[str, ...] = ("slic", "felzenszwalb", "quickshift")
+"""The superpixel algorithms of :func:`superpixels` (``None`` / ``"none"`` on the CLI: no smoothing)."""
+
+BACKGROUNDS: tuple[str, ...] = ("geodesic", "complement")
+"""How :class:`~qparse_lite.parse.MCNNParser` gets the background probability: geodesic distances from the
+seeds (paper-like) or 1 − p_fg (an ablation)."""
+
+
 def superpixels(
     image: np.ndarray,
     method: str = "slic",

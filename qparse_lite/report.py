@@ -131,7 +131,7 @@ CCP_ROWS: list[tuple[str, str]] = [
     ("cross54", "M-CNN (cross 5,4)"), ("cross543", "M-CNN (cross 5,4,3)"), ("cross54321", "M-CNN (cross 5,4,3,2,1)"),
     ("siamese", "Siamese [2]"), ("mcnn-wo-ss", "M-CNN (w/o ss)"), ("label-transfer", "KNN label transfer"),
     ("mean-label-map", "mean label map (prior)"), ("mcnn-tuned", "M-CNN, post-processing tuned on val"),
-    ("label-transfer-tuned", "KNN label transfer, tuned on val"),
+    ("mcnn-tuned-wo-ss", "M-CNN, tuned on val, w/o ss"), ("label-transfer-tuned", "KNN label transfer, tuned on val"),
     ("parametric-imagenet", "LR-ASPP + EfficientNet-Lite0, ImageNet (not in the paper)"),
     ("parametric-scratch", "LR-ASPP + EfficientNet-Lite0, scratch (not in the paper)"),
 ]  # fmt: skip

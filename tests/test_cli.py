@@ -36,7 +36,7 @@ REGISTRIES = {
 PENDING: set[tuple[str, str]] = set()
 
 #: subcommands that draw progress bars (tqdm) and so must offer --no-progress
-DRAW_BARS = {"data download", "data verify", "prepare", "score", "knn", "train", "baseline train", "baseline finetune", "photos ground-truth"}
+DRAW_BARS = {"data download", "data verify", "prepare", "score", "knn", "train", "evaluate", "baseline train", "baseline finetune", "photos ground-truth"}
 
 
 def _subparsers(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, argparse.ArgumentParser]:

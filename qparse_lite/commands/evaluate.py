@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device, add_features, add_split, profile_default
+from .common import add_device, add_features, add_progress, add_split, profile_default, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..evaluate import METHODS
+    from ..postprocess import BACKGROUNDS, SUPERPIXEL_METHODS
 
     p = sub.add_parser(
         "evaluate",
@@ -37,17 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--xi2", type=float, default=None, help="rough foreground threshold ξ2 (default: profile, 0.5)")
     p.add_argument("--erosion", type=int, default=None,
                    help="seed erosion size in px (default: 10 scaled to the image size)")  # fmt: skip
-    p.add_argument("--superpixels", default="slic", choices=["slic", "felzenszwalb", "quickshift", "none"],
+    p.add_argument("--superpixels", default="slic", choices=[*SUPERPIXEL_METHODS, "none"],
                    help="superpixel smoothing (none: the paper's 'w/o ss' ablation)")  # fmt: skip
     p.add_argument("--n-segments", type=int, default=200, help="SLIC superpixels per image")
     p.add_argument("--displacement-scale", type=float, default=1.0,
                    help="M-CNN: move each KNN box by this times the predicted displacement (1 = the paper; "
                         "choose it on the validation split)")  # fmt: skip
-    p.add_argument("--background", default="geodesic", choices=["geodesic", "complement"],
+    p.add_argument("--background", default="geodesic", choices=list(BACKGROUNDS),
                    help="background probability: geodesic distances from the seeds, or 1 - p_fg")  # fmt: skip
     p.add_argument("--fig5", action="store_true", help="also sweep K (Fig. 5)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
     add_device(p)
+    add_progress(p)
     p.set_defaults(func=_run)
 
 
@@ -67,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         features=args.features, device=get_device(args.device), xi1=args.xi1, xi2=args.xi2,
         erosion=args.erosion, superpixel_method=None if args.superpixels == "none" else args.superpixels,
         n_segments=args.n_segments, background=args.background, fig5=args.fig5, limit=args.limit,
-        displacement_scale=args.displacement_scale,
+        displacement_scale=args.displacement_scale, progress=progress(args),
     )  # fmt: skip
     keys = ["accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"]
     print(markdown_table([{"method": res["method"], **{k: res[k] for k in keys}}]))
