@@ -288,3 +288,30 @@ def draw_items(
     if title:
         ax.set_title(title, fontsize=8)
     return ax
+
+
+def label_map_grid(columns: dict[str, Sequence[np.ndarray]], label_set: Any, row_names: Sequence[str] | None = None) -> Any:
+    """Label maps side by side (the paper's Fig. 4 idea without the photos): one column per source
+    (``{"ground truth": [...], "M-CNN": [...], ...}``, equal-length lists of H×W maps), one row per image,
+    in the label set's palette, with a legend of the labels shown."""
+    import matplotlib.pyplot as plt
+
+    names = list(columns)
+    n = len(columns[names[0]])
+    fig, axes = plt.subplots(n, len(names), figsize=(1.6 * len(names), 1.6 * n), squeeze=False)
+    pal = np.asarray(label_set.palette, np.uint8)
+    shown: set[int] = set()
+    for c, name in enumerate(names):
+        for r, m in enumerate(columns[name]):
+            m = np.asarray(m)
+            shown |= set(np.unique(m).tolist())
+            axes[r, c].imshow(pal[m])
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=7)
+            if c == 0 and row_names is not None:
+                axes[r, c].set_ylabel(row_names[r], fontsize=7)
+    label_legend(axes[0, -1], label_set, sorted(i for i in shown if i > 0), fontsize="x-small")
+    fig.tight_layout()
+    return fig

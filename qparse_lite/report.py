@@ -150,6 +150,37 @@ def ccp_table1(results: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "method", "paper_method", *T1_COLS])
 
 
+def write_label_map_figure(results: str | Path, n: int = 6) -> Path | None:
+    """``results/parses.png``: ground truth and each committed parser's maps for the ``n`` test images with
+    the most labels (the paper's Fig. 4 layout, label maps only); None when the maps are missing."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .io import atomic_path
+    from .labels import get_label_set, read_label_png
+    from .plots import label_map_grid
+
+    res = Path(results)
+    gt_dir = res / "gt"
+    keys = [k for k in ("mcnn", "mcnn-tuned", "label-transfer", "parametric-imagenet") if (res / "pred" / k).is_dir()]
+    if not gt_dir.is_dir() or not keys:
+        return None
+    names = sorted(p.name for p in gt_dir.glob("*.png"))
+    gts = {x: read_label_png(gt_dir / x) for x in names}
+    pick = sorted(names, key=lambda x: (-len(np.unique(gts[x])), x))[:n]
+    short = {"mcnn": "M-CNN", "mcnn-tuned": "M-CNN, tuned", "label-transfer": "label transfer",
+             "parametric-imagenet": "LR-ASPP (ImageNet)"}  # fmt: skip
+    cols = {"ground truth": [gts[x] for x in pick]}
+    for k in keys:
+        cols[short[k]] = [read_label_png(res / "pred" / k / x) for x in pick]
+    fig = label_map_grid(cols, get_label_set("ccp-coarse"), row_names=[x[:-4] for x in pick])
+    out = res / "parses.png"
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return out
+
+
 def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
     """Assemble ``results/report.md`` (and ``claims.csv``) from the committed files of a CCP results folder.
 
@@ -170,6 +201,18 @@ def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
         t1 = t1.assign(**{"paper avg_f1 (ATR)": [paper.get(p, float("nan")) if p else float("nan") for p in t1.paper_method]})
         parts.append("## Table 1 (test split, %)\n\nOne seed per model (seed 0), unless a row says otherwise. "
                      "Rows marked *not in the paper* are the kit's additions.\n\n" + _md(t1.drop(columns=["key"])) + "\n")  # fmt: skip
+    t2_keys = [k for k in ("mcnn", "mcnn-tuned", "label-transfer", "label-transfer-tuned", "parametric-imagenet")
+               if (res / "tables" / f"{k}_table2.csv").is_file()]
+    if t2_keys:
+        names = dict(CCP_ROWS)
+        t2 = pd.concat([pd.read_csv(res / "tables" / f"{k}_table2.csv").assign(method=names[k]) for k in t2_keys])
+        t2["paper_method"] = t2["paper_method"].fillna("")
+        parts.append("## Table 2: per-label F1 (test, %)\n\nEach run row with the paper's row for the same method "
+                     "under it, on the labels the kit's CCP set shares with ATR-18 (other CCP labels: "
+                     "`tables/<key>_table2.csv`).\n\n" + _md(side_by_side_table2(t2)) + "\n")  # fmt: skip
+    fig4 = write_label_map_figure(res)
+    if fig4 is not None:
+        parts.append(f"## Parsed test images beside their ground truth (label maps only; no dataset photo)\n\n![parses]({fig4.name})\n")
     runs = sorted((res / "models").glob("*/run.json")) if (res / "models").is_dir() else []
     if runs:
         recs = []
