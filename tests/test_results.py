@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from qparse_lite.report import CCP_ROWS
+
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "ccp"
 
 
-@pytest.mark.parametrize("method", ["mcnn", "label-transfer", "mean-label-map"])
+@pytest.mark.parametrize("method", [k for k, _ in CCP_ROWS])
 def test_committed_ccp_rows_rescore_from_the_committed_label_maps(method, capsys):
     from qparse_lite.cli import main
 
