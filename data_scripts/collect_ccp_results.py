@@ -21,7 +21,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "ccp"
 
 _PATHS = [
-    (re.compile(r"/work/shared/datasets/clothing-co-parsing"), "DIR"),
+    (re.compile(r"/[^\s\"']*/datasets/clothing-co-parsing"), "DIR"),
     (re.compile(r"/tmp/exp/ccpF"), "CORPUS"),
     (re.compile(r"/tmp/[A-Za-z0-9_.-]+/(runs|eval)/[A-Za-z0-9_.-]+"), "RUN"),
     (re.compile(r"/tmp/wt[0-9a-z]*/results/ccp/models/mcnn"), "results/ccp/models/mcnn"),
