@@ -203,13 +203,16 @@ def evaluate(
     xi2: float | None = None, erosion: int | None = None, superpixel_method: str | None = "slic",
     n_segments: int = 200, background: str = "geodesic", fig5: bool = False, limit: int | None = None,
     name: str | None = None, displacement_scale: float = 1.0, progress: bool | None = None,
+    knn_dir: str | Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Evaluate a trained run (``method="mcnn"``, ``model`` = its folder) or a baseline on a corpus split.
 
     Writes into ``out``: ``pred/<id>.png`` and ``gt/<id>.png`` (palette label maps that ``qparse score``
     accepts), ``table1.csv/.md`` and ``table2.csv/.md`` (one row, the paper's column names, with
     ``paper_method`` naming the paper's row where there is one), ``scores.json`` (every metric) and, with
-    ``fig5``, ``fig5.csv/.md`` and ``fig5.png`` (K ∈ :data:`FIG5_KS`). ξ1, ξ2 and the erosion size default
+    ``fig5``, ``fig5.csv/.md`` and ``fig5.png`` (K ∈ :data:`FIG5_KS`). ``knn_dir``: where the neighbours and
+    features are cached (default ``out/knn``; the cache is keyed by everything that changes it, so several
+    evaluations of one corpus can share one folder). ξ1, ξ2 and the erosion size default
     to the run's profile (the paper's 0.8, 0.5 and 10 px at 227). Returns the scores with a ``run`` record.
     """
     import time
@@ -263,7 +266,7 @@ def evaluate(
 
         features = features_for_dataset(str(corpus.meta.get("dataset", "synthetic")))
     kmax = max(k, *FIG5_KS) if fig5 else k
-    nb = None if method == "parametric" else split_neighbours(corpus, split, kmax, features, out / "knn")
+    nb = None if method == "parametric" else split_neighbours(corpus, split, kmax, features, Path(knn_dir or out / "knn"))
     fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments)
     idx = np.asarray(corpus.split(split))[:limit]
     sc = evaluate_parser(fn, corpus, idx, corpus.label_set, out, desc=f"evaluate {method}", progress=progress)
