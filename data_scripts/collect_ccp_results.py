@@ -1,12 +1,11 @@
 """Collect finished CCP runs into ``results/ccp/`` (small files only) and write ``results/ccp/report.md``.
 
 Each piece is copied from the folder a kit command wrote (``qparse evaluate --out``, ``qparse train --out``,
-``qparse baseline train|finetune --out``, ``qparse parse --out --json``), with every machine path replaced by
+``qparse baseline train|finetune --out``), with every machine path replaced by
 the placeholder of the command that made it (``CORPUS``, ``RUN``, ``DIR``), so the committed files name no
 local folder. Usage (each flag repeatable; see results/ccp/README.md for the commands behind them)::
 
-    python data_scripts/collect_ccp_results.py --eval KEY=EVAL_DIR --model KEY=RUN_DIR \
-        --photos DETECTOR=PARSE_DIR --newlabels NEWLABELS.csv --compute COMPUTE.csv --report
+    python data_scripts/collect_ccp_results.py --eval KEY=EVAL_DIR --model KEY=RUN_DIR --copy SRC=NAME --report
 """
 
 from __future__ import annotations
@@ -78,31 +77,10 @@ def add_model(key: str, src: Path) -> None:
         shutil.copy(src / "log.csv", dst / "log.csv")
 
 
-def add_photos(det: str, src: Path) -> None:
-    """photos/<det>/: the parse records (paths cleaned), the full-resolution scores and label presence."""
-    dst = RESULTS / "photos" / det
-    dst.mkdir(parents=True, exist_ok=True)
-    rec = clean(json.loads((src / "parse.json").read_text()))
-    for d in rec["parsed"]:
-        d["image"] = Path(d["image"]).name
-    (dst / "parse.json").write_text(json.dumps(rec, indent=1) + "\n")
-    for name in ("scores.json", "presence.json"):
-        if (src.parent / f"{name.split('.')[0]}_{det}.json").is_file():
-            _json(src.parent / f"{name.split('.')[0]}_{det}.json", dst / name)
-    pred = dst / "pred"
-    if pred.exists():
-        shutil.rmtree(pred)
-    pred.mkdir()
-    for p in src.glob("*.png"):
-        shutil.copy(p, pred / p.name)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--eval", action="append", default=[], metavar="KEY=DIR")
     ap.add_argument("--model", action="append", default=[], metavar="KEY=DIR")
-    ap.add_argument("--photos", action="append", default=[], metavar="DETECTOR=DIR")
-    ap.add_argument("--photos-gt", default=None, help="full-resolution ground truth (qparse photos ground-truth)")
     ap.add_argument("--copy", action="append", default=[], metavar="SRC=NAME", help="copy a file into results/ccp")
     ap.add_argument("--report", action="store_true", help="write report.md and claims.csv")
     args = ap.parse_args(argv)
@@ -112,14 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.model:
         k, v = item.split("=", 1)
         add_model(k, Path(v))
-    for item in args.photos:
-        k, v = item.split("=", 1)
-        add_photos(k, Path(v))
-    if args.photos_gt:
-        dst = RESULTS / "photos" / "gt"
-        dst.mkdir(parents=True, exist_ok=True)
-        for p in Path(args.photos_gt).glob("*.png"):
-            shutil.copy(p, dst / p.name)
     for item in args.copy:
         s, n = item.split("=", 1)
         (RESULTS / n).parent.mkdir(parents=True, exist_ok=True)

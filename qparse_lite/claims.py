@@ -45,19 +45,25 @@ CLAIMS: list[dict[str, Any]] = [
 """The claims judged, in the paper's order; ``a``/``b`` are result keys (``pred/<key>/``)."""
 
 
-def judge_pair(results: str | Path, a: str, b: str, n: int = 2000, seed: int = 0) -> dict[str, Any] | None:
-    """Bootstrap verdict of "``a`` beats ``b``" from ``results/pred/{a,b}`` and ``results/gt``; None if missing."""
+def judge_pair(
+    results: str | Path, a: str, b: str, n: int = 2000, seed: int = 0, cache: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Bootstrap verdict of "``a`` beats ``b``" from ``results/pred/{a,b}`` and ``results/gt``; None if missing.
+
+    ``cache`` (key -> per-image confusions) lets several claims read each parser's maps once."""
     from .labels import get_label_set
     from .metrics import bootstrap_difference, per_image_confusions
 
     results = Path(results)
-    pa, pb, gt = results / "pred" / a, results / "pred" / b, results / "gt"
-    if not (pa.is_dir() and pb.is_dir() and gt.is_dir()):
+    gt = results / "gt"
+    if not ((results / "pred" / a).is_dir() and (results / "pred" / b).is_dir() and gt.is_dir()):
         return None
     ls = get_label_set("ccp-coarse")
-    _, ca = per_image_confusions(pa, gt, ls)
-    _, cb = per_image_confusions(pb, gt, ls)
-    bs = bootstrap_difference(ca, cb, ls, n=n, seed=seed)
+    cache = {} if cache is None else cache
+    for key in (a, b):
+        if key not in cache:
+            cache[key] = per_image_confusions(results / "pred" / key, gt, ls)[1]
+    bs = bootstrap_difference(cache[a], cache[b], ls, n=n, seed=seed)
     verdict = "reproduced" if bs["lo"] > 0 else "contradicted" if bs["hi"] < 0 else "not reproduced at this budget"
     return {**bs, "verdict": verdict}
 
@@ -110,14 +116,15 @@ def judge_claims(results: str | Path, n: int = 2000, seed: int = 0) -> pd.DataFr
     """One row per claim of :data:`CLAIMS`: the numbers that decide it and the verdict ("not measured"
     when the results folder lacks what it needs)."""
     results = Path(results)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    cache: dict[str, Any] = {}
     for c in CLAIMS:
         if c.get("rule") == "fig5":
             r = _fig5(results)
         elif c.get("rule") == "newlabels":
             r = _newlabels(results)
         else:
-            r = judge_pair(results, c["a"], c["b"], n=n, seed=seed)
+            r = judge_pair(results, c["a"], c["b"], n=n, seed=seed, cache=cache)
             if r is not None:
                 r["detail"] = (f"Δ avg F1 ({c['a']} − {c['b']}) {r['diff']:+.2f}, 95 % CI [{r['lo']:+.2f}, "
                                f"{r['hi']:+.2f}] over {r['n_images']} test images")  # fmt: skip

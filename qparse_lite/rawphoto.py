@@ -75,8 +75,9 @@ def _label_sets(dirs: tuple[Path, Path], names: Sequence[str], num_labels: int) 
         if p.shape != g.shape:
             raise QparseError(f"{pred_dir / n}: shape {p.shape} differs from the ground truth {g.shape}. "
                               "Fix: paste the parse back at the photo's resolution (qparse parse does).")  # fmt: skip
-        P[r, np.unique(p)[np.unique(p) < num_labels]] = True
-        G[r, np.unique(g)[np.unique(g) < num_labels]] = True
+        up, ug = np.unique(p), np.unique(g)
+        P[r, up[up < num_labels]] = True
+        G[r, ug[ug < num_labels]] = True
     return P, G
 
 

@@ -250,9 +250,7 @@ def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
                      "(the same parses' crops from the labelled person, pasted back).\n\n"
                      + _md(pd.read_csv(ph)) + "\n")  # fmt: skip
     claims = judge_claims(res, n=n_bootstrap)
-    from .io import atomic_write_text as _w
-
-    _w(res / "claims.csv", claims.to_csv(index=False))
+    atomic_write_text(res / "claims.csv", claims.to_csv(index=False))
     parts.append("## The paper's claims, judged\n\nVerdicts from a paired bootstrap over the 100 test images "
                  f"({n_bootstrap} resamples, 95 % interval of the avg-F1 difference; `qparse_lite.claims`): "
                  "*reproduced* if the interval lies above 0, *contradicted* if below, otherwise *not reproduced "
