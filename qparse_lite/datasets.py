@@ -158,7 +158,7 @@ class CCP(Dataset):
 
     Args:
         root: the dataset folder (``photos/``, ``annotations/pixel-level/``, ``label_list.mat``), e.g. the
-            result of ``qparse data download ccp --data-root DIR``. Read only; nothing is written into it.
+            result of ``qparse data download --dataset ccp --data-root DIR``. Read only; nothing is written into it.
         labels: ``"ccp-coarse"`` (default; the 59 names merged into 16 kinds) or ``"ccp59"`` (as shipped).
         split_seed: seed of the permutation that draws the 804/100/100 split.
     """
@@ -169,7 +169,7 @@ class CCP(Dataset):
 
     def __init__(self, root: str | Path, labels: str = "ccp-coarse", split_seed: int = 0) -> None:
         root = Path(root)
-        fix = f"Fix: qparse data download ccp --data-root {root}"
+        fix = f"Fix: qparse data download --dataset ccp --data-root {root}"
         if not root.is_dir():
             raise QparseError(f"{root}: no CCP dataset folder here. {fix}")
         for need in ("label_list.mat", "photos", "annotations/pixel-level"):
@@ -223,16 +223,16 @@ class CCP(Dataset):
             mat = scipy.io.loadmat(mat_path, variable_names=["groundtruth"])
         except FileNotFoundError:
             raise QparseError(
-                f"{mat_path}: label file not found. Fix: qparse data download ccp --data-root {self.root}"
+                f"{mat_path}: label file not found. Fix: qparse data download --dataset ccp --data-root {self.root}"
             ) from None
         except Exception as e:  # scipy raises several types for a bad file
             raise QparseError(
                 f"{mat_path}: not a readable MATLAB label file ({e}). "
-                f"Fix: qparse data download ccp --data-root {self.root}"
+                f"Fix: qparse data download --dataset ccp --data-root {self.root}"
             ) from e
         if "groundtruth" not in mat:
             raise QparseError(
-                f"{mat_path}: no variable 'groundtruth'. Fix: qparse data download ccp --data-root {self.root}"
+                f"{mat_path}: no variable 'groundtruth'. Fix: qparse data download --dataset ccp --data-root {self.root}"
             )
         raw = np.asarray(mat["groundtruth"])
         if raw.dtype != np.uint8:
@@ -285,7 +285,7 @@ class ATR(Dataset):
 
     def __init__(self, root: str | Path, include_chictopia: bool = False, split_seed: int = 0) -> None:
         root = Path(root)
-        fix = f"Fix: qparse data download atr --data-root {root}"
+        fix = f"Fix: qparse data download --dataset atr --data-root {root}"
         if not root.is_dir():
             raise QparseError(f"{root}: no ATR dataset folder here. {fix}")
         self.root = root
@@ -359,13 +359,13 @@ class ATR(Dataset):
                 pf = pq.ParquetFile(f)
             except Exception as e:
                 raise QparseError(
-                    f"{f}: not a readable Parquet file ({e}). Fix: qparse data download atr --data-root {self.root}"
+                    f"{f}: not a readable Parquet file ({e}). Fix: qparse data download --dataset atr --data-root {self.root}"
                 ) from e
             cols = set(pf.schema_arrow.names)
             if not {"image", "mask"} <= cols:
                 raise QparseError(
                     f"{f}: expected columns 'image' and 'mask' (mattmdjaga/human_parsing_dataset), got "
-                    f"{sorted(cols)}. Fix: qparse data download atr --data-root {self.root}"
+                    f"{sorted(cols)}. Fix: qparse data download --dataset atr --data-root {self.root}"
                 )
             md = pf.metadata
             self._file_rows.append(md.num_rows)
@@ -423,7 +423,7 @@ class ATR(Dataset):
             return img["bytes"], mask["bytes"], src
         except (TypeError, KeyError):
             raise QparseError(
-                f"{src}: 'image'/'mask' must be structs with 'bytes'. Fix: qparse data download atr --data-root {self.root}"
+                f"{src}: 'image'/'mask' must be structs with 'bytes'. Fix: qparse data download --dataset atr --data-root {self.root}"
             ) from None
 
     # -- interface ----------------------------------------------------------------------------------------
@@ -488,7 +488,7 @@ def get_dataset(name: str, root: str | Path | None = None, **kw: Any) -> Dataset
         return SyntheticPeople(**kw)
     if name in ("ccp", "atr") and root is None:
         raise QparseError(
-            f"dataset {name} needs its folder. Fix: qparse data download {name} --data-root DIR, then pass --data-root DIR"
+            f"dataset {name} needs its folder. Fix: qparse data download --dataset {name} --data-root DIR, then pass --data-root DIR"
         )
     if name == "ccp":
         return CCP(root, labels=labels or "ccp-coarse", **kw)  # type: ignore[arg-type]

@@ -264,7 +264,7 @@ def fetch(url: str, dest: str | Path, *, sha256: str | None = None, size: int | 
 
 
 def _ccp_fix(root: Path) -> str:
-    return f"qparse data download ccp --data-root {root}"
+    return f"qparse data download --dataset ccp --data-root {root}"
 
 
 def extract_ccp(archive: str | Path, root: str | Path, sums: Mapping[str, str], *, skip: set[str] | None = None,
@@ -382,8 +382,8 @@ def _archive_instructions(root: Path) -> str:
         f"the ATR 'humanparsing' archive is on Google Drive and cannot be fetched by a script: open "
         f"{ATR_ARCHIVE_URL} (link from the lemondan/HumanParsing-Dataset README) in a browser, download it, and "
         f"extract it so that {root}/humanparsing/JPEGImages/*.jpg and {root}/humanparsing/SegmentationClassAug/*.png "
-        f"exist; then run `qparse data verify atr --data-root {root}`. Or use the Parquet export: "
-        f"qparse data download atr --data-root {root} --source parquet"
+        f"exist; then run `qparse data verify --dataset atr --data-root {root}`. Or use the Parquet export: "
+        f"qparse data download --dataset atr --data-root {root} --source parquet"
     )
 
 
@@ -484,7 +484,7 @@ def verify_atr(root: str | Path, progress: bool | None = None) -> dict[str, Any]
     """Check an ATR folder: the recorded SHA-256 list for the Parquet export, the image/label pairing for
     the archive. Returns a summary (layout, counts); raises :class:`QparseError` naming problems."""
     root = Path(root)
-    fix = f"qparse data download atr --data-root {root}"
+    fix = f"qparse data download --dataset atr --data-root {root}"
     if (root / "SHA256SUMS").is_file():
         n = verify_tree(root, read_sums(root / "SHA256SUMS"), fix=fix, progress=progress)
         return {"layout": "parquet", "files": n}

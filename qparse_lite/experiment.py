@@ -125,7 +125,7 @@ class Workspace:
         if self.data_root is None:
             raise QparseError(
                 f"profile {p.name} needs its dataset. Fix: pass data_root (notebook parameter) or "
-                f"--data-root, after `qparse data download {p.dataset} --root DIR`."
+                f"--data-root, after `qparse data download --dataset {p.dataset} --data-root DIR`."
             )
         kw = {"labels": p.label_set} if p.dataset == "ccp" else {}
         return get_dataset(p.dataset, root=self.data_root, **kw)

@@ -46,8 +46,12 @@ from .prepare import corpus_fingerprint
 
 __all__ = [
     "EfficientNetExtractor", "LearnedRetrievalExtractor", "fit_retrieval_head",
-    "default_input_size", "image_source", "imagenet_batch",
+    "default_input_size", "image_source", "imagenet_batch", "POOLINGS",
 ]  # fmt: skip
+
+POOLINGS: tuple[str, ...] = ("global", "person", "grid")
+"""How :class:`EfficientNetExtractor` pools its feature map: the mean over the map, a person-weighted mean
+(a Gaussian over the crop's centre; the default), or a grid of cell means (see its docstring)."""
 
 
 def default_input_size(crop_size: int) -> int:
@@ -103,8 +107,8 @@ class EfficientNetExtractor:
             input_size = 224 if corpus is None else (
                 getattr(corpus, "feature_size", None) or default_input_size(corpus.size))
 
-        if pooling not in ("global", "person", "grid"):
-            raise QparseError(f"{self.name}: pooling {pooling!r}; choose global, person or grid")
+        if pooling not in POOLINGS:
+            raise QparseError(f"{self.name}: pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         if input_size % 32:
             raise QparseError(f"{self.name}: input_size {input_size} must be a multiple of 32")
         self.pooling, self.grid, self.input_size = pooling, int(grid), int(input_size)

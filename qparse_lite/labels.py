@@ -181,7 +181,7 @@ def read_ccp_label_list(path: str | Path) -> tuple[str, ...]:
     path = Path(path)
     if not path.is_file():
         raise QparseError(
-            f"{path}: CCP label list not found. Fix: qparse data download ccp --data-root {path.parent}"
+            f"{path}: CCP label list not found. Fix: qparse data download --dataset ccp --data-root {path.parent}"
         )
     try:
         cell = scipy.io.loadmat(path)["label_list"]

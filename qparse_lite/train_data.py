@@ -44,7 +44,7 @@ def ensure_corpus(
         if profile.dataset != "synthetic" and data_root is None:
             raise QparseError(
                 f"{path}: no prepared corpus, and profile {profile.name} needs its dataset to prepare one. "
-                f"Fix: pass --data-root DIR (after `qparse data download {profile.dataset} --root DIR`) "
+                f"Fix: pass --data-root DIR (after `qparse data download --dataset {profile.dataset} --data-root DIR`) "
                 "or --corpus CACHE of a prepared corpus."
             )
         ds = get_dataset(profile.dataset, root=data_root, **dataset_kwargs(profile))

@@ -171,12 +171,12 @@ def test_ccp_tiny_tree_and_scaled_split(tmp_path):
 
 
 def test_ccp_missing_root_names_the_download_command(tmp_path):
-    with pytest.raises(QparseError, match=r"qparse data download ccp --data-root .*nowhere"):
+    with pytest.raises(QparseError, match=r"qparse data download --dataset ccp --data-root .*nowhere"):
         CCP(tmp_path / "nowhere")
     (tmp_path / "half").mkdir()
-    with pytest.raises(QparseError, match=r"label_list\.mat.*qparse data download ccp"):
+    with pytest.raises(QparseError, match=r"label_list\.mat.*qparse data download --dataset ccp"):
         CCP(tmp_path / "half")
-    with pytest.raises(QparseError, match="qparse data download ccp --data-root DIR"):
+    with pytest.raises(QparseError, match="qparse data download --dataset ccp --data-root DIR"):
         get_dataset("ccp")
     with pytest.raises(QparseError, match="unknown dataset"):
         get_dataset("lip", root=tmp_path)
@@ -300,10 +300,10 @@ def test_atr_parquet_bad_rows_name_file_and_row(tmp_path):
 
 
 def test_atr_missing_or_wrong_root(tmp_path):
-    with pytest.raises(QparseError, match="qparse data download atr --data-root"):
+    with pytest.raises(QparseError, match="qparse data download --dataset atr --data-root"):
         ATR(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(QparseError, match="qparse data download atr --data-root"):
+    with pytest.raises(QparseError, match="qparse data download --dataset atr --data-root"):
         ATR(tmp_path / "empty")
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -244,7 +244,7 @@ def test_cli_download_verify_and_broken_tree(ccp_zip, tmp_path, capsys, monkeypa
     (root / "label_list.mat").unlink()
     assert main(["data", "verify", "ccp", "--root", str(root), "--no-progress"]) == 2  # the deprecated --root alias still parses
     err = capsys.readouterr().err
-    assert "label_list.mat: missing" in err and f"qparse data download ccp --data-root {root}" in err
+    assert "label_list.mat: missing" in err and f"qparse data download --dataset ccp --data-root {root}" in err
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -345,4 +345,4 @@ def test_cli_splits(tmp_path, capsys):
         )
         == 2
     )
-    assert "qparse data download atr" in capsys.readouterr().err
+    assert "qparse data download --dataset atr" in capsys.readouterr().err

@@ -113,7 +113,7 @@ def test_label_set_errors():
 
 
 def test_read_label_list_missing_or_broken(tmp_path):
-    with pytest.raises(QparseError, match="qparse data download ccp --data-root"):
+    with pytest.raises(QparseError, match="qparse data download --dataset ccp --data-root"):
         read_ccp_label_list(tmp_path / "label_list.mat")
     (tmp_path / "label_list.mat").write_bytes(b"not a mat file")
     with pytest.raises(QparseError, match="label_list.mat"):

@@ -290,7 +290,7 @@ def test_cli_prepare(tmp_path, capsys):
     rc = main(
         ["prepare", "--dataset", "ccp", "--data-root", str(tmp_path / "none"), "--size", "24", "--out", str(out)]
     )
-    assert rc == 2 and "qparse data download ccp --data-root" in capsys.readouterr().err
+    assert rc == 2 and "qparse data download --dataset ccp --data-root" in capsys.readouterr().err
 
 
 def test_feature_images_kept_at_feature_size_and_checked(tmp_path):

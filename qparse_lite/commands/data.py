@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="ccp: the upstream archive of commit fe34fb7 (photos 0001-1004, pixel-level "
                         "annotations, label_list.mat, LICENSE), each file checked against the shipped SHA-256 list. "
                         "atr: the Hugging Face Parquet export (default) or instructions for the Google Drive archive.")  # fmt: skip
-    d.add_argument("dataset", choices=_downloadable(), help="which dataset")
+    _add_downloadable(d)
     add_data_root(d, required=True, help="dataset folder to fill (or an existing verified copy)")
     d.add_argument("--source", choices=["parquet", "archive"], default="parquet",
                    help="atr only: parquet (Hugging Face mattmdjaga/human_parsing_dataset, default) or archive "
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = dsub.add_parser("verify", help="check a dataset folder against its checksums",
                         description="ccp: every file against the shipped SHA-256 list; atr: the SHA256SUMS written at "
                         "download (Parquet) or the image/label pairing (archive).")  # fmt: skip
-    v.add_argument("dataset", choices=_downloadable(), help="which dataset")
+    _add_downloadable(v)
     add_data_root(v, required=True, help="dataset folder")
     add_progress(v)
     v.set_defaults(func=_verify)
@@ -64,6 +64,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_splits)
 
 
+def _add_downloadable(p: argparse.ArgumentParser) -> None:
+    """``--dataset ccp|atr`` (required), the spelling every subcommand uses; the old positional
+    ``qparse data download ccp`` still parses, with a warning naming ``--dataset``."""
+    p.add_argument("legacy_dataset", nargs="?", choices=_downloadable(), default=None, metavar="",
+                   help=argparse.SUPPRESS)  # fmt: skip
+    add_dataset(p, required=False, names=tuple(_downloadable()), help="which dataset (required)")
+
+
+def _resolve_dataset(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> str:
+    """The dataset of ``download``/``verify``: ``--dataset``, or the deprecated positional (one warning)."""
+    import sys
+
+    from ..errors import QparseError
+
+    if args.legacy_dataset is not None:
+        if args.dataset is not None and args.dataset != args.legacy_dataset:
+            raise QparseError(f"two datasets given ({args.legacy_dataset!r} and --dataset {args.dataset!r}); pass only --dataset")
+        print(f"qparse: `qparse data {args.data_command} {args.legacy_dataset}` is deprecated; use --dataset "
+              f"{args.legacy_dataset}", file=sys.stderr)  # fmt: skip
+        args.dataset = args.legacy_dataset
+    if args.dataset is None:
+        raise QparseError(f"qparse data {args.data_command}: which dataset? Fix: add --dataset "
+                          f"{'|'.join(_downloadable())}")  # fmt: skip
+    return args.dataset
+
+
 def _downloadable() -> list[str]:
     from ..datasets import DATASETS
 
@@ -74,7 +100,7 @@ def _downloadable() -> list[str]:
 def _download(args: argparse.Namespace) -> int:
     from ..download import CCP_URL, download_atr, download_ccp
 
-    if args.dataset == "ccp":
+    if _resolve_dataset(args) == "ccp":
         root = download_ccp(
             args.data_root, url=args.url or CCP_URL, keep_archive=args.keep_archive, progress=progress(args)
         )
@@ -88,7 +114,7 @@ def _download(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from ..download import verify_atr, verify_ccp
 
-    if args.dataset == "ccp":
+    if _resolve_dataset(args) == "ccp":
         n = verify_ccp(args.data_root, progress=progress(args))
         print(f"{args.data_root}: all {n} CCP files match their SHA-256")
     else:

@@ -9,6 +9,8 @@ from .common import add_device, add_features, add_progress, add_split, profile_d
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from ..imagenet_retrieval import POOLINGS
+
     p = sub.add_parser(
         "knn",
         help="KNN retrieval of corpus images (paper Sec. 3.1); writes a KNN .npz, prints label precision@K",
@@ -33,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(the paper's fc7; needs the ImageNet weights file), style (PaperDoll-like colour/"
                         "texture/shape over body cells), hog-color (HOG + colour histograms), oracle "
                         "(ground-truth label maps, upper bound for teaching)")  # fmt: skip
-    p.add_argument("--pooling", default=None, choices=["global", "person", "grid"],
+    p.add_argument("--pooling", default=None, choices=POOLINGS,
                    help="efficientnet-lite0-imagenet: how the feature map is pooled (default person)")
     p.add_argument("--json", action="store_true",
                    help="print the retrieval-quality table (precision/recall/IoU @K, with oracle and random "
