@@ -68,6 +68,32 @@ def judge_pair(
     return {**bs, "verdict": verdict}
 
 
+DETERMINISTIC = frozenset({"label-transfer", "label-transfer-tuned", "mean-label-map"})
+"""Result keys with no training seed (deterministic given the shared retrieval head and the corpus)."""
+
+
+def _with_seeds(results: Path, a: str, b: str, r: dict[str, Any]) -> None:
+    """Add the per-seed differences to ``r`` where both ``a`` and ``b`` have several training seeds (seed i of a
+    against seed i of b); a reproduced/contradicted verdict stands only if every seed's difference agrees."""
+    import numpy as np
+
+    from .report import seed_avg_f1
+
+    fa, fb = seed_avg_f1(results, a), seed_avg_f1(results, b)
+    if b in DETERMINISTIC and len(fb) == 1:  # no training seed: every seed of a meets the same b
+        fb = fb * len(fa)
+    n = min(len(fa), len(fb))
+    if n < 2:
+        return
+    d = np.subtract(fa[:n], fb[:n])
+    r["seed_diffs"] = [float(x) for x in d]
+    r["detail"] += (f"; per seed ({n} seeds): " + ", ".join(f"{x:+.2f}" for x in d)
+                    + f" (mean {d.mean():+.2f} ± {d.std(ddof=1):.2f})")  # fmt: skip
+    if (r["verdict"] == "reproduced" and not (d > 0).all()) or (r["verdict"] == "contradicted" and not (d < 0).all()):
+        r["verdict"] = "not reproduced at this budget"
+        r["detail"] += "; the seeds disagree"
+
+
 def _fig5(results: Path) -> dict[str, Any] | None:
     path = results / "fig5.csv"
     if not path.is_file():
@@ -128,6 +154,7 @@ def judge_claims(results: str | Path, n: int = 2000, seed: int = 0) -> pd.DataFr
             if r is not None:
                 r["detail"] = (f"Δ avg F1 ({c['a']} − {c['b']}) {r['diff']:+.2f}, 95 % CI [{r['lo']:+.2f}, "
                                f"{r['hi']:+.2f}] over {r['n_images']} test images")  # fmt: skip
+                _with_seeds(results, c["a"], c["b"], r)
         rows.append({"claim": c["claim"], "paper": _paper(c),
                      "this kit (CCP, 2 CPU cores)": r["detail"] if r else "—",
                      "verdict": r["verdict"] if r else "not measured"})  # fmt: skip

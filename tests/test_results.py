@@ -59,3 +59,26 @@ def test_committed_raw_photo_scores_rescore_from_the_full_size_maps(detector, ca
     rec = json.loads((photos / detector / "parse.json").read_text())
     assert len(rec["parsed"]) == 100 and rec["summary"]["photos"] == 100
     assert all("/" not in d["image"] for d in rec["parsed"])  # no machine path committed
+
+
+def test_seed_rows_and_claims_use_every_seed(tmp_path):
+    """Seeds are found by name, summarised with their spread, and a verdict needs every seed to agree."""
+    import pandas as pd
+
+    from qparse_lite.claims import _with_seeds
+    from qparse_lite.report import ccp_seed_table, seed_keys
+
+    t = tmp_path / "tables"
+    t.mkdir()
+    for key, f1 in {"mcnn": 22.0, "mcnn-seed2": 21.0, "mcnn-seed1": 20.0, "mcnn-seedx": 1.0,
+                    "wo-cross": 21.0, "wo-cross-seed1": 21.5, "wo-cross-seed2": 19.0, "label-transfer": 18.0}.items():  # fmt: skip
+        pd.DataFrame([{"avg_f1": f1}]).to_csv(t / f"{key}_table1.csv", index=False)
+    assert seed_keys(tmp_path, "mcnn") == ["mcnn", "mcnn-seed1", "mcnn-seed2"]
+    st = ccp_seed_table(tmp_path).set_index("method")
+    assert st.loc["M-CNN (cross 5,4,3,2)", "mean"] == 21.0 and st.loc["M-CNN (cross 5,4,3,2)", "std"] == 1.0
+    r = {"verdict": "reproduced", "detail": ""}
+    _with_seeds(tmp_path, "mcnn", "wo-cross", r)  # +1.0, -1.5, +2.0: the seeds disagree
+    assert r["seed_diffs"] == [1.0, -1.5, 2.0] and r["verdict"] == "not reproduced at this budget"
+    r = {"verdict": "reproduced", "detail": ""}
+    _with_seeds(tmp_path, "mcnn", "label-transfer", r)  # a deterministic baseline meets every seed
+    assert r["seed_diffs"] == [4.0, 2.0, 3.0] and r["verdict"] == "reproduced"
