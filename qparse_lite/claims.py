@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["CLAIMS", "judge_pair", "judge_claims"]
+__all__ = ["CLAIMS", "DETERMINISTIC", "judge_pair", "judge_claims", "seed_avg_f1", "seed_keys"]
 
 CLAIMS: list[dict[str, Any]] = [
     {"claim": "M-CNN beats the non-parametric baseline (KNN label transfer)", "a": "mcnn", "b": "label-transfer",
@@ -68,6 +68,22 @@ def judge_pair(
     return {**bs, "verdict": verdict}
 
 
+def seed_keys(results: str | Path, key: str) -> list[str]:
+    """The result keys of ``key``'s training seeds: ``key`` itself (seed 0) then ``key-seed<N>`` in seed order."""
+    import re
+
+    t = Path(results) / "tables"
+    extra = [(int(m.group(1)), f.name[: -len("_table1.csv")]) for f in t.glob(f"{key}-seed*_table1.csv")
+             if (m := re.fullmatch(re.escape(key) + r"-seed(\d+)_table1\.csv", f.name))]  # fmt: skip
+    return ([key] if (t / f"{key}_table1.csv").is_file() else []) + [k for _, k in sorted(extra)]
+
+
+def seed_avg_f1(results: str | Path, key: str) -> list[float]:
+    """avg F1 (test, %) of each training seed of ``key`` (:func:`seed_keys` order)."""
+    t = Path(results) / "tables"
+    return [float(pd.read_csv(t / f"{k}_table1.csv").iloc[0]["avg_f1"]) for k in seed_keys(results, key)]
+
+
 DETERMINISTIC = frozenset({"label-transfer", "label-transfer-tuned", "mean-label-map"})
 """Result keys with no training seed (deterministic given the shared retrieval head and the corpus)."""
 
@@ -76,8 +92,6 @@ def _with_seeds(results: Path, a: str, b: str, r: dict[str, Any]) -> None:
     """Add the per-seed differences to ``r`` where both ``a`` and ``b`` have several training seeds (seed i of a
     against seed i of b); a reproduced/contradicted verdict stands only if every seed's difference agrees."""
     import numpy as np
-
-    from .report import seed_avg_f1
 
     fa, fb = seed_avg_f1(results, a), seed_avg_f1(results, b)
     if b in DETERMINISTIC and len(fb) == 1:  # no training seed: every seed of a meets the same b

@@ -150,25 +150,11 @@ def ccp_table1(results: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "method", "paper_method", *T1_COLS])
 
 
-def seed_keys(results: str | Path, key: str) -> list[str]:
-    """The result keys of ``key``'s training seeds: ``key`` itself (seed 0) then ``key-seed<N>`` in seed order."""
-    import re
-
-    t = Path(results) / "tables"
-    extra = [(int(m.group(1)), f.name[: -len("_table1.csv")]) for f in t.glob(f"{key}-seed*_table1.csv")
-             if (m := re.fullmatch(re.escape(key) + r"-seed(\d+)_table1\.csv", f.name))]  # fmt: skip
-    return ([key] if (t / f"{key}_table1.csv").is_file() else []) + [k for _, k in sorted(extra)]
-
-
-def seed_avg_f1(results: str | Path, key: str) -> list[float]:
-    """avg F1 (test, %) of each training seed of ``key`` (:func:`seed_keys` order)."""
-    t = Path(results) / "tables"
-    return [float(pd.read_csv(t / f"{k}_table1.csv").iloc[0]["avg_f1"]) for k in seed_keys(results, key)]
-
-
 def ccp_seed_table(results: str | Path) -> pd.DataFrame:
     """Rows of :data:`CCP_ROWS` trained with more than one seed: avg F1 per seed, mean and sample std."""
     import numpy as np
+
+    from .claims import seed_avg_f1
 
     rows = []
     for key, name in CCP_ROWS:

@@ -65,8 +65,8 @@ def test_seed_rows_and_claims_use_every_seed(tmp_path):
     """Seeds are found by name, summarised with their spread, and a verdict needs every seed to agree."""
     import pandas as pd
 
-    from qparse_lite.claims import _with_seeds
-    from qparse_lite.report import ccp_seed_table, seed_keys
+    from qparse_lite.claims import _with_seeds, seed_keys
+    from qparse_lite.report import ccp_seed_table
 
     t = tmp_path / "tables"
     t.mkdir()
