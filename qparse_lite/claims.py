@@ -89,8 +89,9 @@ DETERMINISTIC = frozenset({"label-transfer", "label-transfer-tuned", "mean-label
 
 
 def _with_seeds(results: Path, a: str, b: str, r: dict[str, Any]) -> None:
-    """Add the per-seed differences to ``r`` where both ``a`` and ``b`` have several training seeds (seed i of a
-    against seed i of b); a reproduced/contradicted verdict stands only if every seed's difference agrees."""
+    """Add the per-seed differences to ``r`` where ``a`` has several training seeds and ``b`` has as many (seed i
+    of a against seed i of b) or none (:data:`DETERMINISTIC`: every seed of a against the same b); a
+    reproduced/contradicted verdict stands only if every seed's difference agrees in sign."""
     import numpy as np
 
     fa, fb = seed_avg_f1(results, a), seed_avg_f1(results, b)

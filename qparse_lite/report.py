@@ -218,7 +218,7 @@ def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
                      "Rows marked *not in the paper* are the kit's additions.\n\n" + _md(t1.drop(columns=["key"])) + "\n")  # fmt: skip
     seeds = ccp_seed_table(res)
     if len(seeds):
-        parts.append("## Training seeds (test avg F1, %)\n\nThe headline rows retrained with seeds 1 and 2 "
+        parts.append("## Training seeds (test avg F1, %)\n\nThe rows retrained with more seeds "
                      "(seed 0 is the Table 1 row; same corpus, same KNN, same budget). KNN label transfer has no "
                      "training seed: it is deterministic given the retrieval head, which every row shares.\n\n"
                      + _md(seeds) + "\n")  # fmt: skip

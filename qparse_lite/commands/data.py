@@ -72,7 +72,7 @@ def _add_downloadable(p: argparse.ArgumentParser) -> None:
     add_dataset(p, required=False, names=tuple(_downloadable()), help="which dataset (required)")
 
 
-def _resolve_dataset(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> str:
+def _resolve_dataset(args: argparse.Namespace) -> str:
     """The dataset of ``download``/``verify``: ``--dataset``, or the deprecated positional (one warning)."""
     import sys
 
