@@ -30,10 +30,43 @@ from .io import atomic_path, atomic_write_text
 from .profiles import Profile, get_profile
 from .runinfo import PACKAGE_ROOT, get_device, set_seed
 
-__all__ = ["Workspace", "default_output_dir", "CCP_ROOT_ENV"]
+__all__ = ["Workspace", "default_output_dir", "parallel_jobs", "CCP_ROOT_ENV"]
 
 #: Environment variable naming a CCP folder, the default ``data_root`` of the ccp profile.
 CCP_ROOT_ENV = "QPARSE_CCP_ROOT"
+
+
+def parallel_jobs(profile: Profile, device: str = "cpu", n: int | None = None) -> int:
+    """How many trainings :meth:`Workspace.train_many` runs at once.
+
+    On the CPU a training of the quick/ccp profiles uses ``profile.threads`` torch threads (1: grouped
+    batches of small convolutions gain little from a second thread), so the free cores train that many
+    models side by side: ``cores // threads`` (2 on the 2-core machine the ccp profile is sized for). On
+    a GPU, or with torch's default threads (``threads = 0``, the GPU budget), one at a time. ``n`` caps it
+    (the number of models left to train). Every training is seeded on its own, so running them side by
+    side changes their wall time, not their results.
+    """
+    if device.startswith("cuda") or profile.threads <= 0:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = max(1, cores // profile.threads)
+    return max(1, min(jobs, n)) if n is not None else jobs
+
+
+def _train_job(out: str, profile: Profile, data_root: str | None, device: str, variant: str,
+               holdout_label: str | None) -> str:  # fmt: skip
+    """One training of :meth:`Workspace.train_many`, in its own process (module level: picklable)."""
+    ws = Workspace(profile, output_dir=out, data_root=data_root, device=device)
+    return str(ws.train(variant, holdout_label, progress=False))
+
+
+def _parametric_job(corpus_dir: str, run: str, config: Any, device: str, profile: str) -> dict[str, Any]:
+    """One training of :meth:`Workspace.train_parametric_many`, in its own process."""
+    from .baselines import train_parametric
+    from .prepare import Corpus
+
+    return train_parametric(Corpus.load(corpus_dir), run, config, device=device, profile=profile, resume=True,
+                            progress=False)  # fmt: skip
 
 
 def default_output_dir(profile: str, seed: int | None = None) -> Path:
@@ -168,16 +201,96 @@ class Workspace:
         from .train import train
 
         run = self.run_dir(variant, holdout_label)
-        done = run / "run.json"
-        if done.is_file():
-            rec = json.loads(done.read_text())
-            if rec.get("epochs_done", 0) >= rec.get("profile_fields", {}).get("epochs", 1 << 30):
-                return run  # complete: reuse
+        if self.is_trained(variant, holdout_label):
+            return run  # complete: reuse
         return train(
             self.profile, variant or self.profile.variant, run, resume=True, device=self.device,
             corpus=self.corpus, knn=self.knn("train"), val_knn=self.knn("val", k=self.profile.k_train),
             holdout_label=holdout_label, **kw,
         )  # fmt: skip
+
+    def is_trained(self, variant: str | None = None, holdout_label: str | None = None) -> bool:
+        """True when ``models/<variant>`` holds a complete training (all the profile's epochs)."""
+        done = self.run_dir(variant, holdout_label) / "run.json"
+        if not done.is_file():
+            return False
+        rec = json.loads(done.read_text())
+        return rec.get("epochs_done", 0) >= rec.get("profile_fields", {}).get("epochs", 1 << 30)
+
+    def train_many(
+        self, variants: list[str], holdout_label: str | None = None, jobs: int | None = None,
+        log: Any = print,
+    ) -> dict[str, Path]:  # fmt: skip
+        """Train (or resume, or reuse) several variants, ``jobs`` at a time (default :func:`parallel_jobs`).
+
+        The corpus and the KNN tables are made first, here, so the worker processes only read them. Each
+        worker trains one model exactly as :meth:`train` does (same seed, same pairs, its own
+        ``models/<variant>/`` with ``log.csv`` and an atomic checkpoint per epoch, so an interrupted call
+        resumes). ``log`` gets one line when a model starts and one when it ends. Returns
+        ``{variant: run folder}`` in the order given.
+        """
+        import time
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from multiprocessing import get_context
+
+        todo = [v for v in dict.fromkeys(variants) if not self.is_trained(v, holdout_label)]
+        for v in variants:
+            if v not in todo:
+                log(f"{v:>11}: complete in {self.run_dir(v, holdout_label)}, reused")
+        jobs = parallel_jobs(self.profile, self.device, len(todo)) if jobs is None else max(1, jobs)
+        if todo and jobs == 1:
+            for v in todo:
+                t0 = time.perf_counter()
+                log(f"{v:>11}: training ...")
+                self.train(v, holdout_label, progress=False)
+                log(f"{v:>11}: done ({time.perf_counter() - t0:.0f} s)")
+        elif todo:
+            _ = self.corpus, self.knn("train"), self.knn("val", k=self.profile.k_train)  # made once, here
+            data_root = str(self.data_root) if self.data_root else None
+            t0 = time.perf_counter()
+            log(f"training {len(todo)} models, {jobs} at a time ({self.profile.threads} thread(s) each): {', '.join(todo)}")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = {
+                    pool.submit(_train_job, str(self.out), self.profile, data_root, self.device, v, holdout_label): v
+                    for v in todo
+                }  # fmt: skip
+                for fut in as_completed(futures):
+                    fut.result()  # a failed training raises here, with its own message
+                    log(f"{futures[fut]:>11}: done ({time.perf_counter() - t0:.0f} s since the start)")
+        return {v: self.run_dir(v, holdout_label) for v in variants}
+
+    def train_parametric_many(
+        self, configs: dict[str, Any], jobs: int | None = None, log: Any = print
+    ) -> dict[str, Path]:
+        """Train the parametric baselines ``{name: ParametricConfig}`` into ``models/<name>/``, ``jobs`` at a
+        time (default :func:`parallel_jobs`); a folder with a ``run.json`` is complete and reused, one with
+        only a checkpoint resumes. Returns ``{name: run folder}``."""
+        import time
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from multiprocessing import get_context
+
+        runs = {name: self.out / "models" / name for name in configs}
+        todo = [name for name, run in runs.items() if not (run / "run.json").is_file()]
+        jobs = parallel_jobs(self.profile, self.device, len(todo)) if jobs is None else max(1, jobs)
+        _ = self.corpus  # prepared here, once
+        corpus_dir = str(self.out / "corpus")
+        t0 = time.perf_counter()
+        if todo:
+            log(f"training {len(todo)} parametric model(s), {jobs} at a time: {', '.join(todo)}")
+        if jobs == 1:
+            for name in todo:
+                _parametric_job(corpus_dir, str(runs[name]), configs[name], self.device, self.profile.name)
+                log(f"{name}: done ({time.perf_counter() - t0:.0f} s since the start)")
+        elif todo:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = {
+                    pool.submit(_parametric_job, corpus_dir, str(runs[n]), configs[n], self.device, self.profile.name): n
+                    for n in todo
+                }  # fmt: skip
+                for fut in as_completed(futures):
+                    fut.result()
+                    log(f"{futures[fut]}: done ({time.perf_counter() - t0:.0f} s since the start)")
+        return runs
 
     def model(self, variant: str | None = None, holdout_label: str | None = None) -> tuple[Any, Any, dict]:
         """(model, TargetNorm, meta) of a trained variant, training it first when needed."""

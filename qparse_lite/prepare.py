@@ -244,7 +244,7 @@ class Corpus:
         if not meta_path.is_file():
             raise QparseError(
                 f"{path}: no prepared corpus (meta.json missing; a cache whose preparation did not finish has "
-                f"none). Fix: qparse prepare --dataset NAME --root DIR --size S --out {path}"
+                f"none). Fix: qparse prepare --dataset NAME --data-root DIR --size S --out {path}"
             )
         try:
             meta = json.loads(meta_path.read_text())
@@ -376,7 +376,7 @@ def _fix(path: Path, meta: dict[str, Any] | None) -> str:
     args = (meta or {}).get("prepare_args")
     if args:
         return "qparse prepare " + " ".join(shlex.quote(str(a)) for a in [*args, "--out", str(path)])
-    return f"qparse prepare --dataset NAME --root DIR --size S --out {path}"
+    return f"qparse prepare --dataset NAME --data-root DIR --size S --out {path}"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -50,3 +50,43 @@ def test_ccp_data_root_defaults_to_the_environment(tmp_path, monkeypatch):
     assert Workspace("quick", output_dir=tmp_path / "c", device="cpu").data_root is None  # synthetic: no data
     monkeypatch.delenv("QPARSE_CCP_ROOT")
     assert Workspace("ccp", output_dir=tmp_path / "d", device="cpu").data_root is None
+
+
+def test_train_many_side_by_side_gives_the_models_of_one_at_a_time(tmp_path):
+    """Two models trained in two worker processes equal the same models trained in this process."""
+    import torch
+
+    from qparse_lite.experiment import parallel_jobs
+
+    par = Workspace("quick", output_dir=tmp_path / "par", device="cpu", **SMALL)
+    lines: list[str] = []
+    runs = par.train_many(["cross5", "wo-cross"], jobs=2, log=lines.append)
+    assert list(runs) == ["cross5", "wo-cross"] and all(par.is_trained(v) for v in runs)
+    assert lines[0].startswith("training 2 models, 2 at a time") and sum("done" in s for s in lines) == 2
+    seq = Workspace("quick", output_dir=tmp_path / "seq", device="cpu", **SMALL)
+    for v, run in runs.items():
+        a = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+        b = torch.load(seq.train(v, progress=False) / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), v
+    again: list[str] = []
+    assert par.train_many(["cross5"], log=again.append) == {"cross5": runs["cross5"]} and "reused" in again[0]
+    # cores ÷ threads on the CPU, capped by the models left; one at a time on a GPU or with torch's threads
+    assert parallel_jobs(par.profile, "cpu", 1) == 1 and parallel_jobs(par.profile, "cuda") == 1
+    assert parallel_jobs(par.profile.__class__(**{**par.profile.to_dict(), "threads": 0}), "cpu") == 1
+
+
+def test_train_parametric_many_trains_side_by_side_and_reuses(tmp_path):
+    from qparse_lite.baselines import parametric_config
+
+    ws = Workspace("quick", output_dir=tmp_path, device="cpu", **SMALL)
+    cfg = parametric_config("quick", ws.corpus.num_labels, pretrained=False, input_size=32, inter_channels=8,
+                            epochs=1, batch_size=16)  # fmt: skip
+    lines: list[str] = []
+    runs = ws.train_parametric_many({"p-a": cfg, "p-b": cfg}, jobs=2, log=lines.append)
+    assert [r.name for r in runs.values()] == ["p-a", "p-b"] and all((r / "run.json").is_file() for r in runs.values())
+    assert sum("done" in s for s in lines) == 2
+    a, b = ((r / "log.csv").read_text() for r in runs.values())
+    assert a.splitlines()[1].split(",")[:3] == b.splitlines()[1].split(",")[:3]  # same config, same seed: same run
+    stamp = (runs["p-a"] / "run.json").stat().st_mtime_ns
+    ws.train_parametric_many({"p-a": cfg}, log=lines.append)
+    assert (runs["p-a"] / "run.json").stat().st_mtime_ns == stamp  # complete: reused
