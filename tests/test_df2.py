@@ -258,8 +258,23 @@ def test_ccp_export_roundtrip(ccp_root: Path, tmp_path: Path, capsys) -> None:
         with Image.open(ccp_root / "photos" / f"{im.stem}.jpg") as photo:
             assert (im.width, im.height) == photo.size
         assert im.source == "user" and im.pair_id == im.image_id
+        assert [it.style for it in im.items] == list(range(1, len(im.items) + 1))  # each item its own style
         for it in im.items:
-            assert it.style == 0 and it.occlusion == it.zoom_in == it.viewpoint == 0 and it.scale in (1, 2, 3)
+            assert it.occlusion == it.zoom_in == it.viewpoint == 0 and it.scale in (1, 2, 3)
+        assert len({it.category_id for it in im.items}) == len(im.items)  # one item per category
+    # one exporter: the CCP items are those of the corpus rule (corpus_items) on the full-resolution label
+    # map, with exact polygons (holes kept)
+    from qparse_lite.datasets import CCP
+
+    ds = CCP(ccp_root, labels="ccp59")
+    lab = ds[ds.ids.index("0001")].label
+    want = df2.corpus_items(lab, ds.label_set, 200)
+    got = next(im for im in images if im.stem == "0001").items
+    assert [c for c, _ in want] == [it.category_id for it in got]
+    for (_, m), it in zip(want, got, strict=True):
+        assert np.array_equal(df2.rasterize(it.segmentation, *lab.shape), m)
+    assert s["polygon_iou_min"] == pytest.approx(1.0) and s["label_set"] == "ccp59"
+    assert df2.export_ccp(ccp_root, out, ids=ids, progress=False)["reused"]  # complete: not written again
     coco = df2.to_coco(images, ccp_root / "photos")
     ev = df2.evaluate_detections(coco, gt_results(coco), "segm")
     assert ev["overall"]["ap"] == pytest.approx(1.0)
