@@ -19,9 +19,25 @@ from qparse_lite.prepare import Corpus
 from qparse_lite.profiles import Profile
 from qparse_lite.train import load_model
 
-GRID = {"xi1": [0.8, 0.5, 0.6, 0.7, 0.9], "displacement_scale": [1.0, 0.0, 0.25, 0.5, 0.75],
-        "n_segments": [200, 50, 100, 400], "xi2": [0.5, 0.3, 0.4, 0.6]}  # fmt: skip
+#: The values tried, default first (ties keep it). Each grid reaches past the value it chose on val in both
+#: directions where the parameter allows (a first grid stopped at ξ1 0.5, ξ2 0.3, 400 segments and a
+#: displacement scale of 1.0, all at an end: :func:`grid_edges` now says so in tuning.json).
+GRID = {"xi1": [0.8, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9], "displacement_scale": [1.0, 0.0, 0.25, 0.5, 0.75, 1.25, 1.5],
+        "n_segments": [200, 50, 100, 400, 800], "xi2": [0.5, 0.1, 0.2, 0.3, 0.4, 0.6]}  # fmt: skip
 LT_SEGMENTS = [200, 50, 100, 400, 0]
+
+
+def grid_edges(chosen: dict, grid: dict) -> list[str]:
+    """The parameters whose chosen value is the smallest or largest of their grid (the optimum may lie
+    beyond it), except where the grid already sits at the parameter's bound (a scale of 0, ξ of 0 or 1)."""
+    bounds = {"xi1": (0.0, 1.0), "xi2": (0.0, 1.0), "displacement_scale": (0.0, None), "n_segments": (0, None)}
+    out = []
+    for name, values in grid.items():
+        v, lo, hi = chosen[name], min(values), max(values)
+        b_lo, b_hi = bounds.get(name, (None, None))
+        if (v == lo and lo != b_lo) or (v == hi and hi != b_hi):
+            out.append(name)
+    return out
 
 
 def main(out: str, model: str, corpus_dir: str) -> dict:
@@ -41,7 +57,7 @@ def main(out: str, model: str, corpus_dir: str) -> dict:
         lt_rows.append({"n_segments": ns, "avg_f1": sc["avg_f1"], "accuracy": sc["accuracy"]})
     best = max(lt_rows, key=lambda r: r["avg_f1"])
     rec = {"mcnn": chosen, "label_transfer": {"n_segments": best["n_segments"]}, "label_transfer_rows": lt_rows,
-           "split": "val", "grid": GRID, "wall_s": time.time() - t0}  # fmt: skip
+           "split": "val", "grid": GRID, "at_grid_edge": grid_edges(chosen, GRID), "wall_s": time.time() - t0}  # fmt: skip
     atomic_write_json(f"{out}/tuning.json", rec)
     return rec
 

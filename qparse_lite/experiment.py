@@ -221,75 +221,73 @@ class Workspace:
         self, variants: list[str], holdout_label: str | None = None, jobs: int | None = None,
         log: Any = print,
     ) -> dict[str, Path]:  # fmt: skip
-        """Train (or resume, or reuse) several variants, ``jobs`` at a time (default :func:`parallel_jobs`).
-
-        The corpus and the KNN tables are made first, here, so the worker processes only read them. Each
-        worker trains one model exactly as :meth:`train` does (same seed, same pairs, its own
-        ``models/<variant>/`` with ``log.csv`` and an atomic checkpoint per epoch, so an interrupted call
-        resumes). ``log`` gets one line when a model starts and one when it ends. Returns
-        ``{variant: run folder}`` in the order given.
-        """
-        import time
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from multiprocessing import get_context
-
-        todo = [v for v in dict.fromkeys(variants) if not self.is_trained(v, holdout_label)]
-        for v in variants:
-            if v not in todo:
-                log(f"{v:>11}: complete in {self.run_dir(v, holdout_label)}, reused")
-        jobs = parallel_jobs(self.profile, self.device, len(todo)) if jobs is None else max(1, jobs)
-        if todo and jobs == 1:
-            for v in todo:
-                t0 = time.perf_counter()
-                log(f"{v:>11}: training ...")
-                self.train(v, holdout_label, progress=False)
-                log(f"{v:>11}: done ({time.perf_counter() - t0:.0f} s)")
-        elif todo:
-            _ = self.corpus, self.knn("train"), self.knn("val", k=self.profile.k_train)  # made once, here
-            data_root = str(self.data_root) if self.data_root else None
-            t0 = time.perf_counter()
-            log(f"training {len(todo)} models, {jobs} at a time ({self.profile.threads} thread(s) each): {', '.join(todo)}")
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                futures = {
-                    pool.submit(_train_job, str(self.out), self.profile, data_root, self.device, v, holdout_label): v
-                    for v in todo
-                }  # fmt: skip
-                for fut in as_completed(futures):
-                    fut.result()  # a failed training raises here, with its own message
-                    log(f"{futures[fut]:>11}: done ({time.perf_counter() - t0:.0f} s since the start)")
-        return {v: self.run_dir(v, holdout_label) for v in variants}
+        """Train (or resume, or reuse) several M-CNN variants, ``jobs`` at a time (default
+        :func:`parallel_jobs`); returns ``{variant: run folder}`` in the order given. See
+        :meth:`train_side_by_side`."""
+        return self.train_side_by_side(variants, holdout_label=holdout_label, jobs=jobs, log=log)
 
     def train_parametric_many(
         self, configs: dict[str, Any], jobs: int | None = None, log: Any = print
     ) -> dict[str, Path]:
         """Train the parametric baselines ``{name: ParametricConfig}`` into ``models/<name>/``, ``jobs`` at a
-        time (default :func:`parallel_jobs`); a folder with a ``run.json`` is complete and reused, one with
-        only a checkpoint resumes. Returns ``{name: run folder}``."""
+        time; returns ``{name: run folder}``. See :meth:`train_side_by_side`."""
+        return self.train_side_by_side((), configs, jobs=jobs, log=log)
+
+    def train_side_by_side(
+        self, variants: Any = (), parametric: dict[str, Any] | None = None, holdout_label: str | None = None,
+        jobs: int | None = None, log: Any = print,
+    ) -> dict[str, Path]:  # fmt: skip
+        """Train M-CNN ``variants`` (into ``models/<variant>[-without-<holdout_label>]``) and parametric
+        baselines ``{name: ParametricConfig}`` (into ``models/<name>``), ``jobs`` at a time (default
+        :func:`parallel_jobs`: the cores the profile's one-thread trainings leave free).
+
+        A complete folder is reused (an M-CNN with all the profile's epochs, a parametric run with its
+        ``run.json``); an interrupted one resumes exactly (each training writes an atomic checkpoint per
+        epoch). The corpus and the KNN tables are made first, here, so that the worker processes only
+        read them; each worker trains exactly as :meth:`train` / ``train_parametric`` would in this
+        process (same seed, same pairs), so side by side changes the wall time, not the models. ``log``
+        gets a line per reused model, one when the trainings start and one as each ends. Returns
+        ``{variant or name: run folder}`` in the order given.
+        """
         import time
         from concurrent.futures import ProcessPoolExecutor, as_completed
         from multiprocessing import get_context
 
-        runs = {name: self.out / "models" / name for name in configs}
-        todo = [name for name, run in runs.items() if not (run / "run.json").is_file()]
-        jobs = parallel_jobs(self.profile, self.device, len(todo)) if jobs is None else max(1, jobs)
+        runs: dict[str, Path] = {}
+        tasks: dict[str, tuple[Any, tuple]] = {}
+        data_root = str(self.data_root) if self.data_root else None
+        for v in dict.fromkeys(variants):
+            runs[v] = self.run_dir(v, holdout_label)
+            if self.is_trained(v, holdout_label):
+                log(f"{v:>11}: complete in {runs[v]}, reused")
+            else:
+                tasks[v] = (_train_job, (str(self.out), self.profile, data_root, self.device, v, holdout_label))
+        for name, cfg in (parametric or {}).items():
+            runs[name] = self.out / "models" / name
+            if (runs[name] / "run.json").is_file():
+                log(f"{name}: complete in {runs[name]}, reused")
+            else:
+                args = (str(self.out / "corpus"), str(runs[name]), cfg, self.device, self.profile.name)
+                tasks[name] = (_parametric_job, args)
+        if not tasks:
+            return runs
         _ = self.corpus  # prepared here, once
-        corpus_dir = str(self.out / "corpus")
+        if any(fn is _train_job for fn, _ in tasks.values()):
+            _ = self.knn("train"), self.knn("val", k=self.profile.k_train)
+        jobs = parallel_jobs(self.profile, self.device, len(tasks)) if jobs is None else max(1, jobs)
+        kind = "models" if len(tasks) > 1 else "model"
+        log(f"training {len(tasks)} {kind}, {jobs} at a time ({self.profile.threads} thread(s) each): {', '.join(tasks)}")
         t0 = time.perf_counter()
-        if todo:
-            log(f"training {len(todo)} parametric model(s), {jobs} at a time: {', '.join(todo)}")
         if jobs == 1:
-            for name in todo:
-                _parametric_job(corpus_dir, str(runs[name]), configs[name], self.device, self.profile.name)
-                log(f"{name}: done ({time.perf_counter() - t0:.0f} s since the start)")
-        elif todo:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-                futures = {
-                    pool.submit(_parametric_job, corpus_dir, str(runs[n]), configs[n], self.device, self.profile.name): n
-                    for n in todo
-                }  # fmt: skip
-                for fut in as_completed(futures):
-                    fut.result()
-                    log(f"{futures[fut]}: done ({time.perf_counter() - t0:.0f} s since the start)")
+            for name, (fn, args) in tasks.items():
+                fn(*args)
+                log(f"{name:>11}: done ({time.perf_counter() - t0:.0f} s since the start)")
+            return runs
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(fn, *args): name for name, (fn, args) in tasks.items()}
+            for fut in as_completed(futures):
+                fut.result()  # a failed training raises here, with its own message
+                log(f"{futures[fut]:>11}: done ({time.perf_counter() - t0:.0f} s since the start)")
         return runs
 
     def model(self, variant: str | None = None, holdout_label: str | None = None) -> tuple[Any, Any, dict]:

@@ -56,7 +56,8 @@ CCP_TO_DF2: dict[str, tuple[int, bool]] = {
     "bag": (15, True), "purse": (15, True), "wallet": (15, True),
 }  # fmt: skip
 
-#: Coarse CCP kinds whose connected components become items (see qparse_lite.labels.CCP_COARSE_GROUPS).
+#: Coarse CCP kinds that hold the garments (qparse_lite.labels.CCP_COARSE_GROUPS): the items of a CCP export
+#: (one per CCP_TO_DF2 category present) lie inside them; hair, skin, face, accessories never become items.
 CCP_ITEM_KINDS: tuple[str, ...] = ("upper-clothes", "outerwear", "skirt", "pants", "dress", "shoes", "bag")
 
 _ITEM_KEYS = ("category_id", "style", "bounding_box", "segmentation", "scale", "occlusion", "zoom_in",
