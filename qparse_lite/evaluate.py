@@ -27,7 +27,7 @@ from .retrieval import split_neighbours  # noqa: F401 - re-exported (its owner i
 
 __all__ = [
     "evaluate_parser", "tables", "write_tables", "k_sweep", "split_neighbours", "make_parser_fn", "fig5_sweep",
-    "plot_fig5", "evaluate", "parameter_sweep", "tune_postprocessing", "FIG5_KS", "METHODS",
+    "plot_fig5", "evaluate", "parameter_sweep", "tune_postprocessing", "grid_edges", "FIG5_KS", "METHODS",
 ]  # fmt: skip
 
 
@@ -340,6 +340,25 @@ def parameter_sweep(
             cm.update(p.postprocess(image, nb, present, c, t).labels, gt)
     out = [{name: v, **_strip_method(table1_row(scores(cm, corpus.label_set), str(v)))} for v, cm in zip(values, cms, strict=True)]
     return pd.DataFrame(out)
+
+
+def grid_edges(chosen: dict[str, Any], grid: dict[str, Sequence[Any]]) -> list[str]:
+    """The parameters of :func:`tune_postprocessing` whose chosen value is the smallest or largest of
+    their grid — the optimum may lie beyond it, so the grid should be widened — except where that end is
+    the parameter's own bound (a displacement scale or segment count of 0, ξ of 0 or 1). ``None``
+    values (superpixels off) are ignored."""
+    bounds = {"xi1": (0.0, 1.0), "xi2": (0.0, 1.0), "displacement_scale": (0.0, None), "n_segments": (0, None)}
+    out = []
+    for name, values in grid.items():
+        nums = [x for x in values if isinstance(x, int | float)]
+        v = chosen.get(name)
+        if not nums or not isinstance(v, int | float):
+            continue
+        lo, hi = min(nums), max(nums)
+        b_lo, b_hi = bounds.get(name, (None, None))
+        if (v == lo and lo != b_lo) or (v == hi and hi != b_hi):
+            out.append(name)
+    return out
 
 
 def tune_postprocessing(

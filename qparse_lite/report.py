@@ -256,6 +256,13 @@ def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
                      f"`{tj['mcnn']}`; label transfer (its superpixel count, 0 = none): chosen "
                      f"`{tj['label_transfer']}`. Every value tried: `tuning/mcnn_val_tuning.csv`, "
                      "`tuning/tuning.json`. The *tuned* rows of Table 1 apply these to the test split.\n")  # fmt: skip
+        from .evaluate import grid_edges
+
+        edges = grid_edges(tj["mcnn"], tj["grid"])
+        if edges:
+            at = ", ".join(f"{n} = {tj['mcnn'][n]}" for n in edges)
+            parts.append(f"**At the end of its grid:** {at} "
+                         "(the best value on val may lie beyond the values tried; a wider grid is the next run).\n")  # fmt: skip
     comp = res / "compute.csv"
     if comp.is_file():
         parts.append("## How results grow with compute (default M-CNN, test avg F1 against training pairs)\n\n"

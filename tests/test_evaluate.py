@@ -122,3 +122,15 @@ def test_split_neighbours_cache_is_keyed_by_everything_that_changes_it(tmp_path,
     res.save(tmp_path / "knn" / "knn_test.npz")
     split_neighbours(corpus, "test", 4, "oracle", tmp_path / "knn", name="knn_test.npz")
     assert len(calls) == 4
+
+
+def test_grid_edges_names_choices_at_an_end_of_their_grid():
+    from qparse_lite.evaluate import grid_edges
+
+    grid = {"xi1": [0.8, 0.5, 0.6], "xi2": [0.5, 0.0, 0.3], "displacement_scale": [1.0, 0.0, 0.5],
+            "n_segments": [200, 50, 400], "superpixel_method": ["slic", None]}  # fmt: skip
+    inside = {"xi1": 0.6, "xi2": 0.3, "displacement_scale": 0.5, "n_segments": 200, "superpixel_method": None}
+    assert grid_edges(inside, grid) == []
+    # ends of the grid are named; an end that is the parameter's own bound (ξ2 = 0, scale 0) is not
+    ends = {"xi1": 0.5, "xi2": 0.0, "displacement_scale": 1.0, "n_segments": 400, "superpixel_method": "slic"}
+    assert grid_edges(ends, grid) == ["xi1", "displacement_scale", "n_segments"]
