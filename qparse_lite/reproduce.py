@@ -4,7 +4,7 @@ A run folder ``runs/<profile>-<timestamp>/`` receives:
 
 - ``notebooks/NN_name.ipynb`` (executed) and ``notebooks/NN_name.html`` (static copy);
 - ``results/`` (CSV and Markdown tables the notebooks write), ``figures/`` (PNG);
-- ``status.json`` (which notebooks completed, with wall times), ``run.json`` (profile, seed, dataset
+- ``status.json`` (which notebooks completed, with wall times and the load averages before/after), ``run.json`` (profile, seed, dataset
   version, git commit, hardware, wall time) and ``report.md`` (Table 1, Table 2 and Fig. 5 beside
   the paper's reported numbers, built by :mod:`qparse_lite.report`).
 
@@ -15,6 +15,7 @@ the cell and the error; ``--resume`` reruns into the same folder and skips noteb
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -46,6 +47,14 @@ def latest_run(profile: str, runs_dir: Path = RUNS_DIR) -> Path | None:
     """The newest ``runs/<profile>-*`` folder, if any."""
     runs = sorted(Path(runs_dir).glob(f"{profile}-2*"))
     return runs[-1] if runs else None
+
+
+def _load() -> list[float] | None:
+    """The 1/5/15-minute load averages (how busy the machine was; None where the OS does not say)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _html(executed: Path) -> None:
@@ -122,7 +131,7 @@ def reproduce(
             print(f"[skip] {nb.name} (complete)")
             continue
         print(f"[run ] {nb.name}", flush=True)
-        t_nb = time.perf_counter()
+        t_nb, load_before = time.perf_counter(), _load()
         status[nb.stem] = {"status": "running"}
         atomic_write_json(status_path, status)
         try:
@@ -139,7 +148,8 @@ def reproduce(
             atomic_write_json(status_path, status)
             raise QparseError(_failure_message(nb, executed, e)) from None
         _html(executed)
-        status[nb.stem] = {"status": "ok", "wall_time_s": round(time.perf_counter() - t_nb, 1)}
+        status[nb.stem] = {"status": "ok", "wall_time_s": round(time.perf_counter() - t_nb, 1),
+                           "load_before": load_before, "load_after": _load()}  # fmt: skip
         atomic_write_json(status_path, status)
         print(f"[ ok ] {nb.name} in {status[nb.stem]['wall_time_s']:.0f} s", flush=True)
 

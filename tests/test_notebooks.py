@@ -64,7 +64,7 @@ def test_reproduce_stops_naming_the_notebook_and_resumes(tmp_path):
         nbs / "01_data.ipynb",
         "from pathlib import Path\nfrom qparse_lite.errors import QparseError\n"
         "if data_root and not Path(data_root).is_dir():\n"
-        "    raise QparseError(f'{data_root}: no dataset here. Fix: qparse data download ccp --root DIR')",
+        "    raise QparseError(f'{data_root}: no dataset here. Fix: qparse data download --dataset ccp --data-root DIR')",
     )
     out = tmp_path / "run"
     with pytest.raises(QparseError) as e:
@@ -73,6 +73,7 @@ def test_reproduce_stops_naming_the_notebook_and_resumes(tmp_path):
     assert "01_data.ipynb" in msg and "no dataset here" in msg and "--resume" in msg
     status = json.loads((out / "status.json").read_text())
     assert status["00_ok"]["status"] == "ok" and status["01_data"]["status"] == "failed"
+    assert len(status["00_ok"]["load_before"]) == len(status["00_ok"]["load_after"]) == 3  # how busy it was
     assert (out / "00.txt").read_text() == "3"
     (out / "00.txt").unlink()
     run = reproduce("quick", out, resume=True, data_root=str(tmp_path), notebook_dir=nbs, seed=3)
