@@ -6,8 +6,10 @@
            prior; ξ1 = 0.5 (not the paper's 0.8, under which almost no label is visible) was picked on
            the **validation** split by the ξ1 sweep of notebook 04, and notebook 05 reports ξ1 = 0.8 too.
 ``ccp``    the real-data reproduction on Clothing Co-Parsing (coarse labels); its training is a CPU budget
-           of 5 × 40,960 pairs (AdamW, grouped batches, 1 thread), meant for ~20 minutes on 2 free cores
-           (measured so far only on a shared machine: 65 min wall at load ≈ 6, issue 12). On a GPU:
+           of 5 × 40,960 pairs (AdamW, grouped batches, 1 thread): one model takes 20-23 min of one core
+           with a second job on the other (measured: 1,213-1,377 s at load ≈ 3 on 2 cores), and the
+           notebooks train two side by side (``experiment.parallel_jobs``: cores ÷ threads), so the 7
+           Table 1 models cost about 4 model-times of wall clock. On a GPU:
            ``budget="gpu"`` (``qparse train --profile ccp --set budget=gpu --device cuda``) — the paper's
            SGD at lr 5e-4 for 30 × 200,000 pairs (:data:`GPU_BUDGET`).
 ``quick`` and ``ccp`` retrieve with ``efficientnet-lite0-learned``: a garment head trained on the corpus's
