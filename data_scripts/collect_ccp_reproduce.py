@@ -2,7 +2,7 @@
 
 Usage: ``python data_scripts/collect_ccp_reproduce.py RUN [OUT]`` (OUT defaults to ``results/ccp/reproduce``).
 
-Copies the run's ``report.md``, ``run.json``, ``status.json`` and its result tables (Table 1, Table 2, Fig. 5,
+Copies (machine paths replaced by placeholders, as ``collect_ccp_results.clean`` does) the run's ``report.md``, ``run.json``, ``status.json`` and its result tables (Table 1, Table 2, Fig. 5,
 the ablations, the parametric rows, the new-label table) and writes two summaries:
 
 - ``timing.md``: each notebook's wall time with the load averages before and after it (how busy the two
@@ -17,17 +17,19 @@ Nothing of the dataset is copied (no photo, no label map of the corpus).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from qparse_lite.io import atomic_write_text
+from qparse_lite.io import atomic_write_json, atomic_write_text
 from qparse_lite.report import ccp_seed_table, ccp_table1
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collect_ccp_results import clean  # noqa: E402  (the one path scrubber of the committed files)
+
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = ["table1", "table2", "fig5", "table1_parametric", "05_ablations", "new_labels", "04_xi1_sweep_val"]
+TABLES = ["table1", "table2", "fig5", "table1_parametric", "ablations", "new_labels", "04_xi1_sweep_val"]
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -93,14 +95,16 @@ def compare(run: Path, results: Path) -> str:
 def main(run: str, out: str | None = None) -> Path:
     run_p, out_p = Path(run), Path(out) if out else ROOT / "results" / "ccp" / "reproduce"
     out_p.mkdir(parents=True, exist_ok=True)
-    for name in ("report.md", "run.json", "status.json"):
+    for name in ("run.json", "status.json"):
         if (run_p / name).is_file():
-            shutil.copy2(run_p / name, out_p / name)
+            atomic_write_json(out_p / name, clean(json.loads((run_p / name).read_text())))
+    if (run_p / "report.md").is_file():
+        atomic_write_text(out_p / "report.md", clean((run_p / "report.md").read_text()))
     for name in TABLES:
         for ext in (".csv", ".md"):
             src = run_p / "results" / f"{name}{ext}"
             if src.is_file():
-                shutil.copy2(src, out_p / src.name)
+                atomic_write_text(out_p / src.name, clean(src.read_text()))
     atomic_write_text(out_p / "timing.md", timing(run_p))
     if (run_p / "results" / "table1.csv").is_file():
         atomic_write_text(out_p / "compare.md", compare(run_p, ROOT / "results" / "ccp"))
