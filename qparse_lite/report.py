@@ -277,6 +277,13 @@ def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
                      "(`photos/<detector>/pred/` vs `photos/gt/`, `qparse score`), beside the corpus path "
                      "(the same parses' crops from the labelled person, pasted back).\n\n"
                      + _md(pd.read_csv(ph)) + "\n")  # fmt: skip
+    rerun = res / "reproduce" / "compare.md"
+    if rerun.is_file():
+        status = json.loads((res / "reproduce" / "status.json").read_text())
+        wall = sum(v.get("wall_time_s", 0.0) for k, v in status.items() if not k.startswith("_"))
+        body = rerun.read_text().split("\n", 2)[2]  # without its title
+        parts.append(f"## A full rerun: `qparse reproduce --profile ccp` ({wall:.0f} s = {wall / 3600:.2f} h on "
+                     "2 CPU cores, every notebook from an empty folder; `reproduce/`)\n\n" + body)  # fmt: skip
     claims = judge_claims(res, n=n_bootstrap)
     atomic_write_text(res / "claims.csv", claims.to_csv(index=False))
     parts.append("## The paper's claims, judged\n\nVerdicts from a paired bootstrap over the 100 test images "
