@@ -25,11 +25,11 @@ from qparse_lite.prepare import Corpus
 from qparse_lite.profiles import Profile
 from qparse_lite.train import load_model
 
-#: The values tried, default first (ties keep it). The committed run (results/ccp/tuning) chose an END of
-#: every grid (ξ1 0.5, displacement scale 1.0, 400 segments, ξ2 0.3; ``at_grid_edge``): the optimum may
-#: lie beyond, so a next run should widen them (e.g. ξ1 0.3-0.4, scale 1.25-1.5, 800 segments, ξ2 0.1-0.2).
-GRID = {"xi1": [0.8, 0.5, 0.6, 0.7, 0.9], "displacement_scale": [1.0, 0.0, 0.25, 0.5, 0.75],
-        "n_segments": [200, 50, 100, 400], "xi2": [0.5, 0.3, 0.4, 0.6]}  # fmt: skip
+#: The values tried, default first (ties keep it). A first run chose an END of every grid (ξ1 0.5,
+#: displacement scale 1.0, 400 segments, ξ2 0.3); these grids reach past those choices where the parameter
+#: allows (``at_grid_edge`` in tuning.json names any choice still at an end).
+GRID = {"xi1": [0.8, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9], "displacement_scale": [1.0, 0.0, 0.25, 0.5, 0.75, 1.25, 1.5],
+        "n_segments": [200, 50, 100, 400, 800, 1600], "xi2": [0.5, 0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6]}  # fmt: skip
 LT_SEGMENTS = [200, 50, 100, 400, 0]
 
 

@@ -22,6 +22,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "results" / "ccp"
 _PATHS = [
     (re.compile(r"/[^\s\"']*/datasets/clothing-co-parsing"), "DIR"),
     (re.compile(r"/tmp/exp/ccpF"), "CORPUS"),
+    (re.compile(r"/tmp/exp/repro/corpus"), "CORPUS"),
     (re.compile(r"/tmp/[A-Za-z0-9_.-]+/(runs|eval)/[A-Za-z0-9_.-]+"), "RUN"),
     (re.compile(r"/tmp/wt[0-9a-z]*/results/ccp/models/mcnn"), "results/ccp/models/mcnn"),
     (re.compile(r"/tmp/[A-Za-z0-9_./-]+"), "OUT"),
