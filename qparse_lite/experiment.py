@@ -254,41 +254,49 @@ class Workspace:
         from multiprocessing import get_context
 
         runs: dict[str, Path] = {}
-        tasks: dict[str, tuple[Any, tuple]] = {}
+        tasks: dict[str, tuple[Any, tuple, Any]] = {}  # name → (worker function, its args, the same here)
         data_root = str(self.data_root) if self.data_root else None
         for v in dict.fromkeys(variants):
             runs[v] = self.run_dir(v, holdout_label)
             if self.is_trained(v, holdout_label):
                 log(f"{v:>11}: complete in {runs[v]}, reused")
             else:
-                tasks[v] = (_train_job, (str(self.out), self.profile, data_root, self.device, v, holdout_label))
+                args = (str(self.out), self.profile, data_root, self.device, v, holdout_label)
+                tasks[v] = (_train_job, args, lambda v=v: self.train(v, holdout_label, progress=False))
         for name, cfg in (parametric or {}).items():
             runs[name] = self.out / "models" / name
             if (runs[name] / "run.json").is_file():
                 log(f"{name}: complete in {runs[name]}, reused")
             else:
                 args = (str(self.out / "corpus"), str(runs[name]), cfg, self.device, self.profile.name)
-                tasks[name] = (_parametric_job, args)
+                tasks[name] = (_parametric_job, args, lambda r=runs[name], c=cfg: self._train_parametric(r, c))
         if not tasks:
             return runs
         _ = self.corpus  # prepared here, once
-        if any(fn is _train_job for fn, _ in tasks.values()):
+        if any(fn is _train_job for fn, _, _ in tasks.values()):
             _ = self.knn("train"), self.knn("val", k=self.profile.k_train)
         jobs = parallel_jobs(self.profile, self.device, len(tasks)) if jobs is None else max(1, jobs)
         kind = "models" if len(tasks) > 1 else "model"
         log(f"training {len(tasks)} {kind}, {jobs} at a time ({self.profile.threads} thread(s) each): {', '.join(tasks)}")
         t0 = time.perf_counter()
         if jobs == 1:
-            for name, (fn, args) in tasks.items():
-                fn(*args)
+            for name, (_, _, here) in tasks.items():
+                here()  # in this process, on its loaded corpus (no worker, no second load)
                 log(f"{name:>11}: done ({time.perf_counter() - t0:.0f} s since the start)")
             return runs
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(fn, *args): name for name, (fn, args) in tasks.items()}
+            futures = {pool.submit(fn, *args): name for name, (fn, args, _) in tasks.items()}
             for fut in as_completed(futures):
                 fut.result()  # a failed training raises here, with its own message
                 log(f"{futures[fut]:>11}: done ({time.perf_counter() - t0:.0f} s since the start)")
         return runs
+
+    def _train_parametric(self, run: Path, config: Any) -> dict[str, Any]:
+        """One parametric training in this process (the in-process twin of ``_parametric_job``)."""
+        from .baselines import train_parametric
+
+        return train_parametric(self.corpus, run, config, device=self.device, profile=self.profile.name, resume=True,
+                                progress=False)  # fmt: skip
 
     def model(self, variant: str | None = None, holdout_label: str | None = None) -> tuple[Any, Any, dict]:
         """(model, TargetNorm, meta) of a trained variant, training it first when needed."""
