@@ -731,13 +731,15 @@ def corpus_knn(
     *,
     feature_cache: str | Path | None = None,
     progress: bool | None = None,
+    query_features: np.ndarray | None = None,
 ) -> KNNResult:
     """The K nearest ``database_split`` images of every ``query_split`` image (Sec. 3.1).
 
     ``features`` is an extractor name (made with :func:`get_extractor` and ``extractor_kwargs``; the
     oracle gets ``num_labels=corpus.num_labels``) or an extractor. A query never retrieves itself (when
     the query split is, or overlaps, the database split, e.g. training images among training images).
-    Neighbour indices point INTO THE CORPUS, not into the split.
+    Neighbour indices point INTO THE CORPUS, not into the split. ``query_features`` (one row per query)
+    replaces the extractor's query features (:func:`split_neighbours`: out-of-fold train embeddings).
     """
     from .runinfo import git_commit
 
@@ -750,7 +752,10 @@ def corpus_knn(
     t0 = time.perf_counter()
     d_feat = corpus_features(corpus, d_idx, extractor, feature_cache, progress)
     same = len(q_idx) == len(d_idx) and np.array_equal(q_idx, d_idx)
-    q_feat = d_feat if same else corpus_features(corpus, q_idx, extractor, feature_cache, progress)
+    if query_features is not None:
+        q_feat = np.asarray(query_features, dtype=np.float32)
+    else:
+        q_feat = d_feat if same else corpus_features(corpus, q_idx, extractor, feature_cache, progress)
     t_feat = time.perf_counter() - t0
     # per query, the database row holding the query itself (-1 when the query is not in the database)
     order = np.argsort(d_idx, kind="stable")
@@ -765,6 +770,7 @@ def corpus_knn(
             "num_images": int(len(corpus.images)),
         },
         "distance": "squared L2",
+        "queries": "out-of-fold" if query_features is not None else "extractor",
         "feature_seconds": round(t_feat, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git_commit": git_commit(),
@@ -783,8 +789,16 @@ def split_neighbours(
     again and replaced, so changing ``features``, ``k`` or the corpus never reuses stale neighbours.
     The features themselves are cached in ``cache/features/`` (keyed the same way), so another split or K
     does not run the network over the train split again.
+
+    The train split's own neighbours (``split="train"``, the training pairs' KNN) use **out-of-fold**
+    query features when the extractor was trained on that split (``efficientnet-lite0-learned``:
+    :meth:`~qparse_lite.imagenet_retrieval.LearnedRetrievalExtractor.out_of_fold`), so a training image
+    gets neighbours as good as a test image's, not better; the file's header says ``"queries":
+    "out-of-fold"``.
     """
     extractor = get_extractor(features, corpus=corpus)
+    oof = split == "train" and hasattr(extractor, "out_of_fold")
+    queries = "out-of-fold" if oof else "extractor"
     path = Path(cache) / (name or f"{features}_{split}_k{k}.npz") if cache is not None else None
     if path is not None and path.is_file():
         try:
@@ -792,9 +806,12 @@ def split_neighbours(
         except Exception:  # another corpus, or unreadable: recompute below
             res = None
         if (res is not None and res.k == k and res.features == features and res.query_split == split
-                and res.header.get("extractor") == extractor.config):
+                and res.header.get("extractor") == extractor.config
+                and res.header.get("queries", "extractor") == queries):
             return np.asarray(res.neighbours)
-    res = corpus_knn(corpus, split, k, extractor, feature_cache=path.parent / "features" if path else None)
+    qf = extractor.out_of_fold(corpus) if oof else None
+    res = corpus_knn(corpus, split, k, extractor, feature_cache=path.parent / "features" if path else None,
+                     query_features=qf)  # fmt: skip
     if path is not None:
         res.save(path)
     return np.asarray(res.neighbours)

@@ -452,6 +452,40 @@ def test_learned_head_trains_on_train_split_saves_and_reloads(outfits, tmp_path)
         R.get_extractor("efficientnet-lite0-learned")
 
 
+def test_learned_features_give_train_images_out_of_fold_neighbours(outfits, tmp_path):
+    """A train image's query embedding comes from a head that never saw it (fold f: a head fitted on the
+    other folds with the head's own settings); the train split's KNN file uses it and says so."""
+    import torch
+
+    from qparse_lite.imagenet_retrieval import _head_module, fit_retrieval_head
+    from qparse_lite.prepare import Corpus
+
+    corpus = Corpus.load(outfits[0].save(tmp_path / "corpus"))
+    ext = R.get_extractor("efficientnet-lite0-learned", corpus=corpus, epochs=15, input_size=64, progress=False)
+    tr = np.asarray(corpus.split("train"))
+    oof = ext.out_of_fold(corpus, folds=2)
+    full = ext(np.asarray(corpus.images[tr]), progress=False)
+    assert oof.shape == full.shape and not np.allclose(oof, full)
+    fold = np.random.default_rng(0).permutation(len(tr)) % 2  # the head's seed picks the folds
+    maps = ext.backbone.feature_maps(np.asarray(corpus.images[tr]), False)
+    st = fit_retrieval_head(maps[torch.from_numpy(fold != 0)], np.asarray(corpus.labels[tr[fold != 0]]),
+                            corpus.num_labels, epochs=15, lr=ext.state["train"]["lr"], seed=0, progress=False)
+    head = _head_module(st["in_channels"], st["num_labels"])
+    head.load_state_dict(st["state_dict"])
+    with torch.no_grad():
+        p = torch.sigmoid(head((maps[torch.from_numpy(fold == 0)] - st["mean"].view(1, -1, 1, 1)) / st["std"].view(1, -1, 1, 1))[0]).numpy()
+    np.testing.assert_allclose(oof[fold == 0], p, atol=1e-5)
+    with pytest.raises(QparseError, match="2 folds"):
+        ext.out_of_fold(corpus, folds=1)
+    nb = R.split_neighbours(corpus, "train", 3, "efficientnet-lite0-learned", tmp_path / "knn")
+    res = R.KNNResult.load(tmp_path / "knn" / "efficientnet-lite0-learned_train_k3.npz", corpus)
+    assert res.header["queries"] == "out-of-fold" and nb.shape == (len(tr), 3)
+    assert not (nb == tr[:, None]).any()  # never itself
+    test_nb = R.split_neighbours(corpus, "test", 3, "efficientnet-lite0-learned", tmp_path / "knn")
+    res_t = R.KNNResult.load(tmp_path / "knn" / "efficientnet-lite0-learned_test_k3.npz", corpus)
+    assert res_t.header["queries"] == "extractor" and test_nb.shape[1] == 3
+
+
 def test_style_descriptor_shape_and_blocks(outfits):
     corpus, _ = outfits
     ext = R.get_extractor("style")
