@@ -195,6 +195,15 @@ def _head_module(in_ch: int, num_labels: int, seed: int = 0) -> Any:
         return RetrievalHead()
 
 
+def _head_outputs(head: Any, mean: Any, std: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(p̂, q̂)`` of a head on frozen maps normalised with its training mean/std (N×C×1×1)."""
+    import torch
+
+    with torch.no_grad():
+        p_logit, q_logit = head((maps - mean) / std)
+    return torch.sigmoid(p_logit).numpy(), torch.softmax(q_logit, 1).numpy()
+
+
 def _targets(labels: np.ndarray, num_labels: int, grid: tuple[int, int]) -> tuple[Any, Any]:
     import torch
     import torch.nn.functional as F
@@ -380,7 +389,7 @@ class LearnedRetrievalExtractor:
         parts = []
         for s in range(0, len(idx), 256):
             images = np.asarray(source[idx[s : s + 256]])
-            maps = self.backbone.feature_maps(images, progress)
+            maps = self.feature_maps(images, progress)  # remembered ones are reused
             for im, m in zip(images, maps, strict=True):
                 self._memo[hashlib.sha1(im.tobytes()).hexdigest()] = m
             parts.append(maps)
@@ -417,12 +426,7 @@ class LearnedRetrievalExtractor:
 
     def outputs(self, images: np.ndarray, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(p̂, q̂)``: presence probabilities N×L and per-cell label distributions N×L×h×w."""
-        import torch
-
-        maps = self.feature_maps(images, progress)
-        with torch.no_grad():
-            p_logit, q_logit = self._head((maps - self._mean) / self._std)
-        return torch.sigmoid(p_logit).numpy(), torch.softmax(q_logit, 1).numpy()
+        return _head_outputs(self._head, self._mean, self._std, self.feature_maps(images, progress))
 
     def embed(self, presence: np.ndarray, layout: np.ndarray) -> np.ndarray:
         """The retrieval vector :math:`[\\alpha\\hat p, \\beta\\sqrt{\\hat q/\\sqrt{hw}}]` (float32 N×dim)."""
@@ -457,8 +461,7 @@ class LearnedRetrievalExtractor:
         if folds < 2:
             raise QparseError(f"{self.name}: out_of_fold needs at least 2 folds, got {folds}")
         tr = np.asarray(corpus.split("train"), dtype=np.int64)
-        maps = self._maps(corpus, tr, progress)
-        self._memo.clear()
+        maps = self._maps(corpus, tr, progress)  # remembered: the database pass after this reuses them
         fold = np.random.default_rng(int(self.state["train"]["seed"])).permutation(len(tr)) % folds
         t = self.state["train"]
         out = np.zeros((len(tr), self.dim), dtype=np.float32)
@@ -469,7 +472,6 @@ class LearnedRetrievalExtractor:
             head = _head_module(st["in_channels"], st["num_labels"])
             head.load_state_dict(st["state_dict"])
             head.eval()
-            with torch.no_grad():
-                p_logit, q_logit = head((maps[~keep] - st["mean"].view(1, -1, 1, 1)) / st["std"].view(1, -1, 1, 1))
-            out[fold == f] = self.embed(torch.sigmoid(p_logit).numpy(), torch.softmax(q_logit, 1).numpy())
+            mean, std = st["mean"].view(1, -1, 1, 1), st["std"].view(1, -1, 1, 1)
+            out[fold == f] = self.embed(*_head_outputs(head, mean, std, maps[~keep]))
         return out
