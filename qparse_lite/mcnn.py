@@ -100,7 +100,9 @@ __all__ = [
 #     calls them "two instantiations" with "the same architecture" (not "the same weights"); the Siamese
 #     baseline [2], described as "two identical sub-networks", shares them. ``shared_paths=True`` shares
 #     them for the M-CNN too (then I and R run through one batched call).
-#   * dropout: none by default (the paper does not mention it); ``dropout`` adds it after fc6.
+#   * dropout: none by default (the paper does not mention it); ``dropout`` adds it after fc6 (the profile
+#     field ``dropout``; measured on CCP at 64 px: 0.3 raised the val AUC, not the displacement error,
+#     results/ccp/size_budget.md).
 # Budget check (why these numbers are plausible for 2015): ~1.3 G multiply-adds per pair forward at 227
 # (``describe(...)["macs"].sum()``), ≈ 4 GMAC forward+backward; 11.5 days for 50 × 5 M pairs is ≈ 250
 # pairs/s, i.e. ≈ 1 TMAC/s ≈ 2 TFLOP/s on a 4.5 TFLOP/s GTX TITAN — the efficiency Caffe/cuDNN reached

@@ -74,6 +74,7 @@ class Profile:
     group_size: int = 16  # B_R regions per test image in a batch (1 = independent pairs; I path once/image)
     warmup: float = 0.03  # share of the steps with a linear lr warm-up (adamw / sgd with cosine)
     schedule: str = "auto"  # "auto" (sgd: ÷10 on plateau, adamw: cosine) | "cosine" | "plateau" | "constant"
+    dropout: float = 0.0  # dropout after each hidden fc layer of the M-CNN (paper: not mentioned; 0 = none)
     threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
     budget: str = "cpu"  # "cpu" | "gpu": the one switch that scales pairs/epochs to a GPU (GPU_BUDGET)
     # -- retrieval (qparse_lite.retrieval / qparse_lite.imagenet_retrieval) --

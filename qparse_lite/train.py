@@ -212,7 +212,7 @@ def _train(
     eval_bs = max(prof.batch_size, 256)
 
     # -- model, optimiser, state --------------------------------------------------------------------
-    model = build_model(variant, input_size=S, width=prof.width).to(dev)
+    model = build_model(variant, input_size=S, width=prof.width, dropout=prof.dropout).to(dev)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     steps = sampler.steps_per_epoch

@@ -1,0 +1,78 @@
+"""Where the CPU budget buys the most: the default M-CNN at 64, 81 and 113 px on CCP, against pairs seen and time.
+
+Each run is ``qparse train --profile ccp --set image_size=S --set pairs_per_epoch=P [--set dropout=D]`` on a
+corpus prepared at S (``qparse prepare ... --size S --feature-size 224``); one thread each, two runs side by side
+on the 2-core machine. Every number is on the **validation** split (the test split is never read here).
+
+Usage::
+
+    python data_scripts/ccp_size_budget.py KEY=RUN_DIR[:VAL_EVAL_DIR] ...
+
+``VAL_EVAL_DIR`` (optional) is ``qparse evaluate --model RUN_DIR --split val ...``: its average F1 is added to
+the run's last row. Writes ``results/ccp/size_budget.csv``, ``size_budget.md`` and ``size_budget.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+R = Path(__file__).resolve().parent.parent / "results" / "ccp"
+
+
+def rows_of(key: str, run: Path, val_eval: Path | None) -> list[dict]:
+    """One row per epoch of a run: pairs seen, cumulative training seconds and the validation metrics."""
+    rec = json.loads((run / "run.json").read_text())
+    log = pd.read_csv(run / "log.csv")
+    pf, tv = rec["profile_fields"], rec["trivial_val"]
+    f1 = json.loads((val_eval / "scores.json").read_text())["avg_f1"] if val_eval else float("nan")
+    out, t = [], 0.0
+    for i, r in log.iterrows():
+        t += rec["epoch_times_s"][i]
+        last = i == len(log) - 1
+        out.append({
+            "run": key, "image_size": pf["image_size"], "width": pf["width"], "dropout": pf.get("dropout", 0.0),
+            "pairs_per_epoch": pf["pairs_per_epoch"], "epoch": int(r["epoch"]), "pairs_seen": int(r["pairs_seen"]),
+            "elapsed_s": round(t, 1), "val_auc": r["val_auc"], "val_auc_vote": rec["vote_val"]["auc"],
+            "val_disp_err": r["val_disp_err"], "val_disp_err_trivial": tv["disp_err"],
+            "disp_err_below_trivial": 1.0 - r["val_disp_err"] / tv["disp_err"],
+            "val_avg_f1": f1 if last else float("nan"),
+        })  # fmt: skip
+    return out
+
+
+def main(specs: list[str]) -> pd.DataFrame:
+    rows = []
+    for spec in specs:
+        key, _, paths = spec.partition("=")
+        run, _, ev = paths.partition(":")
+        rows += rows_of(key, Path(run), Path(ev) if ev else None)
+    df = pd.DataFrame(rows)
+    df.to_csv(R / "size_budget.csv", index=False, float_format="%.4f")
+    last = df.groupby("run").tail(1)
+    (R / "size_budget.md").write_text(last.to_markdown(index=False, floatfmt=".4f") + "\n")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, g in df.groupby("run", sort=False):
+        axes[0].plot(g["pairs_seen"], g["disp_err_below_trivial"] * 100, "o-", label=key)
+        axes[1].plot(g["elapsed_s"] / 60, g["disp_err_below_trivial"] * 100, "o-", label=key)
+    for ax, xl in zip(axes, ("pairs seen", "minutes of training + validation (1 thread)"), strict=True):
+        ax.axhline(20, color="grey", ls="--", lw=1)
+        ax.set_xlabel(xl)
+        ax.set_ylabel("val displacement error below trivial (%)")
+    axes[0].set_xscale("log")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("CCP, default M-CNN (width 0.5): image size vs pairs in a CPU budget (validation split)")
+    fig.tight_layout()
+    fig.savefig(R / "size_budget.png", dpi=110)
+    return df
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1:]).groupby("run").tail(1).to_string(index=False))
