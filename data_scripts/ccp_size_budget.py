@@ -55,7 +55,7 @@ def main(specs: list[str]) -> pd.DataFrame:
         run, _, ev = paths.partition(":")
         rows += rows_of(key, Path(run), Path(ev) if ev else None)
     df = pd.DataFrame(rows)
-    df.to_csv(R / "size_budget.csv", index=False, float_format="%.4f")
+    df.to_csv(R / "size_budget.csv", index=False, float_format="%.6f")
     last = df.groupby("run").tail(1)
     (R / "size_budget.md").write_text(last.to_markdown(index=False, floatfmt=".4f") + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
