@@ -26,6 +26,7 @@ The numbers are :func:`qparse_lite.matching_metrics.label_level_metrics`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,31 +40,68 @@ from .matching_metrics import label_level_metrics, roc_auc
 from .pairs import PairIndex, PairSampler, TargetNorm
 
 __all__ = [
-    "CHECK_EVERY", "matching_loss", "train_one_epoch", "ValSet", "val_set", "evaluate", "trivial_metrics",
+    "CHECK_EVERY", "DISP_LOSSES", "disp_penalty", "matching_loss", "profile_loss", "train_one_epoch", "ValSet", "val_set", "evaluate", "trivial_metrics",
     "val_brief", "vote_baseline", "final_val", "check_finite", "prep",
 ]  # fmt: skip
 
 CHECK_EVERY = 20  # steps between non-finite-loss checks (each forces a device sync)
 
 
-def matching_loss(pred: Tensor, c: Tensor, t: Tensor, has_t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+DISP_LOSSES = ("l2", "huber", "l1")
+"""Penalties ρ(e) of the displacement error e = t̂ − t (per coordinate, normalised units): ``l2`` e² (Eq. (1));
+``huber`` e² for |e| ≤ 1 and 2|e| − 1 beyond (2·Huber with δ = 1: Eq. (1) within one training standard
+deviation, linear for the outliers; Fast R-CNN's smooth-L1 box loss up to the factor 2); ``l1`` |e| (the
+validation metric's own penalty)."""
+
+
+def disp_penalty(e: Tensor, kind: str = "l2") -> Tensor:
+    """ρ(e) elementwise for a :data:`DISP_LOSSES` name."""
+    if kind == "l2":
+        return e.square()
+    if kind == "huber":
+        a = e.abs()
+        return torch.where(a <= 1.0, e.square(), 2.0 * a - 1.0)
+    if kind == "l1":
+        return e.abs()
+    raise QparseError(f"disp_loss must be one of {', '.join(DISP_LOSSES)}, not {kind!r}. Fix: --set disp_loss=l2")
+
+
+def matching_loss(
+    pred: Tensor, c: Tensor, t: Tensor, has_t: Tensor, disp_loss: str = "l2", disp_weight: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor]:
     """Eq. (1) over a batch of pairs, in the normalised target space.
 
-    ``J_B = 1/B Σ_b [ (ĉ_b − c_b)² + 1[l_b ∈ ϕ(g_k) ∧ l_b ∈ ϕ(I)] · ‖t̂_b − t_b‖² ]``
+    ``J_B = 1/B Σ_b [ (ĉ_b − c_b)² + λ_t · 1[l_b ∈ ϕ(g_k) ∧ l_b ∈ ϕ(I)] · Σ_j ρ(t̂_bj − t_bj) ]``
+
+    with ρ(e) = e² and λ_t = 1 in the paper (the defaults); ``disp_loss`` / ``disp_weight`` (profile fields)
+    choose another ρ (:data:`DISP_LOSSES`) or weight.
 
     Args:
         pred: B×5 network outputs (ĉ, t̂1..t̂4), normalised.
         c: B normalised confidence targets; t: B×4 normalised displacement targets.
         has_t: B bool, both images contain the label (the indicator of the second term).
+        disp_loss: ρ, a :data:`DISP_LOSSES` name; disp_weight: λ_t.
 
     Returns:
         (J_B, confidence part, displacement part), each a mean over the B pairs (J_B = sum of the parts).
     """
     pred = pred.float()
     lc = (pred[:, 0] - c).square()
-    lt = torch.where(has_t, (pred[:, 1:] - t).square().sum(1), torch.zeros_like(lc))
-    lc, lt = lc.mean(), lt.mean()
+    lt = torch.where(has_t, disp_penalty(pred[:, 1:] - t, disp_loss).sum(1), torch.zeros_like(lc))
+    lc, lt = lc.mean(), float(disp_weight) * lt.mean()
     return lc + lt, lc, lt
+
+
+def profile_loss(prof: Any) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
+    """:func:`matching_loss` with a profile's ``disp_loss`` and ``disp_weight`` (validated here, before any
+    training starts)."""
+    kind, weight = str(prof.disp_loss), float(prof.disp_weight)
+    disp_penalty(torch.zeros(1), kind)
+    if not weight > 0:
+        raise QparseError(f"disp_weight must be > 0, got {weight}. Fix: --set disp_weight=1")
+    if kind == "l2" and weight == 1.0:
+        return matching_loss
+    return functools.partial(matching_loss, disp_loss=kind, disp_weight=weight)
 
 
 def train_one_epoch(
@@ -160,10 +198,10 @@ def val_set(sampler: PairSampler, k: int, max_pairs: int, seed: int, xi1: float)
 @torch.no_grad()
 def evaluate(
     model: nn.Module, sampler: PairSampler, val: ValSet, tn: TargetNorm, batch_size: int, amp: bool,
-    channels_last: bool,
+    channels_last: bool, loss_fn: Callable[..., tuple[Tensor, Tensor, Tensor]] = matching_loss,
 ) -> dict[str, Any]:  # fmt: skip
-    """Eq. (1) and :func:`label_level_metrics` of the model on the scored validation pairs (the test path run
-    once per image of a batch)."""
+    """The training loss (``loss_fn``, default Eq. (1)) and :func:`label_level_metrics` of the model on the
+    scored validation pairs (the test path run once per image of a batch)."""
     was = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=sampler.data.device)
@@ -175,7 +213,7 @@ def evaluate(
             pred = model(I, R, b.group)
         pred = pred.float()
         cn, tnn = tn.normalise(b.c, b.t)
-        loss, lc, lt = matching_loss(pred, cn, tnn, b.has_t)
+        loss, lc, lt = loss_fn(pred, cn, tnn, b.has_t)
         sums += torch.stack([loss, lc, lt]).double() * len(b.c)
         n += len(b.c)
         c_hat, t_hat = tn.denormalise(pred[:, 0], pred[:, 1:])
@@ -202,14 +240,18 @@ def _metrics(
     return lm
 
 
-def trivial_metrics(sampler: PairSampler, val: ValSet, tn: TargetNorm) -> dict[str, Any]:
-    """Loss and metrics of ĉ = mean c, t̂ = mean t (the TargetNorm means: 0 in normalised space)."""
+def trivial_metrics(
+    sampler: PairSampler, val: ValSet, tn: TargetNorm,
+    loss_fn: Callable[..., tuple[Tensor, Tensor, Tensor]] = matching_loss,
+) -> dict[str, Any]:  # fmt: skip
+    """Loss (``loss_fn``) and metrics of ĉ = mean c, t̂ = mean t (the TargetNorm means: 0 in normalised
+    space)."""
     c, t, has_t = sampler.targets(val.pairs)
     c, t, has_t = c.cpu(), t.cpu(), has_t.cpu()
     tn = TargetNorm.from_state_dict(tn.state_dict())
     pred = torch.zeros(len(c), 5)
     cn, tnn = tn.normalise(c, t)
-    loss, lc, lt = matching_loss(pred, cn, tnn, has_t)
+    loss, lc, lt = loss_fn(pred, cn, tnn, has_t)
     c_hat, t_hat = tn.denormalise(pred[:, 0], pred[:, 1:])
     m = _metrics(val, tn, c_hat.numpy(), t_hat.numpy(), c.numpy(), t.numpy(), has_t.numpy())
     return {"loss": loss.item(), "loss_c": lc.item(), "loss_t": lt.item(), **m}

@@ -74,6 +74,8 @@ class Profile:
     group_size: int = 16  # B_R regions per test image in a batch (1 = independent pairs; I path once/image)
     warmup: float = 0.03  # share of the steps with a linear lr warm-up (adamw / sgd with cosine)
     schedule: str = "auto"  # "auto" (sgd: ÷10 on plateau, adamw: cosine) | "cosine" | "plateau" | "constant"
+    disp_loss: str = "l2"  # displacement penalty ρ: "l2" (Eq. (1)) | "huber" | "l1" (qparse_lite.engine)
+    disp_weight: float = 1.0  # λ_t, weight of the displacement term (Eq. (1): 1)
     dropout: float = 0.0  # dropout after each hidden fc layer of the M-CNN (paper: not mentioned; 0 = none)
     threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
     budget: str = "cpu"  # "cpu" | "gpu": the one switch that scales pairs/epochs to a GPU (GPU_BUDGET)

@@ -52,6 +52,7 @@ from .engine import (
     evaluate,
     final_val,
     matching_loss,
+    profile_loss,
     train_one_epoch,
     trivial_metrics,
     val_brief,
@@ -132,7 +133,8 @@ def train(
         compile: wrap the model in ``torch.compile``.
         stop_after: stop after this many epochs of this call (an interrupted run, for tests and chunks).
         progress: tqdm bars (default: auto).
-        loss_fn: replaces :func:`~qparse_lite.engine.matching_loss` (tests).
+        loss_fn: replaces the profile's training loss (:func:`~qparse_lite.engine.profile_loss`: Eq. (1)
+            with its ``disp_loss`` and ``disp_weight``; tests); validation always scores the profile's.
     """
     t_start = time.perf_counter()
     dist = dist_info()
@@ -159,7 +161,7 @@ def train(
         return _train(
             prof, variant, out, dist, dev, resume=resume, corpus=corpus, knn=knn, val_knn=val_knn,
             holdout_label=holdout_label, data_root=data_root, compile=compile, stop_after=stop_after,
-            progress=progress, loss_fn=loss_fn or matching_loss, t_start=t_start,
+            progress=progress, loss_fn=loss_fn or profile_loss(prof), t_start=t_start,
         )  # fmt: skip
     finally:
         torch.set_num_threads(threads_before)
@@ -241,7 +243,8 @@ def _train(
     else:
         tn = sampler.fit_target_norm(NORM_PAIRS)
     tn = tn.to(dev)
-    trivial = trivial_metrics(val_sampler, val, tn)
+    val_loss = profile_loss(prof)  # validation always scores the profile's loss (loss_fn may be a test's)
+    trivial = trivial_metrics(val_sampler, val, tn, val_loss)
     net = wrap(model, dist, dev, compile)
 
     meta_common = {
@@ -263,7 +266,7 @@ def _train(
         )  # fmt: skip
         train_s += time.perf_counter() - t_epoch
         train_parts = all_mean(parts, dist).tolist()
-        ev = evaluate(unwrap(net), val_sampler, val, tn, eval_bs, cuda, cuda)
+        ev = evaluate(unwrap(net), val_sampler, val, tn, eval_bs, cuda, cuda, val_loss)
         if not per_step:
             sched.step(ev["loss"])
         row = {

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from qparse_lite.engine import disp_penalty, profile_loss
 from qparse_lite.errors import QparseError
 from qparse_lite.labels import ATR18
 from qparse_lite.profiles import get_profile
@@ -89,6 +90,27 @@ def test_matching_loss_eq1():
     assert lc.item() == pytest.approx((1 + 0.25 + 0) / 3)
     assert lt.item() == pytest.approx((1 + 0 + 1 + 4) / 3)  # t̂ − t = (1, 0, −1, −2)
     assert loss.item() == pytest.approx(lc.item() + lt.item())
+
+
+def test_matching_loss_disp_penalties():
+    """ρ = huber is Eq. (1)'s square within one std and linear (2|e| − 1) beyond; l1 is |e|; λ_t scales."""
+    pred = torch.tensor([[0.0, 0.5, -3.0, 0, 0], [0.0, 9, 9, 9, 9]])
+    c, t = torch.zeros(2), torch.zeros(2, 4)
+    has_t = torch.tensor([True, False])
+    _, _, l2 = matching_loss(pred, c, t, has_t)
+    _, _, hub = matching_loss(pred, c, t, has_t, disp_loss="huber")
+    _, lc, l1 = matching_loss(pred, c, t, has_t, disp_loss="l1", disp_weight=2.0)
+    assert l2.item() == pytest.approx((0.25 + 9) / 2)
+    assert hub.item() == pytest.approx((0.25 + 5) / 2)  # e = −3 → 2·3 − 1
+    assert l1.item() == pytest.approx(2.0 * (0.5 + 3) / 2) and lc.item() == 0
+    e = torch.linspace(-3, 3, 61, requires_grad=True)
+    disp_penalty(e, "huber").sum().backward()
+    assert torch.allclose(e.grad, torch.clamp(2 * e.detach(), -2, 2))  # continuous, bounded gradient
+    with pytest.raises(QparseError, match="disp_loss"):
+        profile_loss(get_profile("quick", disp_loss="l3"))
+    with pytest.raises(QparseError, match="disp_weight"):
+        profile_loss(get_profile("quick", disp_weight=0.0))
+    assert profile_loss(get_profile("quick")) is matching_loss  # the paper's Eq. (1) by default
 
 
 def test_roc_auc():
