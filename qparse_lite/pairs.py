@@ -94,6 +94,8 @@ __all__ = [
     "knn_region",
     "zoom_out",
     "mirror",
+    "translate",
+    "label_box",
     "DeviceCorpus",
     "PairIndex",
     "PairBatch",
@@ -187,6 +189,48 @@ def zoom_out(images: Tensor, labels: Tensor, mean_u8: Tensor, zoom: float = ZOOM
     out_lab = torch.zeros_like(labels)
     out_lab[:, o : o + s, o : o + s] = small_lab.round().to(labels.dtype)
     return out, out_lab
+
+
+def translate(images: Tensor, labels: Tensor, shift: Tensor, mean: Tensor) -> tuple[Tensor, Tensor]:
+    """Images and label maps moved by whole pixels: ``out(y, x) = in(y − dy, x − dx)``; the pixels that come
+    from outside the frame are the corpus mean image μ (label 0, background), as in :func:`zoom_out`.
+
+    Args:
+        images: B×3×S×S (uint8 or float). labels: B×S×S. shift: B×2 integer (dx, dy) in pixels.
+        mean: 3×S×S μ (same device; cast to the images' dtype).
+
+    Returns:
+        (images, labels) of the same shapes and dtypes. A box moves by (dx, dy)/S where it stays inside.
+    """
+    b, _, S, _ = images.shape
+    sh = shift.long().cpu()
+    m = int(sh.abs().max()) if len(sh) else 0
+    if m == 0:
+        return images.clone(), labels.clone()
+    pi = F.pad(images, (m, m, m, m))  # zeros outside; replaced by μ below
+    pl = F.pad(labels, (m, m, m, m))
+    y0, x0 = (m - sh[:, 1]).tolist(), (m - sh[:, 0]).tolist()
+    img = torch.stack([pi[j, :, y0[j] : y0[j] + S, x0[j] : x0[j] + S] for j in range(b)])
+    lab = torch.stack([pl[j, y0[j] : y0[j] + S, x0[j] : x0[j] + S] for j in range(b)])
+    ar = torch.arange(S, device=images.device)
+    ys, xs = ar[None, :] - shift[:, 1:2].to(ar), ar[None, :] - shift[:, 0:1].to(ar)
+    inside = ((ys >= 0) & (ys < S))[:, :, None] & ((xs >= 0) & (xs < S))[:, None, :]  # B×S×S
+    fill = mean if images.is_floating_point() else mean.round().clamp(0, 255)
+    img = torch.where(inside[:, None], img, fill.to(images.dtype)[None])
+    return img, lab
+
+
+def label_box(labels: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+    """Presence and box of one label per map: ``labels`` B×H×W, ``label`` B → (B bool, B×4 normalised box,
+    0 where absent), the same convention as :func:`label_presence_boxes`."""
+    n, h, w = labels.shape
+    m = labels.long() == label.to(labels.device).long()[:, None, None]
+    rows, cols = m.any(2).to(torch.uint8), m.any(1).to(torch.uint8)
+    has = rows.any(1).bool()
+    y0, y1 = rows.argmax(1), h - rows.flip(1).argmax(1)
+    x0, x1 = cols.argmax(1), w - cols.flip(1).argmax(1)
+    box = torch.stack([x0 / w, y0 / h, x1 / w, y1 / h], 1).float()
+    return has, torch.where(has[:, None], box, torch.zeros_like(box))
 
 
 def mirror(images: Tensor, labels: Tensor, mirror_lut: Tensor) -> tuple[Tensor, Tensor]:
@@ -433,13 +477,16 @@ class PairSampler:
         group_size: B_R, regions per query image in a training batch (1 = independent pairs).
         augment: draw zoom/mirror variants (needs ``data`` built with ``augment=True``).
         rank, world_size: DDP rank and size.
+        shift: random translation of training batches (not in the paper; 0 = none, the default): I and each
+            g_k move by independent whole-pixel offsets (dx, dy) uniform in ±round(shift·S), the uncovered
+            pixels become μ, and c, t come from the moved label maps (:meth:`next_batch`).
     """
 
     def __init__(
         self, data: DeviceCorpus, queries: Any, knn: Any, *, batch_size: int = 128,
         pairs_per_epoch: int = 12_800, seed: int = 0, sampler: str = "natural", neg_fraction: float = 0.4,
         empty_fraction: float | None = None, empty_target: str | None = None, label_power: float = 0.0,
-        group_size: int = 1, augment: bool = True, rank: int = 0, world_size: int = 1,
+        group_size: int = 1, augment: bool = True, rank: int = 0, world_size: int = 1, shift: float = 0.0,
     ) -> None:  # fmt: skip
         self.data = data
         self.queries = torch.as_tensor(np.asarray(queries), dtype=torch.long).reshape(-1)
@@ -478,6 +525,9 @@ class PairSampler:
         self.sampler, self.empty_target = sampler, empty_target
         self.neg_fraction, self.empty_fraction = float(neg_fraction), float(empty_fraction)
         self.label_power, self.augment, self.group_size = float(label_power), bool(augment), int(group_size)
+        if not 0 <= shift < 0.5:
+            raise QparseError(f"shift must be in [0, 0.5) (a fraction of the image size), got {shift}")
+        self.shift_px = int(round(float(shift) * data.size))
         self.K = self.knn.shape[1]
         self.generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.rank)
         self._build_candidates()
@@ -674,26 +724,43 @@ class PairSampler:
         """
         rI, rG, lab = self._rows(idx)
         d = self.data
-        in_i = d.present[rI, lab]
-        has_t = in_i & d.present[rG, lab]
+        return self._targets(d.present[rI, lab], d.boxes[rI, lab], d.present[rG, lab], d.boxes[rG, lab])
+
+    def _targets(self, in_i: Tensor, box_i: Tensor, in_g: Tensor, box_g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        has_t = in_i & in_g
         c = has_t if self.empty_target == "zero" else in_i
-        t = torch.where(has_t[:, None], d.boxes[rG, lab] - d.boxes[rI, lab], torch.zeros(()).to(d.boxes))
+        t = torch.where(has_t[:, None], box_g - box_i, torch.zeros((), dtype=box_g.dtype, device=box_g.device))
         return c.float(), t, has_t
 
-    def materialise(self, idx: PairIndex, grouped: bool = False) -> PairBatch:
+    def materialise(
+        self, idx: PairIndex, grouped: bool = False, shift_i: Tensor | None = None, shift_g: Tensor | None = None
+    ) -> PairBatch:
         """The pairs as network inputs and targets on the device (gathers, no per-pair loop).
 
         ``grouped``: ``I`` holds each distinct test image (corpus index, zoom, mirror) once and ``group[b]``
         is pair b's row in it (for ``model(I, R, group)``, the test path computed once per image).
+        ``shift_i`` (one (dx, dy) row per row of ``I``) and ``shift_g`` (B×2) translate I and g_k
+        (:func:`translate`); the targets then come from the translated label maps (:func:`label_box`).
         """
         rI, rG, lab = self._rows(idx)
         d = self.data
         group = None
         if grouped:
             rI, group = torch.unique(rI, return_inverse=True)
-        I = image_to_input(d.images[rI], d.mean)
-        R = image_to_input(knn_region(d.images[rG], d.labels[rG], lab, d.mean), d.mean)
-        c, t, has_t = self.targets(idx)
+        if shift_i is None and shift_g is None:
+            I = image_to_input(d.images[rI], d.mean)
+            R = image_to_input(knn_region(d.images[rG], d.labels[rG], lab, d.mean), d.mean)
+            c, t, has_t = self.targets(idx)
+            return PairBatch(I, R, c, t, has_t, lab, idx, group)
+        zero_i, zero_g = torch.zeros(len(rI), 2, dtype=torch.long), torch.zeros(len(rG), 2, dtype=torch.long)
+        img_i, lab_i = translate(d.images[rI], d.labels[rI], zero_i if shift_i is None else shift_i, d.mean)
+        img_g, lab_g = translate(d.images[rG], d.labels[rG], zero_g if shift_g is None else shift_g, d.mean)
+        I = image_to_input(img_i, d.mean)
+        R = image_to_input(knn_region(img_g, lab_g, lab, d.mean), d.mean)
+        pair_lab_i = lab_i if group is None else lab_i[group]
+        in_i, box_i = label_box(pair_lab_i, lab)
+        in_g, box_g = label_box(lab_g, lab)
+        c, t, has_t = self._targets(in_i, box_i, in_g, box_g)
         return PairBatch(I, R, c, t, has_t, lab, idx, group)
 
     def iter_pairs(
@@ -719,11 +786,21 @@ class PairSampler:
         return self.steps_per_epoch
 
     def next_batch(self) -> PairBatch:
-        """One training batch: grouped (B_I × B_R) when ``group_size`` > 1, else independent pairs."""
-        if self.group_size > 1:
+        """One training batch: grouped (B_I × B_R) when ``group_size`` > 1, else independent pairs; with
+        ``shift`` > 0, I and each g_k translated by offsets drawn from the sampler's generator (after the
+        pairs, so a resumed run draws the same ones)."""
+        grouped = self.group_size > 1
+        if grouped:
             idx = self.draw_grouped(self.batch_size // self.group_size, self.group_size)
-            return self.materialise(idx, grouped=True)
-        return self.materialise(self.draw(self.batch_size))
+        else:
+            idx = self.draw(self.batch_size)
+        if not self.shift_px:
+            return self.materialise(idx, grouped=grouped)
+        n_i = len(torch.unique(self._rows(idx)[0])) if grouped else len(idx)
+        m, g = self.shift_px, self.generator
+        shift_i = torch.randint(-m, m + 1, (n_i, 2), generator=g)
+        shift_g = torch.randint(-m, m + 1, (len(idx), 2), generator=g)
+        return self.materialise(idx, grouped, shift_i, shift_g)
 
     def __iter__(self) -> Iterator[PairBatch]:
         for _ in range(self.steps_per_epoch):

@@ -205,7 +205,7 @@ def _train(
         data, q_tr, knn_tr, batch_size=prof.batch_size, pairs_per_epoch=prof.pairs_per_epoch,
         seed=prof.seed, sampler=prof.sampler, neg_fraction=prof.neg_fraction,
         empty_fraction=prof.empty_fraction, label_power=prof.label_power, group_size=prof.group_size,
-        augment=True, rank=dist.rank, world_size=dist.world_size,
+        augment=True, rank=dist.rank, world_size=dist.world_size, shift=prof.shift,
     )  # fmt: skip
     # validation: the pairs parsing scores (val image × its first k_test KNN × the labels they contain)
     val_sampler = PairSampler(data, q_va, knn_va, batch_size=prof.batch_size, seed=prof.seed, augment=False)

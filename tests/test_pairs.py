@@ -371,3 +371,73 @@ def test_scored_pairs_are_every_label_of_the_first_k_neighbours():
     for q in set(capped.query.tolist()):  # whole images are kept
         assert (capped.query == q).sum() == (full.query == q).sum()
     assert per_q
+
+
+def test_translate_moves_pixels_and_boxes_exactly():
+    from qparse_lite.pairs import label_box, translate
+
+    images, labels, mean = _corpus(2)
+    _rect(labels[0], 3, 4, 2, 10, 7)
+    _rect(labels[1], 5, 0, 10, 6, 20)  # touches the left and bottom border
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=False)
+    shift = torch.tensor([[3, -2], [-2, 1]])
+    img, lab = translate(data.images, data.labels, shift, data.mean)
+    assert img.dtype == torch.uint8 and lab.dtype == data.labels.dtype
+    # out(y, x) = in(y − dy, x − dx): image 0 moved right 3 and up 2
+    assert torch.equal(img[0, :, 0 : S - 2, 3:], data.images[0, :, 2:, : S - 3])
+    mu8 = data.mean.round().to(torch.uint8)
+    assert torch.equal(img[0, :, :, :3], mu8[:, :, :3]) and torch.equal(img[0, :, S - 2 :], mu8[:, S - 2 :])
+    assert (lab[0, S - 2 :] == 0).all()
+    has, box = label_box(lab, torch.tensor([3, 5]))
+    assert has.tolist() == [True, True]
+    np.testing.assert_allclose(box[0].numpy(), np.array([4 + 3, 2 - 2, 10 + 3, 7 - 2]) / S, atol=1e-6)
+    # a region pushed past the frame is clipped to it (the box of the pixels that remain)
+    np.testing.assert_allclose(box[1].numpy(), np.array([0, 11, 4, 20]) / S, atol=1e-6)
+    # zero shift is the identity; label_box agrees with label_presence_boxes
+    img0, lab0 = translate(data.images, data.labels, torch.zeros(2, 2, dtype=torch.long), data.mean)
+    assert torch.equal(img0, data.images) and torch.equal(lab0, data.labels)
+    p, b = label_presence_boxes(data.labels, L)
+    h0, b0 = label_box(data.labels, torch.tensor([3, 5]))
+    assert torch.equal(h0, p[[0, 1], [3, 5]]) and torch.equal(b0, b[[0, 1], [3, 5]])
+
+
+def test_shifted_batches_have_targets_of_the_moved_label_maps():
+    from qparse_lite.pairs import label_box, translate
+
+    images, labels, mean = _random_corpus(seed=3)
+    data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=True)
+    knn = _knn(40, 8, 3)
+    with pytest.raises(QparseError, match="shift"):
+        PairSampler(data, np.arange(40), knn, shift=0.5)
+    for gs in (1, 16):
+        s = PairSampler(data, np.arange(40), knn, batch_size=64, group_size=gs, seed=2, shift=0.15)
+        assert s.shift_px == 3
+        st = s.state_dict()
+        b = s.next_batch()
+        s.load_state_dict(st)
+        b2 = s.next_batch()  # the offsets come from the sampler's generator: resume draws the same
+        assert torch.equal(b.I, b2.I) and torch.equal(b.R, b2.R) and torch.equal(b.t, b2.t)
+        plain = s.materialise(b.index, grouped=gs > 1)
+        assert not torch.equal(plain.I, b.I)  # the batch was moved
+        # zero offsets reproduce the unshifted batch exactly
+        z_i, z_g = torch.zeros(len(b.I), 2, dtype=torch.long), torch.zeros(len(b.R), 2, dtype=torch.long)
+        zero = s.materialise(b.index, gs > 1, z_i, z_g)
+        for x, y in zip(zero, plain, strict=False):
+            if isinstance(x, torch.Tensor):
+                assert torch.equal(x, y)
+    # explicit offsets: c, t, has_t are those of the moved label maps, R is g_k moved and masked
+    s = PairSampler(data, np.arange(40), knn, batch_size=64, seed=2)
+    idx = s.draw(64)
+    rI, rG, lab = s._rows(idx)
+    g = torch.Generator().manual_seed(0)
+    sh_i, sh_g = torch.randint(-4, 5, (64, 2), generator=g), torch.randint(-4, 5, (64, 2), generator=g)
+    b = s.materialise(idx, False, sh_i, sh_g)
+    _, li = translate(data.images[rI], data.labels[rI], sh_i, data.mean)
+    gi, lg = translate(data.images[rG], data.labels[rG], sh_g, data.mean)
+    in_i, box_i = label_box(li, lab)
+    in_g, box_g = label_box(lg, lab)
+    assert torch.equal(b.has_t, in_i & in_g) and torch.equal(b.c, in_i.float())
+    torch.testing.assert_close(b.t[b.has_t], (box_g - box_i)[b.has_t])
+    torch.testing.assert_close(b.R, image_to_input(knn_region(gi, lg, lab, data.mean), data.mean))
+    moved = (sh_i != 0).any(1) & b.has_t
+    assert moved.any() and not torch.equal(b.t[moved], s.materialise(idx).t[moved])
