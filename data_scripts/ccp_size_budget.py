@@ -1,21 +1,23 @@
-"""Where the CPU budget buys the most: the default M-CNN at 64, 81 and 113 px on CCP, against pairs seen and time.
+"""Where the CPU budget buys the most: M-CNN runs on CCP side by side, against pairs seen and time.
 
-Each run is ``qparse train --profile ccp --set image_size=S --set pairs_per_epoch=P [--set dropout=D]`` on a
-corpus prepared at S (``qparse prepare ... --size S --feature-size 224``); one thread each, two runs side by side
-on the 2-core machine. Every number is on the **validation** split (the test split is never read here).
+Each run is ``qparse train --profile ccp [--set FIELD=VALUE ...]`` (image size, pairs per epoch, dropout, the
+displacement loss, translation, ...) on a corpus prepared at its size (``qparse prepare ... --size S
+--feature-size 224``); one thread each, two runs side by side on the 2-core machine. Every number is on the
+**validation** split (the test split is never read here).
 
 Usage::
 
-    python data_scripts/ccp_size_budget.py KEY=RUN_DIR[:VAL_EVAL_DIR] ...
+    python data_scripts/ccp_size_budget.py [--name STEM] [--title TITLE] KEY=RUN_DIR[:VAL_EVAL_DIR] ...
 
 ``VAL_EVAL_DIR`` (optional) is ``qparse evaluate --model RUN_DIR --split val ...``: its average F1 is added to
-the run's last row. Writes ``results/ccp/size_budget.csv``, ``size_budget.md`` and ``size_budget.png``.
+the run's last row. Writes ``results/ccp/STEM.csv``, ``STEM.md`` and ``STEM.png`` (default STEM
+``size_budget``: the image-size study; ``disp_head``: the displacement-head study).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -27,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 R = Path(__file__).resolve().parent.parent / "results" / "ccp"
 
 
-def rows_of(key: str, run: Path, val_eval: Path | None) -> list[dict]:
+def rows_of(key: str, run: Path, val_eval: Path | None, extra: bool = False) -> list[dict]:
     """One row per epoch of a run: pairs seen, cumulative training seconds and the validation metrics."""
     rec = json.loads((run / "run.json").read_text())
     log = pd.read_csv(run / "log.csv")
@@ -39,6 +41,9 @@ def rows_of(key: str, run: Path, val_eval: Path | None) -> list[dict]:
         last = i == len(log) - 1
         out.append({
             "run": key, "image_size": pf["image_size"], "width": pf["width"], "dropout": pf.get("dropout", 0.0),
+            **({"shift": pf.get("shift", 0.0), "disp_loss": pf.get("disp_loss", "l2"),
+                "disp_weight": pf.get("disp_weight", 1.0), "label_power": pf["label_power"], "seed": rec["seed"]}
+               if extra else {}),
             "pairs_per_epoch": pf["pairs_per_epoch"], "epoch": int(r["epoch"]), "pairs_seen": int(r["pairs_seen"]),
             "elapsed_s": round(t, 1), "val_auc": r["val_auc"], "val_auc_vote": rec["vote_val"]["auc"],
             "val_disp_err": r["val_disp_err"], "val_disp_err_trivial": tv["disp_err"],
@@ -48,16 +53,17 @@ def rows_of(key: str, run: Path, val_eval: Path | None) -> list[dict]:
     return out
 
 
-def main(specs: list[str]) -> pd.DataFrame:
+def main(specs: list[str], name: str = "size_budget", title: str | None = None) -> pd.DataFrame:
+    """Rows of every run (``KEY=RUN_DIR[:VAL_EVAL_DIR]``) into ``results/ccp/NAME.{csv,md,png}``."""
     rows = []
     for spec in specs:
         key, _, paths = spec.partition("=")
         run, _, ev = paths.partition(":")
-        rows += rows_of(key, Path(run), Path(ev) if ev else None)
+        rows += rows_of(key, Path(run), Path(ev) if ev else None, extra=name != "size_budget")
     df = pd.DataFrame(rows)
-    df.to_csv(R / "size_budget.csv", index=False, float_format="%.6f")
+    df.to_csv(R / f"{name}.csv", index=False, float_format="%.6f")
     last = df.groupby("run").tail(1)
-    (R / "size_budget.md").write_text(last.to_markdown(index=False, floatfmt=".4f") + "\n")
+    (R / f"{name}.md").write_text(last.to_markdown(index=False, floatfmt=".4f") + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, g in df.groupby("run", sort=False):
         axes[0].plot(g["pairs_seen"], g["disp_err_below_trivial"] * 100, "o-", label=key)
@@ -68,11 +74,16 @@ def main(specs: list[str]) -> pd.DataFrame:
         ax.set_ylabel("val displacement error below trivial (%)")
     axes[0].set_xscale("log")
     axes[1].legend(fontsize=8)
-    fig.suptitle("CCP, default M-CNN (width 0.5): image size vs pairs in a CPU budget (validation split)")
+    fig.suptitle(title or "CCP, default M-CNN (width 0.5): image size vs pairs in a CPU budget (validation split)")
     fig.tight_layout()
-    fig.savefig(R / "size_budget.png", dpi=110)
+    fig.savefig(R / f"{name}.png", dpi=110)
     return df
 
 
 if __name__ == "__main__":
-    print(main(sys.argv[1:]).groupby("run").tail(1).to_string(index=False))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", metavar="KEY=RUN_DIR[:VAL_EVAL_DIR]")
+    ap.add_argument("--name", default="size_budget", help="output stem in results/ccp (default size_budget)")
+    ap.add_argument("--title", default=None, help="figure title")
+    a = ap.parse_args()
+    print(main(a.runs, a.name, a.title).groupby("run").tail(1).to_string(index=False))

