@@ -63,6 +63,10 @@ def main(specs: list[str], name: str = "size_budget", title: str | None = None) 
     df = pd.DataFrame(rows)
     df.to_csv(R / f"{name}.csv", index=False, float_format="%.6f")
     last = df.groupby("run").tail(1)
+    if name != "size_budget":  # the md keeps the columns that differ between runs (the csv keeps all)
+        same = [c for c in ("image_size", "width", "dropout", "shift", "pairs_per_epoch", "epoch", "pairs_seen")
+                if last[c].nunique() == 1]
+        last = last.drop(columns=same)
     (R / f"{name}.md").write_text(last.to_markdown(index=False, floatfmt=".4f") + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, g in df.groupby("run", sort=False):
