@@ -33,6 +33,9 @@ z = 1 is the ×1.2 crop (the crop zoomed out so that the person occupies 1/1.2 o
 the border is the corpus mean image, the label map's border background), m = 1 the mirror (flip and swap
 the label set's left/right labels via ``LabelSet.mirror_lut``). Label maps, presence and boxes are
 computed from the augmented label maps, so they are consistent with the pixels by construction.
+Not in the paper, and off unless ``shift`` > 0 (the profile field): each training batch's I and g_k are also
+translated by random whole-pixel offsets (:func:`translate`), their targets taken from the moved label maps
+(:func:`label_box`); the :class:`TargetNorm` statistics stay those of the unmoved pairs.
 
 **Sampling** ("after unevenly sampling of the training pairs to balance different labels", Sec. 4.1).
 The candidate pairs are the triples (i, k, l): a query image i of the split, one of its K KNN images
