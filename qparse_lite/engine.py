@@ -65,7 +65,11 @@ def disp_penalty(e: Tensor, kind: str = "l2") -> Tensor:
         return torch.where(a <= 1.0, e.square(), 2.0 * a - 1.0)
     if kind == "l1":
         return e.abs()
-    raise QparseError(f"disp_loss must be one of {', '.join(DISP_LOSSES)}, not {kind!r}. Fix: --set disp_loss=l2")
+    raise _bad_disp_loss(kind)
+
+
+def _bad_disp_loss(kind: str) -> QparseError:
+    return QparseError(f"disp_loss must be one of {', '.join(DISP_LOSSES)}, not {kind!r}. Fix: --set disp_loss=l2")
 
 
 def matching_loss(
@@ -98,7 +102,8 @@ def profile_loss(prof: Any) -> Callable[..., tuple[Tensor, Tensor, Tensor]]:
     """:func:`matching_loss` with a profile's ``disp_loss`` and ``disp_weight`` (validated here, before any
     training starts)."""
     kind, weight = str(prof.disp_loss), float(prof.disp_weight)
-    disp_penalty(torch.zeros(1), kind)
+    if kind not in DISP_LOSSES:
+        raise _bad_disp_loss(kind)
     if not weight > 0:
         raise QparseError(f"disp_weight must be > 0, got {weight}. Fix: --set disp_weight=1")
     if kind == "l2" and weight == 1.0:
