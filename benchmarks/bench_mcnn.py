@@ -20,12 +20,12 @@ measures, in the same run and on the same device:
 * **fraction of the fp32 FMA peak** of every training mode: achieved FLOP/s / peak FLOP/s, where achieved
   = 2 × (multiply-adds actually computed per step) / (seconds per step), the multiply-adds of a step being
   3 × the forward multiply-adds (forward + gradients w.r.t. inputs and weights) from
-  ``qparse_lite.mcnn.describe`` — for ``grouped`` the I path and the I-terms of the cross convolutions
+  ``qparse_lite.model.summary.describe`` — for ``grouped`` the I path and the I-terms of the cross convolutions
   counted once per image, not per pair — and peak = threads × clock × FMA units per core × fp32 SIMD lanes
   × 2 FLOP (CPU: the clock from ``/proc/cpuinfo`` "cpu MHz" or ``--cpu-ghz``, lanes 16 with AVX-512, 8 with
   AVX2, 4 otherwise, ``--fma-units`` 2 per core by default — an assumption the JSON records; CUDA: not
   computed);
-* **inference** pairs/s of the M-CNN stage of parsing (``qparse_lite.parse.MCNNParser.match``): each test
+* **inference** pairs/s of the M-CNN stage of parsing (``qparse_lite.parse.parser.MCNNParser.match``): each test
   image is paired with K × L KNN regions (K = 9 neighbours, L = 17 foreground labels of ATR by default);
   ``plain`` runs ``model(I, R)`` with the test image repeated for every pair, ``cached`` runs
   ``encode_test(I)`` once and ``forward_cached`` for the pairs (the test image's path shared), both in the
@@ -61,7 +61,8 @@ import torch.nn.functional as F
 
 from qparse_lite.errors import QparseError
 from qparse_lite.io import atomic_write_json, atomic_write_text
-from qparse_lite.mcnn import build_model, count_parameters, describe
+from qparse_lite.model.mcnn import build_model
+from qparse_lite.model.summary import count_parameters, describe
 from qparse_lite.runinfo import get_device, run_record
 
 __all__ = ["run_benchmark", "write_results", "to_markdown", "step_macs", "fp32_peak", "main"]
@@ -535,7 +536,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile", action="store_true", help="also torch.compile the model in the optimised mode"
     )
-    p.add_argument("--variant", default="mcnn", help="M-CNN variant (qparse_lite.mcnn.VARIANTS)")
+    p.add_argument("--variant", default="mcnn", help="M-CNN variant (qparse_lite.model.mcnn.VARIANTS)")
     p.add_argument("--k", type=int, default=9, help="KNN images per test image at inference (paper: 9)")
     p.add_argument("--labels", type=int, default=17, help="foreground labels L per test image (ATR: 17)")
     p.add_argument("--test-images", type=int, default=4, help="test images per inference step")

@@ -31,15 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from qparse_lite import postprocess as pp
+from qparse_lite.data.prepare import Corpus
 from qparse_lite.io import atomic_write_json, atomic_write_text
-from qparse_lite.mcnn import build_model
-from qparse_lite.pairs import TargetNorm
-from qparse_lite.parse import MCNNParser, label_boxes
-from qparse_lite.prepare import Corpus
-from qparse_lite.retrieval import corpus_knn
+from qparse_lite.model.mcnn import build_model
+from qparse_lite.parse import postprocess as pp
+from qparse_lite.parse.parser import MCNNParser, label_boxes
+from qparse_lite.retrieval.search import corpus_knn
 from qparse_lite.runinfo import get_device, run_record
-from qparse_lite.train import load_model
+from qparse_lite.train.checkpoint import load_model
+from qparse_lite.train.pairs import TargetNorm
 
 
 def _sync(dev: str) -> None:

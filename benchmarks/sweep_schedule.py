@@ -6,7 +6,7 @@ One command::
 
 trains the profile's default variant once per candidate schedule below (optimiser, learning rate, warm-up,
 decay), every run with the same pairs (the profile's ``epochs × pairs_per_epoch``), the same corpus, KNN
-tables and seed, through :func:`qparse_lite.train.train` (what ``qparse train`` runs), and writes
+tables and seed, through :func:`qparse_lite.train.loop.train` (what ``qparse train`` runs), and writes
 ``<out>/schedule_<profile>.csv`` and ``.md``: per candidate the final validation loss (Eq. (1) on the pairs
 parsing scores), the label-level AUC beside the neighbour vote, the displacement error beside the trivial
 predictor, and the training seconds. The test split is never read. The best validation loss is the
@@ -48,7 +48,7 @@ def run_sweep(profile: str, work: Path, names: list[str] | None = None, corpus: 
               **overrides: Any) -> list[dict[str, Any]]:  # fmt: skip
     """Train every candidate (or ``names``) into ``work/<i>`` (resuming/reusing what is there); returns one
     row per candidate. ``on_row(rows)`` is called after each (e.g. to write the table so far)."""
-    from qparse_lite.train import train
+    from qparse_lite.train.loop import train
 
     rows = []
     for i, (name, kw) in enumerate(CANDIDATES.items()):

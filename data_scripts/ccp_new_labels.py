@@ -16,11 +16,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from qparse_lite.evaluate import evaluate, split_neighbours
-from qparse_lite.newlabels import fraction_sweep, label_f1_summary
-from qparse_lite.prepare import Corpus
+from qparse_lite.data.prepare import Corpus
+from qparse_lite.evaluation.evaluate import evaluate
+from qparse_lite.evaluation.newlabels import fraction_sweep, label_f1_summary
 from qparse_lite.profiles import Profile
-from qparse_lite.train import load_model
+from qparse_lite.retrieval.search import split_neighbours
+from qparse_lite.train.checkpoint import load_model
 
 LABEL = "outerwear"
 FRACTIONS = (0.0, 0.1, 0.25, 0.5, 1.0)

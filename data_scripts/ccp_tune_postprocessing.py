@@ -1,7 +1,7 @@
 """Choose the post-processing of a CCP M-CNN and of label transfer on the VALIDATION split (never test).
 
 Usage: ``python data_scripts/ccp_tune_postprocessing.py OUT MODEL CORPUS``. Writes ``OUT/mcnn_val_tuning.csv``
-(every value tried, :func:`qparse_lite.evaluate.tune_postprocessing`) and ``OUT/tuning.json`` (the chosen values;
+(every value tried, :func:`qparse_lite.evaluation.evaluate.tune_postprocessing`) and ``OUT/tuning.json`` (the chosen values;
 label transfer gets the same kind of budget: its superpixel count, 0 = none).
 """
 
@@ -12,18 +12,13 @@ import time
 
 import torch
 
-from qparse_lite.evaluate import (
-    evaluate_parser,
-    grid_edges,
-    make_parser_fn,
-    split_neighbours,
-    tune_postprocessing,
-)
+from qparse_lite.data.prepare import Corpus
+from qparse_lite.evaluation.evaluate import evaluate_parser, grid_edges, make_parser_fn, tune_postprocessing
 from qparse_lite.io import atomic_write_json
-from qparse_lite.parse import MCNNParser
-from qparse_lite.prepare import Corpus
+from qparse_lite.parse.parser import MCNNParser
 from qparse_lite.profiles import Profile
-from qparse_lite.train import load_model
+from qparse_lite.retrieval.search import split_neighbours
+from qparse_lite.train.checkpoint import load_model
 
 #: The values tried, default first (ties keep it). A first run chose an END of every grid (ξ1 0.5,
 #: displacement scale 1.0, 400 segments, ξ2 0.3); these grids reach past those choices where the parameter

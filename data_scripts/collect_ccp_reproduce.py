@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from qparse_lite.evaluation.report import ccp_seed_table, ccp_table1
 from qparse_lite.io import atomic_write_json, atomic_write_text
-from qparse_lite.report import ccp_seed_table, ccp_table1
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collect_ccp_results import clean  # noqa: E402  (the one path scrubber of the committed files)

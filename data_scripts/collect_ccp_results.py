@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.copy(s, RESULTS / n)
     if args.report:
-        from qparse_lite.report import write_ccp_report
+        from qparse_lite.evaluation.report import write_ccp_report
 
         print(write_ccp_report(RESULTS))
     return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from qparse_lite.download import CCP_SUMS_FILE, read_sums, sha256_file, write_sums  # noqa: E402
+from qparse_lite.data.download import CCP_SUMS_FILE, read_sums, sha256_file, write_sums  # noqa: E402
 
 
 def listed_files(root: Path) -> list[str]:

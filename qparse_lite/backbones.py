@@ -13,7 +13,7 @@ file and the fix) and returns it in eval mode. :class:`EfficientNetLite0Trunk` w
 pyramid: ``trunk(x) -> {"c3": stride 8, "c4": stride 16, "c5": stride 32}`` maps, the last one being the
 1,280-channel output of the head convolution (the "penultimate" features the classifier pools).
 
-One loader serves both the retrieval features (:mod:`qparse_lite.retrieval`) and any detector backbone.
+One loader serves both the retrieval features (:mod:`qparse_lite.retrieval.features`) and any detector backbone.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import QparseError
+from qparse_lite.errors import QparseError
 
 __all__ = [
     "EFFICIENTNET_LITE0_SHA256",

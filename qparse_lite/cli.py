@@ -14,8 +14,8 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from . import __version__, commands
-from .errors import QparseError
+from qparse_lite import __version__, commands
+from qparse_lite.errors import QparseError
 
 __all__ = ["build_parser", "main", "HELPER_MODULES"]
 

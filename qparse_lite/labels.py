@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import QparseError
+from qparse_lite.errors import QparseError
 
 __all__ = [
     "LabelSet",

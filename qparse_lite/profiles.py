@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .errors import QparseError
+from qparse_lite.errors import QparseError
 
 __all__ = ["Profile", "PROFILES", "GPU_BUDGET", "apply_budget", "features_for_dataset", "profile_for_dataset", "get_profile"]
 
@@ -47,7 +47,7 @@ class Profile:
     ``benchmarks/sweep_schedule.py``). A GPU user flips one switch, ``budget="gpu"``
     (``get_profile("ccp", budget="gpu")`` or ``qparse train --set budget=gpu``): it applies
     :data:`GPU_BUDGET` (more pairs; for ccp the paper's SGD, lr 5e-4, ÷10 on plateau) and leaves the threads
-    to torch. ``sampler``/``group_size``/``empty_fraction``: see :class:`qparse_lite.pairs.PairSampler`.
+    to torch. ``sampler``/``group_size``/``empty_fraction``: see :class:`qparse_lite.train.sampler.PairSampler`.
     """
 
     name: str
@@ -55,7 +55,7 @@ class Profile:
     label_set: str  # "atr18" | "ccp-coarse" | "ccp59"
     image_size: int  # S: prepared crops are S×S (the paper: 227)
     n_images: int | None  # synthetic corpus size (None: the whole real dataset)
-    features: str  # retrieval features: a name of qparse_lite.retrieval.EXTRACTORS (see below)
+    features: str  # retrieval features: a name of qparse_lite.retrieval.features.EXTRACTORS (see below)
     k_train: int  # KNN images per training image (paper: 50)
     k_test: int  # KNN images per test image (paper: 9)
     variant: str  # default M-CNN variant (paper: cross 5,4,3,2)
@@ -70,7 +70,7 @@ class Profile:
     xi1: float = 0.8  # label-visibility threshold ξ1 (paper)
     xi2: float = 0.5  # rough-foreground threshold ξ2 (paper)
     erosion: int = 10  # seed erosion filter size (paper, at 227; scaled with S below)
-    # -- training pairs, batches, schedule and threads (qparse_lite.pairs / qparse_lite.train) --
+    # -- training pairs, batches, schedule and threads (qparse_lite.train.pairs / qparse_lite.train.loop) --
     sampler: str = "natural"  # "natural" (balanced labels, natural P(c=1|l)) | "stratified" (the first scheme)
     neg_fraction: float = 0.4  # stratified only: share of c = 0 pairs with a real region
     empty_fraction: float | None = None  # share of mean-image regions (None: 0 natural, 0.05 stratified)
@@ -79,12 +79,12 @@ class Profile:
     warmup: float = 0.03  # share of the steps with a linear lr warm-up (adamw / sgd with cosine)
     schedule: str = "auto"  # "auto" (sgd: ÷10 on plateau, adamw: cosine) | "cosine" | "plateau" | "constant"
     shift: float = 0.0  # random translation of I and g_k in training, fraction of S (paper: none; 0 = off)
-    disp_loss: str = "l2"  # displacement penalty ρ: "l2" (Eq. (1)) | "huber" | "l1" (qparse_lite.engine)
+    disp_loss: str = "l2"  # displacement penalty ρ: "l2" (Eq. (1)) | "huber" | "l1" (qparse_lite.train.engine)
     disp_weight: float = 1.0  # λ_t, weight of the displacement term (Eq. (1): 1)
     dropout: float = 0.0  # dropout after each hidden fc layer of the M-CNN (paper: not mentioned; 0 = none)
     threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
     budget: str = "cpu"  # "cpu" | "gpu": the one switch that scales pairs/epochs to a GPU (GPU_BUDGET)
-    # -- retrieval (qparse_lite.retrieval / qparse_lite.imagenet_retrieval) --
+    # -- retrieval (qparse_lite.retrieval.features / qparse_lite.retrieval.imagenet) --
     feature_size: int | None = None  # F: corpus crops also kept at F×F for the ImageNet features (None: S)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,8 +150,8 @@ def features_for_dataset(dataset: str) -> str:
 
 def get_profile(name: str | Profile, **overrides: Any) -> Profile:
     """The named profile (or ``name`` itself when it is a :class:`Profile`), with any field overridden:
-    ``get_profile("quick", epochs=2)``. The kit's one override route (``qparse_lite.train.train``,
-    ``qparse train --set``, :class:`qparse_lite.experiment.Workspace` all go through it).
+    ``get_profile("quick", epochs=2)``. The kit's one override route (``qparse_lite.train.loop.train``,
+    ``qparse train --set``, :class:`qparse_lite.pipeline.workspace.Workspace` all go through it).
 
     A ``None`` value keeps the profile's field; ``budget`` (``"cpu"`` | ``"gpu"``) is applied first
     (:func:`apply_budget`), the other fields after it.

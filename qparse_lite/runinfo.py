@@ -47,7 +47,7 @@ def get_device(prefer: str = "auto") -> str:
 
     if prefer and prefer != "auto":
         if prefer.startswith("cuda") and not torch.cuda.is_available():
-            from .errors import QparseError
+            from qparse_lite.errors import QparseError
 
             raise QparseError(f"device {prefer!r} asked for but CUDA is not available; use --device cpu")
         return prefer

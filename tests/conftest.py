@@ -26,9 +26,9 @@ def tiny_run(tmp_path_factory):
     Returns ``(corpus, run_dir)``. The model is barely trained: tests that use it check plumbing and
     shapes, not parsing quality.
     """
-    from qparse_lite.datasets import get_dataset
-    from qparse_lite.prepare import Corpus, prepare_corpus
-    from qparse_lite.train import train
+    from qparse_lite.data.datasets import get_dataset
+    from qparse_lite.data.prepare import Corpus, prepare_corpus
+    from qparse_lite.train.loop import train
 
     base = tmp_path_factory.mktemp("tiny_run")
     prepare_corpus(get_dataset("synthetic", n=60, size=128, seed=3), 48, base / "corpus", progress=False)

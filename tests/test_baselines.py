@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from qparse_lite.baselines import (
+from qparse_lite.baselines.parametric import (
     LRASPPNet,
     ParametricParser,
     load_parametric,
@@ -51,7 +51,7 @@ def _cfg(corpus, **kw):
 
 
 def test_train_evaluate_and_exact_resume(tiny_run, tmp_path):
-    from qparse_lite.evaluate import evaluate
+    from qparse_lite.evaluation.evaluate import evaluate
     from qparse_lite.labels import read_label_png
 
     corpus, _ = tiny_run
@@ -85,7 +85,7 @@ def test_train_evaluate_and_exact_resume(tiny_run, tmp_path):
 
 
 def test_holdout_then_finetune_teaches_the_label(tiny_run, tmp_path):
-    from qparse_lite.newlabels import choose_holdout_label, finetune_new_label
+    from qparse_lite.evaluation.newlabels import choose_holdout_label, finetune_new_label
 
     corpus, _ = tiny_run
     label = choose_holdout_label(corpus)

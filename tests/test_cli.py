@@ -13,17 +13,17 @@ from types import SimpleNamespace
 import pytest
 
 from qparse_lite.cli import build_parser, main
-from qparse_lite.dataset_base import SPLITS
-from qparse_lite.datasets import DATASETS
-from qparse_lite.evaluate import METHODS
-from qparse_lite.imagenet_retrieval import POOLINGS
+from qparse_lite.data.base import SPLITS
+from qparse_lite.data.datasets import DATASETS
+from qparse_lite.evaluation.evaluate import METHODS
 from qparse_lite.labels import LABEL_SETS
-from qparse_lite.mcnn import VARIANTS
-from qparse_lite.optim import OPTIMIZERS
-from qparse_lite.pairs import SAMPLERS
+from qparse_lite.model.mcnn import VARIANTS
 from qparse_lite.profiles import PROFILES
-from qparse_lite.retrieval import EXTRACTORS
+from qparse_lite.retrieval.features import EXTRACTORS
+from qparse_lite.retrieval.imagenet import POOLINGS
 from qparse_lite.runinfo import DEVICES
+from qparse_lite.train.optim import OPTIMIZERS
+from qparse_lite.train.pairs import SAMPLERS
 
 #: flag → the registry its choices must equal
 REGISTRIES = {
@@ -143,7 +143,7 @@ class _Stop(Exception):
 
 
 def test_defaults_come_from_the_profile(monkeypatch, tmp_path):
-    import qparse_lite.datasets as datasets
+    import qparse_lite.data.datasets as datasets
 
     seen = {}
 
@@ -160,7 +160,7 @@ def test_defaults_come_from_the_profile(monkeypatch, tmp_path):
         assert seen["n"] == PROFILES["quick"].n_images == 1200, argv
     # --k: the corpus's profile's k_test
     import qparse_lite.commands.knn as knn_cmd
-    import qparse_lite.retrieval as retrieval
+    import qparse_lite.retrieval.search as retrieval
 
     ks = []
 
@@ -178,7 +178,7 @@ def test_defaults_come_from_the_profile(monkeypatch, tmp_path):
 
 
 def test_train_overrides_go_through_get_profile(monkeypatch):
-    import qparse_lite.train as train_mod
+    import qparse_lite.train.loop as train_mod
 
     got = {}
 

@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from qparse_lite.datasets import ATR, CCP, CCP_COMMIT, get_dataset, seeded_split, split_counts
+from qparse_lite.data.datasets import ATR, CCP, CCP_COMMIT, get_dataset, seeded_split, split_counts
 from qparse_lite.errors import QparseError
 from qparse_lite.labels import ATR18, CCP59_NAMES, CCP_COARSE, ccp59_to_coarse_lut
 

@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, {tests!r})
 import torch
 from test_train import TINY, _corpus, _knn
-from qparse_lite.train import train
+from qparse_lite.train.loop import train
 
 torch.set_num_threads(1)
 corpus = _corpus()

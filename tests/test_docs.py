@@ -73,3 +73,60 @@ def test_the_checks_catch_what_they_should():
     assert [m.groups() for m in CITATION.finditer("docs/paper.md §1.3-1.5, docs/paper.md §2")] == [
         ("1.3", "1.5"), ("2", None)
     ]
+
+
+def test_readme_package_table_lists_exactly_the_modules():
+    """The README's package table names every module of the package, each in its folder, and nothing else."""
+    import qparse_lite
+
+    pkg = Path(qparse_lite.__file__).parent
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("## The package"):].split("\n\n")[2]
+    listed = set()
+    for row in table.splitlines()[2:]:
+        folder_cell, modules_cell = row.split("|")[1:3]
+        folder = re.match(r"\s*`(\w+)/`", folder_cell)
+        prefix = folder.group(1) + "/" if folder else ""
+        listed |= {prefix + m for m in re.findall(r"`(\w+)`", modules_cell)}
+    actual = {p.relative_to(pkg).with_suffix("").as_posix() for p in pkg.rglob("*.py")
+              if p.name not in ("__init__.py", "__main__.py")}  # fmt: skip
+    assert listed == actual
+
+
+def test_dotted_names_in_the_docs_resolve():
+    """Every ``qparse_lite.x.y`` named in README, DEVELOPING.md and docs/ is a module or a name in one."""
+    import importlib
+
+    missing = []
+    for doc in [REPO / "README.md", REPO / "DEVELOPING.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for ref in sorted(set(re.findall(r"qparse_lite(?:\.\w+)+", doc.read_text()))):
+            parts = ref.split(".")
+            for k in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:k]))
+                except ImportError:
+                    continue
+                for attr in parts[k:]:
+                    obj = getattr(obj, attr, None)
+                if obj is None:
+                    missing.append(f"{doc.name}: {ref}")
+                break
+    assert missing == []
+
+
+def test_developing_headings_name_real_modules():
+    """DEVELOPING.md's contract headings name modules (``data/prepare``) and folders that exist."""
+    import qparse_lite
+
+    pkg = Path(qparse_lite.__file__).parent
+    text = (REPO / "DEVELOPING.md").read_text()
+    bad = []
+    for head in re.findall(r"^### (.*)$", text, flags=re.M):
+        folder = re.search(r"`(\w+)/`", head)
+        for name in re.findall(r"`([\w/]+)`", head):
+            path = name.rstrip("/")
+            if folder and "/" not in name:
+                path = f"{folder.group(1)}/{name}"
+            if not ((pkg / f"{path}.py").exists() or (pkg / path).is_dir()):
+                bad.append(name)
+    assert bad == []

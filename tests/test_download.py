@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qparse_lite import download as D
 from qparse_lite.cli import main
-from qparse_lite.datasets import ATR, CCP_COMMIT
+from qparse_lite.data import download as D
+from qparse_lite.data.datasets import ATR, CCP_COMMIT
 from qparse_lite.errors import QparseError
 
 # ---------------------------------------------------------------------------------------------------------

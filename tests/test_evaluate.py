@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qparse_lite.baselines import LabelTransfer, mean_label_map, transfer_votes
+from qparse_lite.baselines.nonparametric import LabelTransfer, mean_label_map, transfer_votes
 from qparse_lite.cli import main
-from qparse_lite.evaluate import FIG5_KS, evaluate_parser, k_sweep, tables
+from qparse_lite.evaluation.evaluate import FIG5_KS, evaluate_parser, k_sweep, tables
 from qparse_lite.labels import ATR18
 
 
@@ -99,10 +99,10 @@ def test_evaluate_cli_errors(tiny_run, tmp_path, capsys):
 
 def test_split_neighbours_cache_is_keyed_by_everything_that_changes_it(tmp_path, monkeypatch):
     """Changed features, K or extractor settings recompute; the same settings reuse the file."""
-    from qparse_lite import retrieval
-    from qparse_lite.datasets import get_dataset
-    from qparse_lite.prepare import Corpus, prepare_corpus
-    from qparse_lite.retrieval import split_neighbours
+    from qparse_lite.data.datasets import get_dataset
+    from qparse_lite.data.prepare import Corpus, prepare_corpus
+    from qparse_lite.retrieval import search as retrieval
+    from qparse_lite.retrieval.search import split_neighbours
 
     corpus = Corpus.load(prepare_corpus(get_dataset("synthetic", n=40, size=64, seed=2), 32, tmp_path / "c",
                                         progress=False))  # fmt: skip
@@ -125,7 +125,7 @@ def test_split_neighbours_cache_is_keyed_by_everything_that_changes_it(tmp_path,
 
 
 def test_grid_edges_names_choices_at_an_end_of_their_grid():
-    from qparse_lite.evaluate import grid_edges
+    from qparse_lite.evaluation.evaluate import grid_edges
 
     grid = {"xi1": [0.8, 0.5, 0.6], "xi2": [0.5, 0.0, 0.3], "displacement_scale": [1.0, 0.0, 0.5],
             "n_segments": [200, 50, 400], "superpixel_method": ["slic", None]}  # fmt: skip

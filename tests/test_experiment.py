@@ -1,4 +1,4 @@
-"""The notebooks' experiment folder (qparse_lite.experiment.Workspace): caching, reuse and refusal."""
+"""The notebooks' experiment folder (qparse_lite.pipeline.workspace.Workspace): caching, reuse and refusal."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qparse_lite.errors import QparseError
-from qparse_lite.experiment import Workspace, default_output_dir
+from qparse_lite.pipeline.workspace import Workspace, default_output_dir
 
 SMALL = dict(n_images=60, epochs=1, pairs_per_epoch=256, batch_size=32, val_pairs=64, k_train=4)
 
@@ -56,7 +56,7 @@ def test_train_many_side_by_side_gives_the_models_of_one_at_a_time(tmp_path):
     """Two models trained in two worker processes equal the same models trained in this process."""
     import torch
 
-    from qparse_lite.experiment import parallel_jobs
+    from qparse_lite.pipeline.workspace import parallel_jobs
 
     par = Workspace("quick", output_dir=tmp_path / "par", device="cpu", **SMALL)
     lines: list[str] = []
@@ -76,7 +76,7 @@ def test_train_many_side_by_side_gives_the_models_of_one_at_a_time(tmp_path):
 
 
 def test_train_parametric_many_trains_side_by_side_and_reuses(tmp_path):
-    from qparse_lite.baselines import parametric_config
+    from qparse_lite.baselines.parametric import parametric_config
 
     ws = Workspace("quick", output_dir=tmp_path, device="cpu", **SMALL)
     cfg = parametric_config("quick", ws.corpus.num_labels, pretrained=False, input_size=32, inter_channels=8,

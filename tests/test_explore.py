@@ -6,11 +6,25 @@ import matplotlib
 import numpy as np
 import pytest
 
-from qparse_lite import explore as E
+from qparse_lite.data.prepare import Corpus
+from qparse_lite.data.statistics import (
+    coarse_mapping_table,
+    keep_labels,
+    label_pixel_counts,
+    label_statistics,
+)
 from qparse_lite.errors import QparseError
 from qparse_lite.labels import ATR18, CCP59_NAMES, CCP_COARSE
-from qparse_lite.prepare import Corpus
-from qparse_lite.retrieval import label_overlap_at_k
+from qparse_lite.retrieval.quality import label_overlap_at_k, overlap_at_ks
+from qparse_lite.viz.explore import (
+    draw_example,
+    draw_label_statistics,
+    draw_neighbours,
+    draw_overlay_grid,
+    draw_palette,
+    explorer,
+    overlay_labels,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -50,30 +64,30 @@ def _corpus(n: int = 12, s: int = 16) -> Corpus:
 
 def test_keep_labels_filters_to_background():
     a = _maps()[0]
-    assert E.keep_labels(a, None) is a
-    kept = E.keep_labels(a, [HAT])
+    assert keep_labels(a, None) is a
+    kept = keep_labels(a, [HAT])
     assert set(np.unique(kept)) == {0, HAT}
     assert (kept == HAT).sum() == 4 and kept.dtype == a.dtype
-    assert not E.keep_labels(a, []).any()
+    assert not keep_labels(a, []).any()
 
 
 def test_overlay_labels_alpha_and_filter():
     lab = _maps()[0]
     img = np.full((4, 4, 3), 100, np.uint8)
-    np.testing.assert_array_equal(E.overlay_labels(img, lab, ATR18, alpha=0.0), img)
-    full = E.overlay_labels(img, lab, ATR18, alpha=1.0)
+    np.testing.assert_array_equal(overlay_labels(img, lab, ATR18, alpha=0.0), img)
+    full = overlay_labels(img, lab, ATR18, alpha=1.0)
     np.testing.assert_array_equal(full[0, 0], ATR18.palette[HAT])
     np.testing.assert_array_equal(full[1, 0], ATR18.palette[UPPER])
     np.testing.assert_array_equal(full[3, 3], img[3, 3])  # background untouched
-    only_hat = E.overlay_labels(img, lab, ATR18, alpha=1.0, keep=[HAT])
+    only_hat = overlay_labels(img, lab, ATR18, alpha=1.0, keep=[HAT])
     np.testing.assert_array_equal(only_hat[0, 0], ATR18.palette[HAT])
     np.testing.assert_array_equal(only_hat[1, 0], img[1, 0])  # filtered label left as the photo
-    half = E.overlay_labels(img, lab, ATR18, alpha=0.5)
+    half = overlay_labels(img, lab, ATR18, alpha=0.5)
     np.testing.assert_array_equal(half[0, 0], np.round(0.5 * 100 + 0.5 * ATR18.palette[HAT].astype(float)))
     with pytest.raises(ValueError, match="alpha"):
-        E.overlay_labels(img, lab, ATR18, alpha=1.5)
+        overlay_labels(img, lab, ATR18, alpha=1.5)
     with pytest.raises(QparseError, match="outside the label set"):
-        E.overlay_labels(img, np.full((4, 4), 40, np.uint8), ATR18)
+        overlay_labels(img, np.full((4, 4), 40, np.uint8), ATR18)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -84,22 +98,22 @@ def test_overlay_labels_alpha_and_filter():
 def test_label_pixel_counts_order_and_chunks():
     maps = _maps()
     L = ATR18.num_labels
-    counts = E.label_pixel_counts(maps, L)
+    counts = label_pixel_counts(maps, L)
     assert counts.shape == (3, L) and counts.dtype == np.int64
     assert counts[0, HAT] == 4 and counts[0, UPPER] == 4 and counts[0, 0] == 8
     assert counts[1, LARM] == counts[1, RARM] == 4 and counts[2, PANTS] == 16
     np.testing.assert_array_equal(counts.sum(1), 16)
     # unsorted indices and chunk=1 give rows in the order of the indices
-    sub = E.label_pixel_counts(maps, L, indices=[2, 0, 2], chunk=1)
+    sub = label_pixel_counts(maps, L, indices=[2, 0, 2], chunk=1)
     np.testing.assert_array_equal(sub, counts[[2, 0, 2]])
-    assert E.label_pixel_counts(maps, L, indices=[]).shape == (0, L)
+    assert label_pixel_counts(maps, L, indices=[]).shape == (0, L)
     with pytest.raises(ValueError, match="outside"):
-        E.label_pixel_counts(maps, 5)
+        label_pixel_counts(maps, 5)
 
 
 def test_label_statistics_values():
     maps = _maps()
-    stats = E.label_statistics(maps, {"train": [0, 1], "test": [2]}, ATR18)
+    stats = label_statistics(maps, {"train": [0, 1], "test": [2]}, ATR18)
     assert list(stats.columns) == ["split", "id", "label", "pixel_pct", "image_pct", "images", "split_images"]
     assert len(stats) == 2 * ATR18.num_labels
     np.testing.assert_allclose(stats.groupby("split").pixel_pct.sum(), 100.0)
@@ -110,12 +124,12 @@ def test_label_statistics_values():
     assert tr.label[LARM] == "left-arm" and (tr.split_images == 2).all()
     te = stats[stats.split == "test"].set_index("id")
     assert te.pixel_pct[PANTS] == 100 and te.image_pct[0] == 0 and te.image_pct[PANTS] == 100
-    empty = E.label_statistics(maps, {"val": []}, ATR18)
+    empty = label_statistics(maps, {"val": []}, ATR18)
     assert (empty.pixel_pct == 0).all() and (empty.images == 0).all()
 
 
 def test_coarse_mapping_table_covers_every_name_once():
-    t = E.coarse_mapping_table()
+    t = coarse_mapping_table()
     assert len(t) == CCP_COARSE.num_labels and list(t.coarse) == list(CCP_COARSE.names)
     assert t.n.sum() == len(CCP59_NAMES)
     listed = [x.rsplit(" (", 1)[0] for cell in t["ccp59 names (id)"] for x in cell.split(", ")]
@@ -131,17 +145,17 @@ def test_coarse_mapping_table_covers_every_name_once():
 def test_figures_draw():
     maps = _maps()
     imgs = [np.full((4, 4, 3), 90, np.uint8)] * 3
-    ax = E.draw_palette(ATR18)
+    ax = draw_palette(ATR18)
     texts = [t.get_text() for t in ax.texts]
     assert len(texts) == ATR18.num_labels and "14 left-arm  ↔ 15" in texts
-    fig = E.draw_overlay_grid(imgs, maps, ATR18, titles=["a", "b", "c"], ncols=2)
+    fig = draw_overlay_grid(imgs, maps, ATR18, titles=["a", "b", "c"], ncols=2)
     assert len(fig.axes) == 2 * 2 * 2
-    fig = E.draw_example(imgs[0], maps[1], ATR18, keep=[LARM])
+    fig = draw_example(imgs[0], maps[1], ATR18, keep=[LARM])
     assert "1 filtered out" in fig.axes[2].get_title()
     legend = [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
     assert legend == ["14 left-arm"]
-    stats = E.label_statistics(maps, {"train": [0, 1], "test": [2]}, ATR18)
-    fig = E.draw_label_statistics(stats, ATR18)
+    stats = label_statistics(maps, {"train": [0, 1], "test": [2]}, ATR18)
+    fig = draw_label_statistics(stats, ATR18)
     assert len(fig.axes[1].get_xticklabels()) == ATR18.num_labels - 1
     plt.close("all")
 
@@ -149,7 +163,7 @@ def test_figures_draw():
 def test_explorer_widget_updates():
     pytest.importorskip("ipywidgets")
     corpus = _corpus()
-    box = E.explorer(corpus, split="test")
+    box = explorer(corpus, split="test")
     c = box.controls
     assert c["split"].value == "test" and c["index"].max == 1
     assert c["labels"].value == tuple(ATR18.foreground)
@@ -170,11 +184,11 @@ def test_draw_neighbours_and_overlap_at_ks():
     queries = corpus.split("test")  # 10 (outfit 1), 11 (outfit 2)
     same = np.array([[1, 4, 7], [2, 5, 8]])  # same outfits
     other = np.array([[0, 2, 3], [0, 1, 3]])  # mostly other outfits
-    fig = E.draw_neighbours(corpus, queries, same, k=2, distances=np.zeros((2, 3)))
+    fig = draw_neighbours(corpus, queries, same, k=2, distances=np.zeros((2, 3)))
     assert len(fig.axes) == 2 * 3
     assert fig.axes[1].get_title().startswith("1: p=1.00")
     plt.close("all")
-    df = E.overlap_at_ks(corpus, queries, {"same": same, "other": other}, ks=(1, 3))
+    df = overlap_at_ks(corpus, queries, {"same": same, "other": other}, ks=(1, 3))
     assert list(df.columns) == ["features", "K", "precision", "recall", "iou", "pairs"]
     s = df.set_index(["features", "K"])
     assert s.loc[("same", 3), "precision"] == 100 and s.loc[("same", 3), "pairs"] == 6
@@ -182,6 +196,6 @@ def test_draw_neighbours_and_overlap_at_ks():
     assert s.loc[("other", 3), "precision"] == pytest.approx(100 * ref["precision"])
     assert s.loc[("other", 3), "iou"] == pytest.approx(100 * ref["iou"])
     with pytest.raises(ValueError, match="K = 5"):
-        E.overlap_at_ks(corpus, queries, {"same": same}, ks=(5,))
+        overlap_at_ks(corpus, queries, {"same": same}, ks=(5,))
     with pytest.raises(ValueError, match="rows"):
-        E.overlap_at_ks(corpus, queries[:1], {"same": same}, ks=(1,))
+        overlap_at_ks(corpus, queries[:1], {"same": same}, ks=(1,))

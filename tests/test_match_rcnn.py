@@ -11,21 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from qparse_lite import df2
 from qparse_lite.errors import QparseError
-from qparse_lite.match_rcnn import (
-    SHOP_ID_OFFSET,
-    Df2Detection,
+from qparse_lite.match_rcnn.coco import to_coco
+from qparse_lite.match_rcnn.data import SHOP_ID_OFFSET, Df2Detection, retrieval_views
+from qparse_lite.match_rcnn.evaluate import predict
+from qparse_lite.match_rcnn.format import Df2Image, Df2Item
+from qparse_lite.match_rcnn.metrics import evaluate_detections, evaluate_retrieval
+from qparse_lite.match_rcnn.model import (
     MatchHead,
     MatchRCNN,
     augmented_view,
     pair_loss,
     parameter_table,
-    predict,
-    retrieval_views,
-    train,
     train_step,
 )
+from qparse_lite.match_rcnn.train import train
 
 torch.set_num_threads(2)
 
@@ -80,19 +80,19 @@ def test_smoke_step_and_predict(model: MatchRCNN) -> None:
     assert r0["gallery_score"] == sorted(r0["gallery_score"], reverse=True)
     # consumable by the DeepFashion2 evaluators
     images_df2 = [
-        df2.Df2Image(1, "1", Path("1.json"), "user", 7, [
-            df2.Df2Item("item1", 1, "t", 1, (10, 10, 50, 60), [[10, 10, 50, 10, 50, 60, 10, 60]], scale=1)],
+        Df2Image(1, "1", Path("1.json"), "user", 7, [
+            Df2Item("item1", 1, "t", 1, (10, 10, 50, 60), [[10, 10, 50, 10, 50, 60, 10, 60]], scale=1)],
             96, 128),
-        df2.Df2Image(2, "2", Path("2.json"), "shop", 7, [
-            df2.Df2Item("item1", 1, "t", 1, (10, 10, 50, 60), [[10, 10, 50, 10, 50, 60, 10, 60]], scale=1)],
+        Df2Image(2, "2", Path("2.json"), "shop", 7, [
+            Df2Item("item1", 1, "t", 1, (10, 10, 50, 60), [[10, 10, 50, 10, 50, 60, 10, 60]], scale=1)],
             128, 120),
     ]  # fmt: skip
-    ev = df2.evaluate_detections(df2.to_coco(images_df2), out["results"], "segm")
+    ev = evaluate_detections(to_coco(images_df2), out["results"], "segm")
     assert 0.0 <= ev["overall"]["ap"] <= 1.0
-    rv = df2.evaluate_retrieval(images_df2, out["retrieval"])
+    rv = evaluate_retrieval(images_df2, out["retrieval"])
     assert rv["n_queries"] == 1
     print(f"smoke step: {step_s:.1f} s")  # speed belongs in benchmarks/; a busy CI machine must not fail this
-    # top_k=None: every shop detection, ranked (what df2.random_retrieval needs for a chance level)
+    # top_k=None: every shop detection, ranked (what random_retrieval needs for a chance level)
     full = predict(model, images, [1, 2], sources=["user", "shop"], score_thresh=0.0, top_k=None)
     n_shop = sum(r["image_id"] == 2 for r in full["results"])
     assert all(len(r["gallery_image_id"]) == n_shop for r in full["retrieval"])
@@ -219,11 +219,11 @@ def test_retrieval_views_and_oracle_retrieval(tmp_path: Path) -> None:
             oracle.append({"query_image_id": v.image_id, "query_bbox": list(it.bbox), "query_score": 1.0,
                            "query_cls": it.category_id, "gallery_image_id": [g[0] for g in ranked],
                            "gallery_bbox": [g[1] for g in ranked]})  # fmt: skip
-    ev = df2.evaluate_retrieval(views, oracle)
+    ev = evaluate_retrieval(views, oracle)
     assert ev["n_queries"] == 6 and ev["top_k"][1] == pytest.approx(1.0)
     last = [{**o, "gallery_image_id": o["gallery_image_id"][::-1], "gallery_bbox": o["gallery_bbox"][::-1]}
             for o in oracle]  # fmt: skip
-    ev = df2.evaluate_retrieval(views, last)
+    ev = evaluate_retrieval(views, last)
     assert ev["top_k"][5] == 0.0 and ev["top_k"][10] == pytest.approx(1.0)  # 6 gallery items: own is 6th
 
 
@@ -253,7 +253,7 @@ def test_efficientnet_fpn_shapes_frozen_parts() -> None:
     from torchvision.ops.misc import FrozenBatchNorm2d
 
     from qparse_lite.backbones import efficientnet_lite0
-    from qparse_lite.match_rcnn import EfficientNetLite0FPN
+    from qparse_lite.match_rcnn.model import EfficientNetLite0FPN
 
     fpn = EfficientNetLite0FPN(out_channels=32, frozen_blocks=3)
     feats = fpn(torch.rand(2, 3, 64, 96))
@@ -278,7 +278,7 @@ def test_efficientnet_fpn_shapes_frozen_parts() -> None:
 
 
 def test_warmup_scales_with_the_run() -> None:
-    from qparse_lite.match_rcnn import _lr_factor
+    from qparse_lite.match_rcnn.train import _lr_factor
 
     assert _lr_factor(0, 20, 0.1, ()) == pytest.approx(0.5)  # 2 warm-up steps of 20
     assert _lr_factor(1, 20, 0.1, ()) == 1.0  # a short run reaches the set rate
@@ -317,7 +317,7 @@ def test_resume_is_exact(tmp_path: Path) -> None:
 def test_command_train_then_eval(tmp_path: Path, capsys) -> None:
     """`qparse match-rcnn train` (one step) then `eval` on a tiny DeepFashion2 folder, end to end."""
     from qparse_lite.cli import main
-    from qparse_lite.match_rcnn import load_checkpoint
+    from qparse_lite.match_rcnn.train import load_checkpoint
 
     for split in ("train", "test"):
         (tmp_path / "df2" / split).mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""The M-CNN, its Table 1 variants and the Siamese baseline (qparse_lite.mcnn)."""
+"""The M-CNN, its Table 1 variants and the Siamese baseline (qparse_lite.model.mcnn)."""
 
 from __future__ import annotations
 
@@ -9,23 +9,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qparse_lite.mcnn import (
+from qparse_lite.model.mcnn import (
     MCNN,
     PAPER_NAMES,
     VARIANTS,
     MCNNConfig,
     Siamese,
     build_model,
-    count_parameters,
-    describe,
     model_from_config,
     resolve_variant,
     scaled_kernels,
 )
+from qparse_lite.model.summary import count_parameters, describe
 from qparse_lite.profiles import get_profile
 
 QUICK = get_profile("quick")
-TABLE1 = Path(__file__).resolve().parent.parent / "qparse_lite" / "reported" / "table1_reported.csv"
+TABLE1 = Path(__file__).resolve().parent.parent / "qparse_lite" / "evaluation" / "reported" / "table1_reported.csv"
 
 
 def _pair(b: int, s: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,7 +173,7 @@ def test_forward_cached_equals_forward(variant, kw):
 def test_grouped_training_step_equals_ungrouped(variant, kw):
     """B_I images × B_R regions: the I path once per image, broadcast with gradients — the same loss (Eq. 1)
     and the same gradients as the ungrouped forward/backward on the same pairs."""
-    from qparse_lite.train import matching_loss
+    from qparse_lite.train.loss import matching_loss
 
     torch.manual_seed(0)
     model = build_model(variant, input_size=48, width=0.25, **kw)

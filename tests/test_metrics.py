@@ -10,21 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qparse_lite import reported
 from qparse_lite.errors import QparseError
+from qparse_lite.evaluation import reported
+from qparse_lite.evaluation.reported import reported_f1_arithmetic
+from qparse_lite.evaluation.tables import json_safe, markdown_table, write_table
 from qparse_lite.labels import ATR18, LabelSet
-from qparse_lite.metrics import (
-    F1_DEFINITIONS,
-    PAPER_F1,
-    ConfusionMatrix,
-    json_safe,
-    markdown_table,
-    reported_f1_arithmetic,
-    scores,
-    table1_row,
-    table2_row,
-    write_table,
-)
+from qparse_lite.metrics import F1_DEFINITIONS, PAPER_F1, ConfusionMatrix, scores, table1_row, table2_row
 
 DOCS_PAPER = Path(__file__).resolve().parents[1] / "docs" / "paper.md"
 TOY = LabelSet("toy", ("background", "a", "b", "c"))

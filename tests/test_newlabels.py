@@ -1,14 +1,13 @@
-"""New labels without retraining (qparse_lite.newlabels): label choice, thinned corpora, F1 summary, sweep."""
+"""New labels without retraining (qparse_lite.evaluation.newlabels): label choice, thinned corpora, F1 summary, sweep."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from qparse_lite.data.prepare import Corpus
 from qparse_lite.errors import QparseError
-from qparse_lite.labels import ATR18, CCP_COARSE
-from qparse_lite.metrics import ConfusionMatrix, scores
-from qparse_lite.newlabels import (
+from qparse_lite.evaluation.newlabels import (
     annotated_subset,
     choose_holdout_label,
     confidence_summary,
@@ -18,8 +17,9 @@ from qparse_lite.newlabels import (
     label_f1_summary,
     label_presence,
 )
-from qparse_lite.prepare import Corpus
-from qparse_lite.train import load_model
+from qparse_lite.labels import ATR18, CCP_COARSE
+from qparse_lite.metrics import ConfusionMatrix, scores
+from qparse_lite.train.checkpoint import load_model
 
 S = 8
 
@@ -107,8 +107,8 @@ def _label_in_test(corpus) -> str:
 
 
 def test_evaluate_label_matches_the_harness_and_its_cache_is_exact(tiny_run):
-    from qparse_lite.evaluate import evaluate_parser, make_parser_fn
-    from qparse_lite.parse import MCNNParser
+    from qparse_lite.evaluation.evaluate import evaluate_parser, make_parser_fn
+    from qparse_lite.parse.parser import MCNNParser
 
     corpus, run = tiny_run
     name = _label_in_test(corpus)
@@ -169,7 +169,7 @@ def test_figures():
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from qparse_lite.newlabels import draw_parse_rows, plot_fraction_sweep
+    from qparse_lite.evaluation.newlabels import draw_parse_rows, plot_fraction_sweep
 
     sweep = pd.DataFrame({
         "model": ["A"] * 3 + ["KNN label transfer"] * 3, "annotated_fraction": [0.0, 0.5, 1.0] * 2,

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from qparse_lite.errors import QparseError
-from qparse_lite.reproduce import NOTEBOOK_DIR, list_notebooks, reproduce
+from qparse_lite.pipeline.reproduce import NOTEBOOK_DIR, list_notebooks, reproduce
 
 PARAMETERS = ["profile", "data_root", "device", "seed", "output_dir"]
 NOTEBOOKS = list_notebooks()

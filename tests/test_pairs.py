@@ -1,4 +1,4 @@
-"""Pairs and targets on hand-made label maps (qparse_lite.pairs)."""
+"""Pairs and targets on hand-made label maps (qparse_lite.train.pairs)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ import torch
 
 from qparse_lite.errors import QparseError
 from qparse_lite.labels import ATR18
-from qparse_lite.pairs import (
-    DeviceCorpus,
-    PairSampler,
-    TargetNorm,
-    image_to_input,
-    knn_region,
-    label_presence_boxes,
-)
+from qparse_lite.train.pairs import DeviceCorpus, TargetNorm, image_to_input, knn_region, label_presence_boxes
+from qparse_lite.train.sampler import PairSampler
 
 S = 20
 L = ATR18.num_labels
@@ -65,7 +59,7 @@ def test_knn_region_absent_is_exact_mean_and_targets():
     assert torch.equal(R3[:, ~keep], mu[:, ~keep])
 
     sampler = PairSampler(data, [0], [[1, 2]], augment=False, batch_size=4)
-    from qparse_lite.pairs import PairIndex
+    from qparse_lite.train.pairs import PairIndex
 
     z = torch.zeros(3, dtype=torch.long)
     idx = PairIndex(torch.tensor([0, 0, 0]), torch.tensor([1, 1, 1]), torch.tensor([3, 4, 5]), z, z, z, z)
@@ -374,7 +368,7 @@ def test_scored_pairs_are_every_label_of_the_first_k_neighbours():
 
 
 def test_translate_moves_pixels_and_boxes_exactly():
-    from qparse_lite.pairs import label_box, translate
+    from qparse_lite.train.pairs import label_box, translate
 
     images, labels, mean = _corpus(2)
     _rect(labels[0], 3, 4, 2, 10, 7)
@@ -402,7 +396,7 @@ def test_translate_moves_pixels_and_boxes_exactly():
 
 
 def test_shifted_batches_have_targets_of_the_moved_label_maps():
-    from qparse_lite.pairs import label_box, translate
+    from qparse_lite.train.pairs import label_box, translate
 
     images, labels, mean = _random_corpus(seed=3)
     data = DeviceCorpus.from_arrays(images, labels, mean, ATR18, augment=True)

@@ -1,4 +1,4 @@
-"""Parsing (qparse_lite.parse): stages, the K sweep sharing one matching pass, photos of any size, the CLI."""
+"""Parsing (qparse_lite.parse.parser): stages, the K sweep sharing one matching pass, photos of any size, the CLI."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from qparse_lite.cli import main
-from qparse_lite.parse import MCNNParser, label_boxes, overlay, parse_photo, paste_back
-from qparse_lite.retrieval import corpus_features, get_extractor
-from qparse_lite.train import load_model
+from qparse_lite.parse.parser import MCNNParser, label_boxes, overlay, parse_photo, paste_back
+from qparse_lite.retrieval.features import corpus_features, get_extractor
+from qparse_lite.train.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_paste_back_and_overlay():
 
 def _photo(seed: int = 11) -> np.ndarray:
     """A synthetic person pasted off-centre into a wider photo (a photo that is not in the corpus)."""
-    from qparse_lite.datasets import get_dataset
+    from qparse_lite.data.datasets import get_dataset
 
     person = get_dataset("synthetic", n=1, size=160, seed=seed)[0].image
     photo = np.full((200, 320, 3), 90, np.uint8)

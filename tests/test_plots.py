@@ -1,4 +1,4 @@
-"""Figure glue (qparse_lite.plots): figures that must not fail on short or empty inputs."""
+"""Figure glue (qparse_lite.viz.plots): figures that must not fail on short or empty inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from qparse_lite.labels import ATR18  # noqa: E402
-from qparse_lite.plots import show_retrieval  # noqa: E402
+from qparse_lite.match_rcnn.figures import show_retrieval  # noqa: E402
 
 SHOP = 1_000_000
 

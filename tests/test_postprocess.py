@@ -1,4 +1,4 @@
-"""Post-processing stages of paper Sec. 3.3 (qparse_lite.postprocess) on small hand-made inputs."""
+"""Post-processing stages of paper Sec. 3.3 (qparse_lite.parse.postprocess) on small hand-made inputs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from qparse_lite import postprocess as pp
 from qparse_lite.errors import QparseError
+from qparse_lite.parse import postprocess as pp
 
 # -- 1-2: label confidence and visibility --------------------------------------------------------------
 

@@ -9,20 +9,14 @@ import numpy as np
 import pytest
 
 from qparse_lite.cli import main
-from qparse_lite.datasets import CCP, Sample
+from qparse_lite.data.base import Sample
+from qparse_lite.data.crops import crop_resize, human_crop_box
+from qparse_lite.data.datasets import CCP
+from qparse_lite.data.person import detect_person, hog_available
+from qparse_lite.data.prepare import Corpus, human_centric_crop, mirror, prepare_corpus
+from qparse_lite.data.synthetic import SyntheticPeople
 from qparse_lite.errors import QparseError
 from qparse_lite.labels import ATR18, CCP_COARSE
-from qparse_lite.prepare import (
-    Corpus,
-    crop_resize,
-    detect_person,
-    hog_available,
-    human_centric_crop,
-    human_crop_box,
-    mirror,
-    prepare_corpus,
-)
-from qparse_lite.synthetic import SyntheticPeople
 
 # ---------------------------------------------------------------------------------------------------------
 # crops
@@ -295,9 +289,10 @@ def test_cli_prepare(tmp_path, capsys):
 
 def test_feature_images_kept_at_feature_size_and_checked(tmp_path):
     """``feature_size`` F: the same crop box, resized from the photo to F×F, beside the S×S crops."""
-    from qparse_lite.datasets import get_dataset
-    from qparse_lite.prepare import Corpus, prepare_corpus
-    from qparse_lite.retrieval import get_extractor, image_source
+    from qparse_lite.data.datasets import get_dataset
+    from qparse_lite.data.prepare import Corpus, prepare_corpus
+    from qparse_lite.retrieval.features import get_extractor
+    from qparse_lite.retrieval.imagenet import image_source
 
     ds = get_dataset("synthetic", n=12, size=128, seed=1)
     out = prepare_corpus(ds, 32, tmp_path / "c", feature_size=64, progress=False)

@@ -16,7 +16,7 @@ from qparse_lite.errors import QparseError
 
 def _photo_and_label(seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
     """A synthetic person pasted into the right part of a wider grey photo, with its label map."""
-    from qparse_lite.datasets import get_dataset
+    from qparse_lite.data.datasets import get_dataset
 
     s = get_dataset("synthetic", n=1, size=160, seed=seed)[0]
     photo = np.full((200, 320, 3), 90, np.uint8)
@@ -28,15 +28,16 @@ def _photo_and_label(seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def person_head(tiny_run, tmp_path_factory):
-    from qparse_lite.person import fit_person_head
+    from qparse_lite.data.person import fit_person_head
 
     corpus, _ = tiny_run
     return fit_person_head(corpus, tmp_path_factory.mktemp("head") / "fg-head.pt", progress=False)
 
 
 def test_fg_head_crops_an_off_centre_person(tiny_run, person_head):
-    from qparse_lite.person import box_iou, get_detector
-    from qparse_lite.prepare import human_centric_crop, human_crop_box
+    from qparse_lite.data.crops import human_crop_box
+    from qparse_lite.data.person import box_iou, get_detector
+    from qparse_lite.data.prepare import human_centric_crop
 
     photo, label = _photo_and_label()
     det = get_detector("auto", head=person_head)
@@ -52,7 +53,7 @@ def test_fg_head_crops_an_off_centre_person(tiny_run, person_head):
     assert cbox[2] - cbox[0] == cbox[3] - cbox[1]  # squared like the corpus crops
     assert box_iou(cbox, human_crop_box(label)) > 0.3  # near the crop a labelled copy gets
     # the head file is reused, not retrained, when the corpus and settings match
-    from qparse_lite.person import fit_person_head
+    from qparse_lite.data.person import fit_person_head
 
     before = person_head.stat().st_mtime_ns
     assert fit_person_head(tiny_run[0], person_head, progress=False) == person_head
@@ -60,8 +61,8 @@ def test_fg_head_crops_an_off_centre_person(tiny_run, person_head):
 
 
 def test_fg_head_finds_nobody_in_an_empty_photo(person_head):
-    from qparse_lite.person import get_detector
-    from qparse_lite.prepare import human_centric_crop
+    from qparse_lite.data.person import get_detector
+    from qparse_lite.data.prepare import human_centric_crop
 
     det = get_detector("fg-head", head=person_head)
     blank = np.full((120, 200, 3), 90, np.uint8)
@@ -74,7 +75,7 @@ def test_fg_head_finds_nobody_in_an_empty_photo(person_head):
 
 
 def test_fg_head_errors_name_the_file(tmp_path):
-    from qparse_lite.person import get_detector
+    from qparse_lite.data.person import get_detector
 
     bad = tmp_path / "person_head.pt"
     bad.write_bytes(b"nope")
@@ -110,8 +111,8 @@ def test_parse_json_reports_crop_labels_confidences_and_timings(tiny_run, person
 
 
 def test_presence_table_counts_labels_per_photo(tmp_path):
+    from qparse_lite.evaluation.photos import presence_summary, presence_table
     from qparse_lite.labels import get_label_set
-    from qparse_lite.rawphoto import presence_summary, presence_table
 
     ls = get_label_set("ccp-coarse")
     (tmp_path / "pred").mkdir()
@@ -135,9 +136,10 @@ def test_presence_table_counts_labels_per_photo(tmp_path):
 
 
 def test_bootstrap_difference_and_claim_verdicts(tmp_path):
-    from qparse_lite.claims import judge_pair
+    from qparse_lite.evaluation.bootstrap import bootstrap_difference
+    from qparse_lite.evaluation.claims import judge_pair
+    from qparse_lite.evaluation.folders import per_image_confusions
     from qparse_lite.labels import get_label_set
-    from qparse_lite.metrics import bootstrap_difference, per_image_confusions
 
     ls = get_label_set("ccp-coarse")
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""Receptive fields: the arithmetic, the per-path table and the gradient-based ERF (qparse_lite.receptive)."""
+"""Receptive fields: the arithmetic, the per-path table and the gradient-based ERF (qparse_lite.model.receptive)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import matplotlib
 import numpy as np
 import pytest
 
-from qparse_lite.mcnn import MCNNConfig, build_model, receptive_fields
-from qparse_lite.receptive import (
+from qparse_lite.model.mcnn import MCNNConfig, build_model
+from qparse_lite.model.receptive import (
     draw_receptive_fields,
     effective_receptive_field,
     rf_arithmetic,
     unit_box,
 )
+from qparse_lite.model.summary import receptive_fields
 
 matplotlib.use("Agg")
 

@@ -1,4 +1,4 @@
-"""``qparse_lite.report``: this run's tables beside the paper's reported numbers, and ``report.md``."""
+"""``qparse_lite.evaluation.report``: this run's tables beside the paper's reported numbers, and ``report.md``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ import math
 import pandas as pd
 import pytest
 
-from qparse_lite import reported
-from qparse_lite.report import side_by_side_fig5, side_by_side_table1, side_by_side_table2, write_report
+from qparse_lite.evaluation import reported
+from qparse_lite.evaluation.report import (
+    side_by_side_fig5,
+    side_by_side_table1,
+    side_by_side_table2,
+    write_report,
+)
 
 T1 = ["accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"]
 

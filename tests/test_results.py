@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qparse_lite.report import CCP_ROWS
+from qparse_lite.evaluation.report import CCP_ROWS
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "ccp"
 
@@ -30,8 +30,8 @@ def test_committed_ccp_rows_rescore_from_the_committed_label_maps(method, capsys
 
 
 def test_committed_model_loads_with_its_retrieval_head():
-    from qparse_lite.retrieval import get_extractor
-    from qparse_lite.train import load_model
+    from qparse_lite.retrieval.features import get_extractor
+    from qparse_lite.train.checkpoint import load_model
 
     run = RESULTS / "models" / "mcnn"
     if not (run / "checkpoint.pt").is_file():
@@ -65,8 +65,8 @@ def test_seed_rows_and_claims_use_every_seed(tmp_path):
     """Seeds are found by name, summarised with their spread, and a verdict needs every seed to agree."""
     import pandas as pd
 
-    from qparse_lite.claims import _with_seeds, seed_keys
-    from qparse_lite.report import ccp_seed_table
+    from qparse_lite.evaluation.claims import _with_seeds, seed_keys
+    from qparse_lite.evaluation.report import ccp_seed_table
 
     t = tmp_path / "tables"
     t.mkdir()

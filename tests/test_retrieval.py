@@ -10,9 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qparse_lite import retrieval as R
 from qparse_lite.errors import QparseError
 from qparse_lite.labels import ATR18
+from qparse_lite.retrieval.features import ALEXNET_FILE, ALEXNET_URL, get_extractor
+from qparse_lite.retrieval.quality import (
+    label_iou_at_k,
+    label_overlap_at_k,
+    label_precision_at_k,
+    label_recall_at_k,
+)
+from qparse_lite.retrieval.search import KNNResult, corpus_knn, knn, random_neighbours, split_neighbours
 
 # ---------------------------------------------------------------------------------------------------
 # a tiny corpus of distinct outfit layouts (ATR-18 ids)
@@ -77,7 +84,7 @@ def _render(lab: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def make_corpus(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray]):
     """A Corpus (``prepare.Corpus.from_arrays``) when prepare.py exists, else a look-alike namespace."""
     try:
-        from qparse_lite.prepare import Corpus
+        from qparse_lite.data.prepare import Corpus
     except ImportError:
         Corpus = None
     if Corpus is not None and hasattr(Corpus, "from_arrays"):
@@ -111,7 +118,7 @@ def outfits():
 def test_knn_matches_bruteforce():
     rng = np.random.default_rng(1)
     db, q = rng.normal(size=(300, 12)).astype(np.float32), rng.normal(size=(40, 12)).astype(np.float32)
-    idx, dist = R.knn(db, q, 7)
+    idx, dist = knn(db, q, 7)
     full = ((q[:, None, :].astype(np.float64) - db[None].astype(np.float64)) ** 2).sum(-1)
     ref = np.argsort(full, axis=1, kind="stable")[:, :7]
     assert idx.shape == dist.shape == (40, 7) and idx.dtype == np.int64 and dist.dtype == np.float32
@@ -124,17 +131,17 @@ def test_knn_excludes_self_with_duplicates_and_breaks_ties_by_index():
     rng = np.random.default_rng(2)
     base = rng.normal(size=(10, 5)).astype(np.float32)
     db = np.concatenate([base, base, base])  # rows r, r+10, r+20 identical
-    idx, dist = R.knn(db, db, 4, exclude_self=True)
+    idx, dist = knn(db, db, 4, exclude_self=True)
     rows = np.arange(30)
     assert not (idx == rows[:, None]).any()
     for r in rows:
         twins = sorted({r % 10, r % 10 + 10, r % 10 + 20} - {r})
         assert list(idx[r, :2]) == twins  # the two identical copies, smaller index first
         assert dist[r, 0] == dist[r, 1] == 0
-    again, _ = R.knn(db, db, 4, exclude_self=True)
+    again, _ = knn(db, db, 4, exclude_self=True)
     np.testing.assert_array_equal(idx, again)
     # without exclusion a row finds itself (or a twin) at distance 0
-    idx0, dist0 = R.knn(db, db, 1)
+    idx0, dist0 = knn(db, db, 1)
     np.testing.assert_array_equal(idx0[:, 0], rows % 10)
     assert (dist0 == 0).all()
 
@@ -142,11 +149,11 @@ def test_knn_excludes_self_with_duplicates_and_breaks_ties_by_index():
 def test_knn_rejects_bad_input():
     db = np.zeros((5, 3), np.float32)
     with pytest.raises(QparseError, match="K = 5"):
-        R.knn(db, db, 5, exclude_self=True)
+        knn(db, db, 5, exclude_self=True)
     with pytest.raises(QparseError, match="features"):
-        R.knn(db, np.zeros((2, 4), np.float32), 1)
+        knn(db, np.zeros((2, 4), np.float32), 1)
     with pytest.raises(QparseError, match="NaN"):
-        R.knn(db, np.full((1, 3), np.nan, np.float32), 1)
+        knn(db, np.full((1, 3), np.nan, np.float32), 1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -156,7 +163,7 @@ def test_knn_rejects_bad_input():
 
 def test_hog_color_is_deterministic_with_documented_dim(outfits):
     corpus, _ = outfits
-    ext = R.get_extractor("hog-color")
+    ext = get_extractor("hog-color")
     assert ext.dim == 7 * 7 * 2 * 2 * 9 + 3 * 8 * 3 * 3 == 1980
     imgs = np.asarray(corpus.images[:6])
     a, b = ext(imgs), ext(imgs.copy())
@@ -170,19 +177,19 @@ def test_hog_color_is_deterministic_with_documented_dim(outfits):
     with pytest.raises(QparseError, match="uint8"):
         ext(imgs.astype(np.float32))
     with pytest.raises(QparseError, match="no option"):
-        R.get_extractor("hog-color", weights="x.pth")
+        get_extractor("hog-color", weights="x.pth")
     with pytest.raises(QparseError, match="unknown retrieval features"):
-        R.get_extractor("sift")
+        get_extractor("sift")
 
 
 def test_oracle_retrieves_identical_label_map_first(outfits):
     corpus, _ = outfits
     labels = np.asarray(corpus.labels)
-    ext = R.get_extractor("oracle", num_labels=corpus.num_labels)
+    ext = get_extractor("oracle", num_labels=corpus.num_labels)
     assert ext.dim == 8 * 8 * 18
     db = ext(None, labels=labels)
     q = ext(None, labels=labels[[3, 17, 40]])
-    idx, dist = R.knn(db, q, 3)
+    idx, dist = knn(db, q, 3)
     np.testing.assert_array_equal(idx[:, 0], [3, 17, 40])
     assert (dist[:, 0] == 0).all() and (dist[:, 1] > 0).all()
     # each cell holds a label distribution / grid: norm² = 1/G² Σ_c ||p_c||² ≤ 1
@@ -190,9 +197,9 @@ def test_oracle_retrieves_identical_label_map_first(outfits):
     with pytest.raises(QparseError, match="label maps"):
         ext(np.asarray(corpus.images[:2]))
     with pytest.raises(QparseError, match="num_labels"):
-        R.get_extractor("oracle")
+        get_extractor("oracle")
     with pytest.raises(QparseError, match="num_labels"):
-        R.get_extractor("oracle", num_labels=4)(None, labels=labels[:2])
+        get_extractor("oracle", num_labels=4)(None, labels=labels[:2])
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +217,7 @@ def test_alexnet_fc7_from_weights_file(random_alexnet):
     import torch
 
     torch.set_num_threads(1)
-    ext = R.get_extractor("alexnet-imagenet", weights=random_alexnet, device="cpu", batch_size=2)
+    ext = get_extractor("alexnet-imagenet", weights=random_alexnet, device="cpu", batch_size=2)
     imgs = np.random.default_rng(3).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
     a = ext(imgs)
     assert ext.dim == 4096 and a.shape == (3, 4096) and a.dtype == np.float32
@@ -223,17 +230,17 @@ def test_alexnet_fc7_from_weights_file(random_alexnet):
 def test_alexnet_missing_weights_is_an_error_not_a_download(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     with pytest.raises(QparseError) as e:
-        R.get_extractor("alexnet-imagenet", device="cpu")
+        get_extractor("alexnet-imagenet", device="cpu")
     msg = str(e.value)
-    assert R.ALEXNET_URL in msg and "--weights" in msg
-    assert str(tmp_path / "torch-home" / "hub" / "checkpoints" / R.ALEXNET_FILE) in msg
+    assert ALEXNET_URL in msg and "--weights" in msg
+    assert str(tmp_path / "torch-home" / "hub" / "checkpoints" / ALEXNET_FILE) in msg
     assert not (tmp_path / "torch-home").exists()  # nothing was downloaded
     with pytest.raises(QparseError, match="nope.pth"):
-        R.get_extractor("alexnet-imagenet", weights=tmp_path / "nope.pth")
+        get_extractor("alexnet-imagenet", weights=tmp_path / "nope.pth")
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(QparseError, match="not a torchvision AlexNet"):
-        R.get_extractor("alexnet-imagenet", weights=bad)
+        get_extractor("alexnet-imagenet", weights=bad)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -244,11 +251,11 @@ def test_alexnet_missing_weights_is_an_error_not_a_download(tmp_path, monkeypatc
 def test_corpus_knn_indices_point_into_the_corpus(outfits):
     corpus, kinds = outfits
     train, test = corpus.split("train"), corpus.split("test")
-    res = R.corpus_knn(corpus, "test", 5, "hog-color", progress=False)
+    res = corpus_knn(corpus, "test", 5, "hog-color", progress=False)
     np.testing.assert_array_equal(res.queries, test)
     assert res.neighbours.shape == (16, 5) and np.isin(res.neighbours, train).all()
     assert res.features == "hog-color" and res.k == 5 and res.database_split == "train"
-    tr = R.corpus_knn(corpus, "train", 6, "oracle", progress=False)
+    tr = corpus_knn(corpus, "train", 6, "oracle", progress=False)
     assert not (tr.neighbours == tr.queries[:, None]).any()  # a training image is never its own neighbour
     assert (kinds[tr.neighbours[:, 0]] == kinds[tr.queries]).all()  # oracle: same outfit type first
 
@@ -262,47 +269,47 @@ def test_label_precision_by_hand():
     corpus = make_corpus(
         np.zeros((4, 4, 4, 3), np.uint8), labels, {"train": np.arange(4), "val": [], "test": np.arange(4)}
     )
-    m = R.label_overlap_at_k(corpus, [0], [[1, 2, 3]])
+    m = label_overlap_at_k(corpus, [0], [[1, 2, 3]])
     # precision: {1,2}⊂F(q) -> 1, {4,5} -> 0, empty neighbour skipped; recall: 2/3, 0, 0; IoU: 2/3, 0, 0
     assert m["precision"] == pytest.approx(0.5)
     assert m["recall"] == pytest.approx((2 / 3) / 3)
     assert m["iou"] == pytest.approx((2 / 3) / 3)
-    assert R.label_precision_at_k(corpus, [1], [[0, -1]]) == pytest.approx(2 / 3)  # -1 ignored
-    assert R.label_iou_at_k(corpus, [3], [[3]]) == 1.0  # both empty
-    assert R.label_recall_at_k(corpus, [2], [[0]]) == 0.0
+    assert label_precision_at_k(corpus, [1], [[0, -1]]) == pytest.approx(2 / 3)  # -1 ignored
+    assert label_iou_at_k(corpus, [3], [[3]]) == 1.0  # both empty
+    assert label_recall_at_k(corpus, [2], [[0]]) == 0.0
 
 
 def test_precision_oracle_above_hog_above_random(outfits):
     corpus, _ = outfits
     test, train = corpus.split("test"), corpus.split("train")
     p = {
-        name: R.label_precision_at_k(
-            corpus, test, R.corpus_knn(corpus, "test", 3, name, progress=False).neighbours
+        name: label_precision_at_k(
+            corpus, test, corpus_knn(corpus, "test", 3, name, progress=False).neighbours
         )
         for name in ("oracle", "hog-color")
     }
-    p["random"] = R.label_precision_at_k(corpus, test, R.random_neighbours(test, train, 3, seed=0))
+    p["random"] = label_precision_at_k(corpus, test, random_neighbours(test, train, 3, seed=0))
     assert p["oracle"] > 0.95
     print(p)
     assert p["oracle"] >= p["hog-color"] >= p["random"] + 0.1, p
 
 
 def test_random_neighbours_never_self():
-    nb = R.random_neighbours(np.arange(10), np.arange(10), 9, seed=1)
+    nb = random_neighbours(np.arange(10), np.arange(10), 9, seed=1)
     assert not (nb == np.arange(10)[:, None]).any()
     assert all(len(set(r)) == 9 for r in nb)
-    np.testing.assert_array_equal(nb, R.random_neighbours(np.arange(10), np.arange(10), 9, seed=1))
+    np.testing.assert_array_equal(nb, random_neighbours(np.arange(10), np.arange(10), 9, seed=1))
 
 
 def test_knn_result_round_trip_and_checks(outfits, tmp_path):
     corpus, _ = outfits
-    res = R.corpus_knn(corpus, "val", 4, "hog-color", feature_cache=tmp_path, progress=False)
+    res = corpus_knn(corpus, "val", 4, "hog-color", feature_cache=tmp_path, progress=False)
     cached = sorted(tmp_path.glob("features_hog-color_*.npy"))
     assert len(cached) == 2  # train (database) and val (queries)
-    again = R.corpus_knn(corpus, "val", 4, "hog-color", feature_cache=tmp_path, progress=False)
+    again = corpus_knn(corpus, "val", 4, "hog-color", feature_cache=tmp_path, progress=False)
     np.testing.assert_array_equal(res.neighbours, again.neighbours)
     path = res.save(tmp_path / "knn" / "val.npz")
-    back = R.KNNResult.load(path, corpus=corpus)
+    back = KNNResult.load(path, corpus=corpus)
     for f in ("queries", "neighbours", "distances"):
         np.testing.assert_array_equal(getattr(back, f), getattr(res, f))
     assert (back.features, back.k, back.query_split, back.database_split) == ("hog-color", 4, "val", "train")
@@ -313,12 +320,12 @@ def test_knn_result_round_trip_and_checks(outfits, tmp_path):
         {"train": corpus.split("train"), "val": corpus.split("val"), "test": corpus.split("test")},
     )  # fmt: skip
     with pytest.raises(QparseError, match="another corpus"):
-        R.KNNResult.load(path, corpus=other)
+        KNNResult.load(path, corpus=other)
     with pytest.raises(QparseError, match="no KNN file"):
-        R.KNNResult.load(tmp_path / "missing.npz")
+        KNNResult.load(tmp_path / "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(QparseError, match="not a readable KNN file"):
-        R.KNNResult.load(tmp_path / "junk.npz")
+        KNNResult.load(tmp_path / "junk.npz")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -349,7 +356,7 @@ def _write_cache(corpus, out: Path) -> Path:
 
 
 def test_cli_knn_end_to_end(outfits, tmp_path, capsys):
-    prepare = pytest.importorskip("qparse_lite.prepare")
+    prepare = pytest.importorskip("qparse_lite.data.prepare")
     from qparse_lite.cli import main
 
     corpus, _ = outfits
@@ -365,12 +372,12 @@ def test_cli_knn_end_to_end(outfits, tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "hog-color (this file)" in text and "oracle" in text and "random neighbours" in text
-    res = R.KNNResult.load(out, corpus=loaded)
+    res = KNNResult.load(out, corpus=loaded)
     assert res.neighbours.shape == (16, 3) and np.isin(res.neighbours, loaded.split("train")).all()
     assert list(out.parent.glob("features_hog-color_*.npy"))
     row = next(line for line in text.splitlines() if "this file" in line)
     assert float(row.split()[-3]) == pytest.approx(
-        R.label_precision_at_k(loaded, res.queries, res.neighbours), abs=1e-3
+        label_precision_at_k(loaded, res.queries, res.neighbours), abs=1e-3
     )
     assert main(["knn", "--corpus", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "meta.json" in capsys.readouterr().err
@@ -381,7 +388,7 @@ def test_cli_knn_end_to_end(outfits, tmp_path, capsys):
 
 
 def test_cli_alexnet_without_weights_explains(tmp_path, monkeypatch, capsys, outfits):
-    pytest.importorskip("qparse_lite.prepare")
+    pytest.importorskip("qparse_lite.data.prepare")
     from qparse_lite.cli import main
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
@@ -390,7 +397,7 @@ def test_cli_alexnet_without_weights_explains(tmp_path, monkeypatch, capsys, out
         ["knn", "--corpus", str(cache), "--features", "alexnet-imagenet", "--out", str(tmp_path / "k.npz")]
     )
     assert rc == 2
-    assert R.ALEXNET_URL in capsys.readouterr().err
+    assert ALEXNET_URL in capsys.readouterr().err
     assert not (tmp_path / "k.npz").exists()
     assert json.loads((cache / "meta.json").read_text())["size"] == 64
 
@@ -403,18 +410,18 @@ def test_cli_alexnet_without_weights_explains(tmp_path, monkeypatch, capsys, out
 def test_efficientnet_features_shape_and_determinism(outfits):
     corpus, _ = outfits
     images = np.asarray(corpus.images[:3])
-    ext = R.get_extractor("efficientnet-lite0-imagenet", input_size=64, pooling="global")
+    ext = get_extractor("efficientnet-lite0-imagenet", input_size=64, pooling="global")
     a, b = ext(images, progress=False), ext(images, progress=False)
     assert a.shape == (3, 1280) and a.dtype == np.float32 and ext.dim == 1280
     np.testing.assert_array_equal(a, b)  # eval mode: no dropout, no BN update
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
     assert not np.allclose(a[0], a[1])
-    grid = R.get_extractor("efficientnet-lite0-imagenet", input_size=64, pooling="grid", grid=2)
+    grid = get_extractor("efficientnet-lite0-imagenet", input_size=64, pooling="grid", grid=2)
     assert grid(images, progress=False).shape == (3, 4 * 1280)
-    person = R.get_extractor("efficientnet-lite0-imagenet", input_size=64, pooling="person")
+    person = get_extractor("efficientnet-lite0-imagenet", input_size=64, pooling="person")
     assert person.config["pooling"] == "person" and person(images, progress=False).shape == (3, 1280)
     with pytest.raises(QparseError, match="multiple of 32"):
-        R.get_extractor("efficientnet-lite0-imagenet", input_size=100)
+        get_extractor("efficientnet-lite0-imagenet", input_size=100)
 
 
 def test_efficientnet_weights_checksum_failure_names_the_file(tmp_path):
@@ -432,24 +439,24 @@ def test_efficientnet_weights_checksum_failure_names_the_file(tmp_path):
 
 
 def test_learned_head_trains_on_train_split_saves_and_reloads(outfits, tmp_path):
-    from qparse_lite.prepare import Corpus
+    from qparse_lite.data.prepare import Corpus
 
     corpus = Corpus.load(outfits[0].save(tmp_path / "corpus"))
-    ext = R.get_extractor("efficientnet-lite0-learned", corpus=corpus, epochs=15, input_size=64, progress=False)
+    ext = get_extractor("efficientnet-lite0-learned", corpus=corpus, epochs=15, input_size=64, progress=False)
     heads = list((tmp_path / "corpus" / "retrieval").glob("efficientnet-lite0-learned_*.pt"))
     assert len(heads) == 1 and ext.state["train"]["images"] == len(corpus.split("train"))
     assert ext.dim == corpus.num_labels and ext.config["head_sha256"]
-    again = R.get_extractor("efficientnet-lite0-learned", head=heads[0])  # input size read from the head
+    again = get_extractor("efficientnet-lite0-learned", head=heads[0])  # input size read from the head
     assert again.input_size == 64
     test = corpus.split("test")
     np.testing.assert_array_equal(ext(corpus.images[test], progress=False), again(corpus.images[test], progress=False))
     # it learned garments: its neighbours share labels far more often than random ones
-    res = R.corpus_knn(corpus, "test", 3, ext, progress=False)
-    p = R.label_precision_at_k(corpus, test, res.neighbours)
-    rnd = R.label_precision_at_k(corpus, test, R.random_neighbours(test, corpus.split("train"), 3, seed=0))
+    res = corpus_knn(corpus, "test", 3, ext, progress=False)
+    p = label_precision_at_k(corpus, test, res.neighbours)
+    rnd = label_precision_at_k(corpus, test, random_neighbours(test, corpus.split("train"), 3, seed=0))
     assert p > rnd + 0.1, (p, rnd)
     with pytest.raises(QparseError, match="needs the corpus"):
-        R.get_extractor("efficientnet-lite0-learned")
+        get_extractor("efficientnet-lite0-learned")
 
 
 def test_learned_features_give_train_images_out_of_fold_neighbours(outfits, tmp_path):
@@ -457,11 +464,11 @@ def test_learned_features_give_train_images_out_of_fold_neighbours(outfits, tmp_
     other folds with the head's own settings); the train split's KNN file uses it and says so."""
     import torch
 
-    from qparse_lite.imagenet_retrieval import _head_module, fit_retrieval_head
-    from qparse_lite.prepare import Corpus
+    from qparse_lite.data.prepare import Corpus
+    from qparse_lite.retrieval.imagenet import _head_module, fit_retrieval_head
 
     corpus = Corpus.load(outfits[0].save(tmp_path / "corpus"))
-    ext = R.get_extractor("efficientnet-lite0-learned", corpus=corpus, epochs=15, input_size=64, progress=False)
+    ext = get_extractor("efficientnet-lite0-learned", corpus=corpus, epochs=15, input_size=64, progress=False)
     tr = np.asarray(corpus.split("train"))
     oof = ext.out_of_fold(corpus, folds=2)
     full = ext(np.asarray(corpus.images[tr]), progress=False)
@@ -477,18 +484,18 @@ def test_learned_features_give_train_images_out_of_fold_neighbours(outfits, tmp_
     np.testing.assert_allclose(oof[fold == 0], p, atol=1e-5)
     with pytest.raises(QparseError, match="2 folds"):
         ext.out_of_fold(corpus, folds=1)
-    nb = R.split_neighbours(corpus, "train", 3, "efficientnet-lite0-learned", tmp_path / "knn")
-    res = R.KNNResult.load(tmp_path / "knn" / "efficientnet-lite0-learned_train_k3.npz", corpus)
+    nb = split_neighbours(corpus, "train", 3, "efficientnet-lite0-learned", tmp_path / "knn")
+    res = KNNResult.load(tmp_path / "knn" / "efficientnet-lite0-learned_train_k3.npz", corpus)
     assert res.header["queries"] == "out-of-fold" and nb.shape == (len(tr), 3)
     assert not (nb == tr[:, None]).any()  # never itself
-    test_nb = R.split_neighbours(corpus, "test", 3, "efficientnet-lite0-learned", tmp_path / "knn")
-    res_t = R.KNNResult.load(tmp_path / "knn" / "efficientnet-lite0-learned_test_k3.npz", corpus)
+    test_nb = split_neighbours(corpus, "test", 3, "efficientnet-lite0-learned", tmp_path / "knn")
+    res_t = KNNResult.load(tmp_path / "knn" / "efficientnet-lite0-learned_test_k3.npz", corpus)
     assert res_t.header["queries"] == "extractor" and test_nb.shape[1] == 3
 
 
 def test_style_descriptor_shape_and_blocks(outfits):
     corpus, _ = outfits
-    ext = R.get_extractor("style")
+    ext = get_extractor("style")
     f = ext(np.asarray(corpus.images[:4]), progress=False)
     assert f.shape == (4, 6 * 3 * 25) == (4, ext.dim)
     np.testing.assert_array_equal(f, ext(np.asarray(corpus.images[:4]), progress=False))

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from qparse_lite.cli import main
+from qparse_lite.evaluation.folders import score_dirs
 from qparse_lite.io import atomic_save_png
-from qparse_lite.labels import ATR18, CCP_COARSE
-from qparse_lite.metrics import read_label_png, score_dirs
+from qparse_lite.labels import ATR18, CCP_COARSE, read_label_png
 
 
 def _write_maps(tmp_path: Path, n: int = 4, num_labels: int = 18, seed: int = 0, absent=(3, 17)):

@@ -7,10 +7,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from qparse_lite.datasets import get_dataset
+from qparse_lite.data.datasets import get_dataset
+from qparse_lite.data.synthetic import GENERATOR_VERSION, SyntheticPeople, render_person
 from qparse_lite.errors import QparseError
 from qparse_lite.labels import ATR18
-from qparse_lite.synthetic import GENERATOR_VERSION, SyntheticPeople, render_person
 
 
 def _digest(ds, idx) -> str:

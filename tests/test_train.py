@@ -1,4 +1,4 @@
-"""Training: Eq. (1), metrics, exact resume, determinism, divergence, load_model (qparse_lite.train)."""
+"""Training: Eq. (1), metrics, exact resume, determinism, divergence, load_model (qparse_lite.train.loop)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from qparse_lite.engine import disp_penalty, profile_loss
 from qparse_lite.errors import QparseError
 from qparse_lite.labels import ATR18
 from qparse_lite.profiles import get_profile
-from qparse_lite.train import LOG_COLUMNS, load_model, matching_loss, read_log, roc_auc, train
+from qparse_lite.train.checkpoint import LOG_COLUMNS, load_model, read_log
+from qparse_lite.train.loop import train
+from qparse_lite.train.loss import disp_penalty, matching_loss, profile_loss
+from qparse_lite.train.matching_metrics import roc_auc
 
 S = 32
 TINY = dict(pairs_per_epoch=256, batch_size=32, val_pairs=96, width=0.25, k_train=4)
@@ -40,10 +42,10 @@ def _corpus(n: int = 24):
     splits = {"train": train_idx, "val": val_idx, "test": np.arange(0)}
     mean = images[train_idx].astype(np.float32).mean(0)
     try:
-        from qparse_lite.prepare import Corpus
+        from qparse_lite.data.prepare import Corpus
 
         return Corpus.from_arrays(images, labels, ATR18, {k: list(v) for k, v in splits.items()}, mean=mean)
-    except ImportError:  # stand-in until qparse_lite.prepare lands
+    except ImportError:  # stand-in until qparse_lite.data.prepare lands
         return SimpleNamespace(
             images=images, labels=labels, mean=mean, label_set=ATR18, size=S, path="",
             meta={"dataset": "test", "version": "0"}, split=lambda name: splits[name],
@@ -226,7 +228,7 @@ def test_knn_computed_saved_and_reused(tiny, tmp_path):
 
 
 def test_label_level_metrics_by_hand():
-    from qparse_lite.train import label_level_metrics
+    from qparse_lite.train.matching_metrics import label_level_metrics
 
     # two query images (0, 1), K = 3 each; label 5 in I0 (c = 1) not in I1; label 7 in I1 only
     # pairs: (I0, l5) × 2 neighbours, (I1, l5) × 3, (I0, l7) × 1, (I1, l7) × 1

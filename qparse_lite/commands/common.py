@@ -6,12 +6,12 @@ profile). ``tests/test_cli.py`` walks every subparser and checks it.
 
 =================  ===============================================================================
 ``--profile``      :func:`add_profile`: choices :data:`qparse_lite.profiles.PROFILES`
-``--variant``      :func:`add_variant`: choices :data:`qparse_lite.mcnn.VARIANTS`
-``--dataset``      :func:`add_dataset`: choices :data:`qparse_lite.datasets.DATASETS`
+``--variant``      :func:`add_variant`: choices :data:`qparse_lite.model.mcnn.VARIANTS`
+``--dataset``      :func:`add_dataset`: choices :data:`qparse_lite.data.datasets.DATASETS`
 ``--data-root``    :func:`add_data_root`: a dataset root (``--root`` is a hidden, deprecated alias)
 ``--labels``       :func:`add_labels`: choices :data:`qparse_lite.labels.LABEL_SETS`
-``--features``     :func:`add_features`: choices :data:`qparse_lite.retrieval.EXTRACTORS`
-``--split``        :func:`add_split`: choices :data:`qparse_lite.dataset_base.SPLITS`
+``--features``     :func:`add_features`: choices :data:`qparse_lite.retrieval.features.EXTRACTORS`
+``--split``        :func:`add_split`: choices :data:`qparse_lite.data.base.SPLITS`
 ``--device``       :func:`add_device`: choices :data:`qparse_lite.runinfo.DEVICES`
 ``--no-progress``  :func:`add_progress` (and :func:`progress` to read it)
 =================  ===============================================================================
@@ -33,22 +33,22 @@ __all__ = [
 
 def profile_default(field: str, profile: str = "quick") -> Any:
     """A field of a named profile: the one source of the CLI's defaults (``--n``, ``--k``, ...)."""
-    from ..profiles import PROFILES
+    from qparse_lite.profiles import PROFILES
 
     return getattr(PROFILES[profile], field)
 
 
 def add_profile(p: argparse.ArgumentParser, default: str | None = "quick", help: str | None = None) -> None:
     """``--profile`` with the choices of :data:`~qparse_lite.profiles.PROFILES`."""
-    from ..profiles import PROFILES
+    from qparse_lite.profiles import PROFILES
 
     p.add_argument("--profile", default=default, choices=list(PROFILES),
                    help=help or "experiment scale (quick: synthetic data, a few CPU minutes, no download)")  # fmt: skip
 
 
 def add_variant(p: argparse.ArgumentParser, help: str | None = None) -> None:
-    """``--variant`` with the choices of :data:`~qparse_lite.mcnn.VARIANTS` (default None: the profile's)."""
-    from ..mcnn import VARIANTS
+    """``--variant`` with the choices of :data:`~qparse_lite.model.mcnn.VARIANTS` (default None: the profile's)."""
+    from qparse_lite.model.mcnn import VARIANTS
 
     p.add_argument("--variant", default=None, choices=list(VARIANTS),
                    help=help or f"M-CNN variant (default: the profile's, {profile_default('variant')})")  # fmt: skip
@@ -57,8 +57,8 @@ def add_variant(p: argparse.ArgumentParser, help: str | None = None) -> None:
 def add_dataset(
     p: argparse.ArgumentParser, required: bool = True, names: tuple[str, ...] | None = None, help: str | None = None
 ) -> None:
-    """``--dataset`` with the choices of :data:`~qparse_lite.datasets.DATASETS` (or the subset ``names``)."""
-    from ..datasets import DATASETS
+    """``--dataset`` with the choices of :data:`~qparse_lite.data.datasets.DATASETS` (or the subset ``names``)."""
+    from qparse_lite.data.datasets import DATASETS
 
     choices = list(names or DATASETS)
     bad = set(choices) - set(DATASETS)
@@ -93,31 +93,31 @@ def add_labels(
     p: argparse.ArgumentParser, required: bool = False, default: str | None = None, help: str | None = None
 ) -> None:
     """``--labels`` with the choices of :data:`~qparse_lite.labels.LABEL_SETS`."""
-    from ..labels import LABEL_SETS
+    from qparse_lite.labels import LABEL_SETS
 
     p.add_argument("--labels", required=required, default=default, choices=list(LABEL_SETS),
                    help=help or "label set: " + " | ".join(LABEL_SETS))  # fmt: skip
 
 
 def add_features(p: argparse.ArgumentParser, help: str | None = None) -> None:
-    """``--features`` with the choices of :data:`~qparse_lite.retrieval.EXTRACTORS` (default None: the
+    """``--features`` with the choices of :data:`~qparse_lite.retrieval.features.EXTRACTORS` (default None: the
     profile's)."""
-    from ..retrieval import EXTRACTORS
+    from qparse_lite.retrieval.features import EXTRACTORS
 
     p.add_argument("--features", default=None, choices=list(EXTRACTORS),
                    help=help or f"retrieval features (default: the profile's, {profile_default('features')})")  # fmt: skip
 
 
 def add_split(p: argparse.ArgumentParser, flag: str = "--split", default: str = "test", help: str | None = None) -> None:
-    """A split flag with the choices of :data:`~qparse_lite.dataset_base.SPLITS`."""
-    from ..dataset_base import SPLITS
+    """A split flag with the choices of :data:`~qparse_lite.data.base.SPLITS`."""
+    from qparse_lite.data.base import SPLITS
 
     p.add_argument(flag, default=default, choices=list(SPLITS), help=help or f"split (default {default})")
 
 
 def add_device(p: argparse.ArgumentParser, help: str | None = None) -> None:
     """``--device`` with the choices of :data:`~qparse_lite.runinfo.DEVICES` (default ``auto``)."""
-    from ..runinfo import DEVICES
+    from qparse_lite.runinfo import DEVICES
 
     p.add_argument("--device", default="auto", choices=list(DEVICES),
                    help=help or "auto (CUDA when present) | cpu | cuda (default auto)")  # fmt: skip

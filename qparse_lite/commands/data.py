@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_root, add_dataset, add_labels, add_progress, profile_default, progress
+from qparse_lite.commands.common import (
+    add_data_root,
+    add_dataset,
+    add_labels,
+    add_progress,
+    profile_default,
+    progress,
+)
 
 DOWNLOADABLE = ("ccp", "atr")
-"""The datasets ``data download``/``verify`` know (a subset of :data:`qparse_lite.datasets.DATASETS`)."""
+"""The datasets ``data download``/``verify`` know (a subset of :data:`qparse_lite.data.datasets.DATASETS`)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,7 +83,7 @@ def _resolve_dataset(args: argparse.Namespace) -> str:
     """The dataset of ``download``/``verify``: ``--dataset``, or the deprecated positional (one warning)."""
     import sys
 
-    from ..errors import QparseError
+    from qparse_lite.errors import QparseError
 
     if args.legacy_dataset is not None:
         if args.dataset is not None and args.dataset != args.legacy_dataset:
@@ -91,14 +98,14 @@ def _resolve_dataset(args: argparse.Namespace) -> str:
 
 
 def _downloadable() -> list[str]:
-    from ..datasets import DATASETS
+    from qparse_lite.data.datasets import DATASETS
 
     assert set(DOWNLOADABLE) <= set(DATASETS)
     return list(DOWNLOADABLE)
 
 
 def _download(args: argparse.Namespace) -> int:
-    from ..download import CCP_URL, download_atr, download_ccp
+    from qparse_lite.data.download import CCP_URL, download_atr, download_ccp
 
     if _resolve_dataset(args) == "ccp":
         root = download_ccp(
@@ -112,7 +119,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ..download import verify_atr, verify_ccp
+    from qparse_lite.data.download import verify_atr, verify_ccp
 
     if _resolve_dataset(args) == "ccp":
         n = verify_ccp(args.data_root, progress=progress(args))
@@ -124,7 +131,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _splits(args: argparse.Namespace) -> int:
-    from ..datasets import get_dataset
+    from qparse_lite.data.datasets import get_dataset
 
     kw: dict = {}
     if args.dataset == "synthetic":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_data_root, add_progress, add_split, progress
+from qparse_lite.commands.common import add_data_root, add_progress, add_split, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument(
         "--ids", nargs="*", default=None, help="only these image ids (e.g. 0001 0002); default all"
     )
-    add_split(x, default=None, help="only this split of qparse_lite.datasets (default: every image)")
+    add_split(x, default=None, help="only this split of qparse_lite.data.datasets (default: every image)")
     x.add_argument("--min-area", type=int, default=200, help="smallest item in pixels (default 200)")
     add_progress(x)
     x.set_defaults(func=_export)
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a prepared corpus (qparse prepare) as DeepFashion2 files: garments become items",
         description="Export one split of a prepared corpus (any profile: synthetic, CCP, ATR crops) as "
         "DeepFashion2 annotation files OUT/annos/<id>.json (+ OUT/images/<id>.png). Items: one per garment "
-        "category present (qparse_lite.df2.CORPUS_GARMENTS says which labels are garments); scale from "
+        "category present (qparse_lite.match_rcnn.format.CORPUS_GARMENTS says which labels are garments); scale from "
         "the box area; occlusion, zoom-in and viewpoint 0 = unknown.",
     )
     y.add_argument("--corpus", required=True, help="prepared corpus folder (the --out of qparse prepare)")
@@ -68,36 +68,43 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .. import df2
+    from qparse_lite.match_rcnn.coco import read_results, to_coco
+    from qparse_lite.match_rcnn.format import load_annos
+    from qparse_lite.match_rcnn.metrics import (
+        detection_table,
+        evaluate_detections,
+        evaluate_retrieval,
+        retrieval_table,
+    )
 
-    images = df2.load_annos(args.annos)
-    results = df2.read_results(args.results)
+    images = load_annos(args.annos)
+    results = read_results(args.results)
     if args.task == "retrieval":
-        ev = df2.evaluate_retrieval(images, results, results_name=args.results)
-        print(json.dumps(ev) if args.json else df2.retrieval_table(ev))
+        ev = evaluate_retrieval(images, results, results_name=args.results)
+        print(json.dumps(ev) if args.json else retrieval_table(ev))
         return 0
-    gt = df2.to_coco(images, args.images)
-    ev = df2.evaluate_detections(
+    gt = to_coco(images, args.images)
+    ev = evaluate_detections(
         gt, results, args.task, subsets=not args.no_subsets, results_name=args.results
     )
-    print(json.dumps(ev) if args.json else df2.detection_table(ev))
+    print(json.dumps(ev) if args.json else detection_table(ev))
     return 0
 
 
 def _to_coco(args: argparse.Namespace) -> int:
-    from .. import df2
-    from ..io import atomic_write_json
+    from qparse_lite.io import atomic_write_json
+    from qparse_lite.match_rcnn.coco import to_coco
 
-    d = df2.to_coco(args.annos, args.images)
+    d = to_coco(args.annos, args.images)
     atomic_write_json(args.out, d)
     print(f"wrote {args.out}: {len(d['images'])} images, {len(d['annotations'])} annotations")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .. import df2
+    from qparse_lite.match_rcnn.export import export_ccp
 
-    s = df2.export_ccp(args.data_root, args.out, ids=args.ids, split=args.split, min_area=args.min_area,
+    s = export_ccp(args.data_root, args.out, ids=args.ids, split=args.split, min_area=args.min_area,
                        progress=progress(args))  # fmt: skip
     print(
         f"exported {s['n_images']} images, {s['n_items']} items in {s['seconds']:.1f} s to {args.out}/annos"
@@ -109,11 +116,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_corpus(args: argparse.Namespace) -> int:
-    from .. import df2
-    from ..prepare import Corpus
+    from qparse_lite.data.prepare import Corpus
+    from qparse_lite.match_rcnn.export import export_corpus
 
     corpus = Corpus.load(args.corpus)
-    s = df2.export_corpus(corpus, args.out, split=args.split, min_area=args.min_area,
+    s = export_corpus(corpus, args.out, split=args.split, min_area=args.min_area,
                           write_images=not args.no_images, progress=progress(args))  # fmt: skip
     print(f"exported {s['n_images']} {args.split} images, {s['n_items']} items to {args.out}/annos")
     print("| category | items |\n|---|---:|")

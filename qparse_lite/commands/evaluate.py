@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_device, add_features, add_progress, add_split, profile_default, progress
+from qparse_lite.commands.common import (
+    add_device,
+    add_features,
+    add_progress,
+    add_split,
+    profile_default,
+    progress,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..evaluate import METHODS
-    from ..postprocess import BACKGROUNDS, SUPERPIXEL_METHODS
+    from qparse_lite.evaluation.evaluate import METHODS
+    from qparse_lite.parse.postprocess import BACKGROUNDS, SUPERPIXEL_METHODS
 
     p = sub.add_parser(
         "evaluate",
@@ -54,14 +61,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
-    from ..metrics import markdown_table
-    from ..prepare import Corpus
-    from ..runinfo import get_device
+    from qparse_lite.data.prepare import Corpus
+    from qparse_lite.evaluation.evaluate import evaluate
+    from qparse_lite.evaluation.tables import markdown_table
+    from qparse_lite.runinfo import get_device
 
     corpus = Corpus.load(args.corpus)
     if args.k is None:
-        from ..profiles import profile_for_dataset
+        from qparse_lite.profiles import profile_for_dataset
 
         args.k = profile_for_dataset(str(corpus.meta.get("dataset", "synthetic"))).k_test
     res = evaluate(

@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_device, add_features, add_progress, add_split, profile_default, progress
+from qparse_lite.commands.common import (
+    add_device,
+    add_features,
+    add_progress,
+    add_split,
+    profile_default,
+    progress,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..imagenet_retrieval import POOLINGS
+    from qparse_lite.retrieval.imagenet import POOLINGS
 
     p = sub.add_parser(
         "knn",
@@ -57,17 +64,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def default_features(corpus) -> str:
     """The retrieval features of the profile whose dataset the corpus holds (quick for synthetic)."""
-    from ..profiles import features_for_dataset
+    from qparse_lite.profiles import features_for_dataset
 
     return features_for_dataset(str(corpus.meta.get("dataset", "synthetic")))
 
 
 def _load_corpus(path: str):
-    from ..errors import QparseError
+    from qparse_lite.errors import QparseError
 
     if not (Path(path) / "meta.json").is_file():
         raise QparseError(f"{path}: no prepared corpus (meta.json missing). Fix: run `qparse prepare` first.")
-    from ..prepare import Corpus
+    from qparse_lite.data.prepare import Corpus
 
     return Corpus.load(path)
 
@@ -77,12 +84,13 @@ def _run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ..errors import QparseError
-    from ..retrieval import corpus_knn, label_overlap_at_k, random_neighbours
+    from qparse_lite.errors import QparseError
+    from qparse_lite.retrieval.quality import label_overlap_at_k
+    from qparse_lite.retrieval.search import corpus_knn, random_neighbours
 
     corpus = _load_corpus(args.corpus)
     if args.k is None:
-        from ..profiles import profile_for_dataset
+        from qparse_lite.profiles import profile_for_dataset
 
         args.k = profile_for_dataset(str(corpus.meta.get("dataset", "synthetic"))).k_test
     if args.k < 1:

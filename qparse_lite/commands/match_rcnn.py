@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import QparseError
-from .common import add_device, add_progress, add_split, progress
+from qparse_lite.commands.common import add_device, add_progress, add_split, progress
+from qparse_lite.errors import QparseError
 
 #: ``--budget`` presets: CPU (EfficientNet-Lite0, shorter side 320, minutes) and GPU (the note's scale).
 BUDGETS: dict[str, dict[str, Any]] = {
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "match-rcnn",
         help="train / evaluate Match R-CNN (DeepFashion2's system) on the CCP export or DeepFashion2 files",
-        description="Match R-CNN = Mask R-CNN + a matching network (qparse_lite.match_rcnn). `train` "
+        description="Match R-CNN = Mask R-CNN + a matching network (qparse_lite.match_rcnn.model). `train` "
         "fits it on the train split (CCP exported to DeepFashion2 format, or any DeepFashion2-layout "
         "folder); `eval` scores the test split: AP_box / AP_mask (COCO .50:.95, AP50, AP75) per subset "
         "beside the note's Table 4, and top-k retrieval on the two-views protocol against random ranking.",
@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _dataset_version(args: argparse.Namespace) -> str:
     if args.data_root:
-        from ..datasets import get_dataset
+        from qparse_lite.data.datasets import get_dataset
 
         return get_dataset("ccp", root=args.data_root).version
     return f"df2 folder {Path(args.df2).name}"
@@ -100,14 +100,14 @@ def _split_dirs(args: argparse.Namespace, split: str, work: Path, progress: bool
         if not annos.is_dir():
             raise QparseError(f"{annos}: no annotation folder. Fix: --df2 needs {split}/annos/*.json inside.")
         return annos, images
-    from .. import df2
+    from qparse_lite.match_rcnn.export import export_ccp
 
     root = Path(args.data_root)
     if not (root / "label_list.mat").is_file():
         raise QparseError(f"{root}: not a CCP mirror (no label_list.mat). Fix: pass the mirror as --data-root.")
     dest = work / split
     if not (dest / "export.json").is_file():
-        df2.export_ccp(root, dest, split=split, progress=progress)
+        export_ccp(root, dest, split=split, progress=progress)
     return dest / "annos", root / "photos"
 
 
@@ -120,8 +120,10 @@ def _setup(args: argparse.Namespace) -> tuple[bool | None, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .. import df2
-    from ..match_rcnn import Df2Detection, MatchRCNN, train
+    from qparse_lite.match_rcnn.data import Df2Detection
+    from qparse_lite.match_rcnn.format import CATEGORIES, load_annos
+    from qparse_lite.match_rcnn.model import MatchRCNN
+    from qparse_lite.match_rcnn.train import train
 
     progress, torch = _setup(args)
     b = dict(BUDGETS[args.budget])
@@ -132,11 +134,11 @@ def _train(args: argparse.Namespace) -> int:
     annos, images = _split_dirs(args, "train", out / "data", progress)
     ids = None
     if args.max_images:
-        ids = [im.image_id for im in df2.load_annos(annos)][: args.max_images]
+        ids = [im.image_id for im in load_annos(annos)][: args.max_images]
     ds = Df2Detection(annos, images, ids=ids, max_side=b["max_size"])
     detector_kw = CPU_DETECTOR if args.budget == "cpu" else {}
     torch.manual_seed(args.seed)
-    model = MatchRCNN(max(df2.CATEGORIES) + 1, backbone=b["backbone"], min_size=b["min_size"],
+    model = MatchRCNN(max(CATEGORIES) + 1, backbone=b["backbone"], min_size=b["min_size"],
                       max_size=b["max_size"], **detector_kw)  # fmt: skip
     print(f"Match R-CNN ({model.backbone_name}; {model.weights_source}); {len(ds)} train images, "
           f"{b['steps']} steps × {b['batch_size']} images + views, input {b['min_size']}-{b['max_size']} px, "
@@ -157,7 +159,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ..match_rcnn import evaluate_run
+    from qparse_lite.match_rcnn.evaluate import evaluate_run
 
     progress, _ = _setup(args)
     run = Path(args.run)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_device, add_features
+from qparse_lite.commands.common import add_device, add_features
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _detector_names() -> list[str]:
-    from ..person import DETECTORS
+    from qparse_lite.data.person import DETECTORS
 
     return list(DETECTORS)
 
@@ -47,15 +47,15 @@ def _detector_names() -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..datasets import read_image
-    from ..errors import QparseError
-    from ..io import atomic_path, atomic_save_png, atomic_write_json
-    from ..parse import MCNNParser, overlay, parse_photo
-    from ..prepare import Corpus
-    from ..profiles import Profile
-    from ..retrieval import corpus_features, get_extractor
-    from ..runinfo import get_device
-    from ..train import load_model
+    from qparse_lite.data.datasets import read_image
+    from qparse_lite.data.prepare import Corpus
+    from qparse_lite.errors import QparseError
+    from qparse_lite.io import atomic_path, atomic_save_png, atomic_write_json
+    from qparse_lite.parse.parser import MCNNParser, overlay, parse_photo
+    from qparse_lite.profiles import Profile
+    from qparse_lite.retrieval.features import corpus_features, get_extractor
+    from qparse_lite.runinfo import get_device
+    from qparse_lite.train.checkpoint import load_model
 
     device = get_device(args.device)
     corpus = Corpus.load(args.corpus)
@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
         extractor = get_extractor(features, corpus=corpus, device=device)
     else:
         extractor = get_extractor(features, corpus=corpus)
-    from ..person import PERSON_HEAD_FILE, get_detector
+    from qparse_lite.data.person import PERSON_HEAD_FILE, get_detector
 
     person_head = Path(args.model) / PERSON_HEAD_FILE
     detector = get_detector(args.detector, head=person_head if person_head.is_file() else None)

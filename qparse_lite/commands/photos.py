@@ -1,6 +1,6 @@
 """``qparse photos list|ground-truth|presence``: score the raw-photo path on a split's original photos.
 
-The raw-photo evaluation (:mod:`qparse_lite.rawphoto`) in three commands around ``qparse parse``::
+The raw-photo evaluation (:mod:`qparse_lite.evaluation.photos`) in three commands around ``qparse parse``::
 
     qparse photos list --dataset ccp --data-root DIR --split test > photos.txt
     qparse parse $(cat photos.txt) --model RUN --corpus CORPUS --out PARSED --json
@@ -14,7 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_data_root, add_dataset, add_labels, add_progress, add_split, progress
+from qparse_lite.commands.common import (
+    add_data_root,
+    add_dataset,
+    add_labels,
+    add_progress,
+    add_split,
+    progress,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +55,8 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
 
 
 def _dataset(args: argparse.Namespace):
-    from ..datasets import get_dataset
-    from ..errors import QparseError
+    from qparse_lite.data.datasets import get_dataset
+    from qparse_lite.errors import QparseError
 
     kw = {"labels": args.labels} if args.dataset == "ccp" else {}
     ds = get_dataset(args.dataset, root=args.data_root, **kw)
@@ -59,7 +66,7 @@ def _dataset(args: argparse.Namespace):
 
 
 def _list(args: argparse.Namespace) -> int:
-    from ..rawphoto import split_photos
+    from qparse_lite.evaluation.photos import split_photos
 
     for path in split_photos(_dataset(args), args.split):
         print(path)
@@ -67,7 +74,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _gt(args: argparse.Namespace) -> int:
-    from ..rawphoto import export_ground_truth
+    from qparse_lite.evaluation.photos import export_ground_truth
 
     ids = export_ground_truth(_dataset(args), args.split, args.out, progress=progress(args))
     print(f"wrote {len(ids)} ground-truth maps to {args.out}")
@@ -75,9 +82,9 @@ def _gt(args: argparse.Namespace) -> int:
 
 
 def _presence(args: argparse.Namespace) -> int:
-    from ..labels import get_label_set
-    from ..metrics import json_safe
-    from ..rawphoto import presence_summary, presence_table
+    from qparse_lite.evaluation.photos import presence_summary, presence_table
+    from qparse_lite.evaluation.tables import json_safe
+    from qparse_lite.labels import get_label_set
 
     table = presence_table(args.pred, args.gt, get_label_set(args.labels))
     summary = presence_summary(table)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_root, add_dataset, add_labels, add_progress, profile_default, progress
+from qparse_lite.commands.common import (
+    add_data_root,
+    add_dataset,
+    add_labels,
+    add_progress,
+    profile_default,
+    progress,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,8 +54,8 @@ def _run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from ..datasets import get_dataset
-    from ..prepare import Corpus, prepare_corpus
+    from qparse_lite.data.datasets import get_dataset
+    from qparse_lite.data.prepare import Corpus, prepare_corpus
 
     kw: dict = {}
     if args.dataset == "synthetic":

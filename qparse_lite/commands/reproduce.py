@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_data_root, add_device, add_profile
+from qparse_lite.commands.common import add_data_root, add_device, add_profile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..reproduce import reproduce
+    from qparse_lite.pipeline.reproduce import reproduce
 
     reproduce(
         args.profile, args.out, resume=args.resume, seed=args.seed, data_root=args.data_root,

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from .common import add_labels, add_progress, progress
+from qparse_lite.commands.common import add_labels, add_progress, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,19 +47,12 @@ def _run(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from ..io import atomic_write_json, atomic_write_text
-    from ..labels import get_label_set
-    from ..metrics import (
-        F1_DEFINITIONS,
-        confusion_from_dirs,
-        json_safe,
-        markdown_table,
-        scores,
-        table1_row,
-        table2_row,
-        write_table,
-    )
-    from ..runinfo import Stopwatch, run_record
+    from qparse_lite.evaluation.folders import confusion_from_dirs
+    from qparse_lite.evaluation.tables import json_safe, markdown_table, write_table
+    from qparse_lite.io import atomic_write_json, atomic_write_text
+    from qparse_lite.labels import get_label_set
+    from qparse_lite.metrics import F1_DEFINITIONS, scores, table1_row, table2_row
+    from qparse_lite.runinfo import Stopwatch, run_record
 
     label_set = get_label_set(args.labels)
     method = args.method or Path(args.pred).resolve().name

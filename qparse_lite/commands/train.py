@@ -6,11 +6,18 @@ import argparse
 import ast
 from typing import Any
 
-from .common import add_data_root, add_device, add_profile, add_progress, add_variant, progress
+from qparse_lite.commands.common import (
+    add_data_root,
+    add_device,
+    add_profile,
+    add_progress,
+    add_variant,
+    progress,
+)
 
 
 def _parse_set(items: list[str] | None) -> dict[str, Any]:
-    from ..errors import QparseError
+    from qparse_lite.errors import QparseError
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -45,14 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="KNN file of the train split (default: computed into OUT/knn_train.npz)")  # fmt: skip
     p.add_argument("--val-knn", default=None,
                    help="KNN file of the val split (default: computed into OUT/knn_val.npz)")  # fmt: skip
-    p.add_argument("--optimizer", default=None, choices=_registry("optim", "OPTIMIZERS"),
+    p.add_argument("--optimizer", default=None, choices=_registry("train.optim", "OPTIMIZERS"),
                    help="sgd: the paper's (momentum 0.9, wd 5e-4, lr ÷10 on plateau); adamw: AdamW + cosine "
                         "(default: the profile's; quick uses adamw)")  # fmt: skip
     p.add_argument("--holdout-label", default=None,
                    help="a label name never used as a positive in training (its pixels become background)")  # fmt: skip
     add_data_root(p, help="dataset root for the ccp/atr profiles")
     p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
-    p.add_argument("--sampler", default=None, choices=_registry("pairs", "SAMPLERS"),
+    p.add_argument("--sampler", default=None, choices=_registry("train.pairs", "SAMPLERS"),
                    help="pair sampler: natural (default: balanced labels, each label's natural rate of c=1) "
                         "or stratified (the first scheme: fixed c=0 share for every label)")  # fmt: skip
     p.add_argument("--neg-fraction", type=float, default=None,
@@ -75,8 +82,8 @@ def _registry(module: str, name: str) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..profiles import get_profile
-    from ..train import train
+    from qparse_lite.profiles import get_profile
+    from qparse_lite.train.loop import train
 
     overrides = {
         "epochs": args.epochs, "seed": args.seed, "optimizer": args.optimizer, "sampler": args.sampler,

@@ -1,0 +1,397 @@
+"""The evaluation harness: one loop for every parser, Table 1/2 rows, and the Fig. 5 sweep.
+
+A *parser* here is any callable ``parse(i) -> H×W uint8`` over corpus indices of the evaluated split;
+the harness accumulates one confusion matrix over the split (``qparse_lite.metrics``), optionally
+writes per-image PNG label maps that ``qparse score`` accepts (``pred/<id>.png`` and ``gt/<id>.png``),
+and returns the scores. Images are evaluated at the corpus crop resolution S×S (the prepared,
+human-centric crop); the paper evaluates ATR at the images' own resolution, which this kit does not
+hold after preparation — a documented difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from qparse_lite.errors import QparseError
+from qparse_lite.evaluation.reported import label_column
+from qparse_lite.io import atomic_save_png, atomic_write_text
+from qparse_lite.labels import LabelSet
+from qparse_lite.metrics import ConfusionMatrix, scores, table1_row, table2_row
+from qparse_lite.retrieval.search import split_neighbours
+
+__all__ = ["evaluate_parser", "tables", "write_tables", "k_sweep", "make_parser_fn", "fig5_sweep", "plot_fig5", "evaluate", "parameter_sweep", "tune_postprocessing", "grid_edges", "FIG5_KS", "METHODS"]  # fmt: skip
+
+
+def evaluate_parser(
+    parse: Callable[[int], np.ndarray],
+    corpus: Any,
+    indices: Iterable[int],
+    label_set: LabelSet,
+    out_dir: str | Path | None = None,
+    desc: str = "evaluate",
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Run ``parse`` over ``indices`` of ``corpus``, return :func:`qparse_lite.metrics.scores`.
+
+    With ``out_dir``, writes ``out_dir/pred/<id>.png`` and ``out_dir/gt/<id>.png`` (palette PNGs).
+    """
+    cm = ConfusionMatrix(label_set.num_labels)
+    out = Path(out_dir) if out_dir is not None else None
+    for i in tqdm(list(indices), desc=desc, mininterval=1.0, disable=None if progress is None else not progress):
+        pred = np.asarray(parse(int(i)), dtype=np.uint8)
+        gt = np.asarray(corpus.labels[int(i)])
+        cm.update(pred, gt)
+        if out is not None:
+            name = f"{corpus.ids[int(i)]}.png"
+            atomic_save_png(out / "pred" / name, pred, label_set.palette)
+            atomic_save_png(out / "gt" / name, gt, label_set.palette)
+    return scores(cm, label_set)
+
+
+def tables(
+    results: Sequence[tuple[str, str | None, dict[str, Any]]], label_set: LabelSet
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 and Table 2 DataFrames from ``(method, paper_method, scores)`` triples.
+
+    Column names follow the paper's CSVs (Table 2 uses ``_`` for ``-`` in label names), plus a
+    ``paper_method`` column naming the paper's row this one corresponds to (or empty).
+    """
+    t1, t2 = [], []
+    for method, paper_method, sc in results:
+        t1.append(
+            {"method": method, "paper_method": paper_method or "", **_strip_method(table1_row(sc, method))}
+        )
+        row2 = _strip_method(table2_row(sc, method))
+        t2.append(
+            {
+                "method": method,
+                "paper_method": paper_method or "",
+                **{label_column(k): v for k, v in row2.items()},
+            }
+        )
+    return pd.DataFrame(t1), pd.DataFrame(t2)
+
+
+def _strip_method(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "method"}
+
+
+def write_tables(df: pd.DataFrame, out: str | Path, name: str, decimals: int = 2) -> tuple[Path, Path]:
+    """Write ``out/name.csv`` and ``out/name.md`` atomically (floats with ``decimals`` decimals)."""
+    out = Path(out)
+    csv = atomic_write_text(out / f"{name}.csv", df.to_csv(index=False, float_format=f"%.{decimals}f"))
+    md = atomic_write_text(out / f"{name}.md", df.to_markdown(index=False, floatfmt=f".{decimals}f") + "\n")
+    return csv, md
+
+
+def k_sweep(
+    parse_k: Callable[[int, int], np.ndarray],
+    corpus: Any,
+    indices: Sequence[int],
+    label_set: LabelSet,
+    ks: Sequence[int] = (1, 3, 5, 7, 9, 11, 15),
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """Fig. 5: average F1 (and the other Table 1 metrics) against K.
+
+    ``parse_k(i, k)`` parses corpus image ``i`` with its first ``k`` neighbours; parsers that match
+    all ``max(ks)`` neighbours once and reuse them for smaller K make the sweep cheap.
+    """
+    cms = {k: ConfusionMatrix(label_set.num_labels) for k in ks}
+    for i in tqdm(list(indices), desc="K sweep", mininterval=1.0, disable=None if progress is None else not progress):
+        gt = np.asarray(corpus.labels[int(i)])
+        for k in ks:
+            cms[k].update(np.asarray(parse_k(int(i), k), dtype=np.uint8), gt)
+    rows = [{"k": k, **_strip_method(table1_row(scores(cms[k], label_set), f"K={k}"))} for k in ks]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# whole evaluations: a trained run or a baseline on a corpus split (``qparse evaluate``)
+# ---------------------------------------------------------------------------------------------------
+
+FIG5_KS = (1, 3, 5, 7, 9, 11, 15)
+"""The K of the paper's Fig. 5."""
+
+METHODS = ("mcnn", "label-transfer", "mean-label-map", "parametric")
+"""What ``qparse evaluate --method`` can evaluate on the same harness."""
+
+
+def make_parser_fn(
+    method: str, corpus: Any, split: str, neighbours: np.ndarray, k: int, parser: Any = None,
+    superpixel_method: str | None = "slic", n_segments: int = 200,
+) -> Callable[[int], np.ndarray]:  # fmt: skip
+    """``parse(i) -> H×W`` for corpus index ``i`` of ``split`` with one of :data:`METHODS`.
+
+    ``mcnn`` needs ``parser`` (an :class:`~qparse_lite.parse.parser.MCNNParser`); ``label-transfer`` is
+    :class:`~qparse_lite.baselines.nonparametric.LabelTransfer` over the same K neighbours; ``mean-label-map`` the
+    train split's per-pixel majority label (:func:`~qparse_lite.baselines.nonparametric.mean_label_map`); ``parametric``
+    needs ``parser`` (a :class:`~qparse_lite.baselines.parametric.ParametricParser`, which ignores the neighbours and
+    sees the corpus's feature crops when it has them).
+    """
+    from qparse_lite.baselines.nonparametric import LabelTransfer, mean_label_map
+
+    rows = {int(i): r for r, i in enumerate(corpus.split(split))}
+    if method == "mcnn":
+        if parser is None:
+            raise ValueError("method 'mcnn' needs a parser")
+        return lambda i: parser.parse(np.asarray(corpus.images[i]), neighbours[rows[i]][:k]).labels
+    if method == "label-transfer":
+        lt = LabelTransfer(corpus.label_set.num_labels, superpixel_method, n_segments)
+        return lambda i: lt(np.asarray(corpus.images[i]), np.asarray(corpus.labels[neighbours[rows[i]][:k]]))
+    if method == "parametric":
+        if parser is None:
+            raise ValueError("method 'parametric' needs a parser")
+        src = corpus.feature_images if getattr(corpus, "feature_images", None) is not None else corpus.images
+        return lambda i: parser(np.asarray(src[i]))
+    if method == "mean-label-map":
+        prior = mean_label_map(np.asarray(corpus.labels[corpus.split("train")]), corpus.label_set.num_labels)
+        return lambda i: prior
+    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def fig5_sweep(
+    parser: Any, corpus: Any, split: str, neighbours: np.ndarray, ks: Sequence[int] = FIG5_KS,
+    limit: int | None = None, progress: bool | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Fig. 5 for an M-CNN parser: the Table 1 metrics against K, matching each image once
+    (:meth:`~qparse_lite.parse.parser.MCNNParser.parse_k`)."""
+    idx = np.asarray(corpus.split(split))[:limit]
+    rows = {int(i): r for r, i in enumerate(corpus.split(split))}
+    cache: dict[int, dict[int, Any]] = {}
+
+    def parse_k(i: int, k: int) -> np.ndarray:
+        if i not in cache:
+            cache.clear()
+            cache[i] = parser.parse_k(np.asarray(corpus.images[i]), neighbours[rows[i]], ks)
+        return cache[i][k].labels
+
+    return k_sweep(parse_k, corpus, idx, corpus.label_set, ks, progress=progress)
+
+
+def plot_fig5(df: pd.DataFrame, ax: Any = None, label: str = "this run") -> Any:
+    """Average F1 against K, this run's curve beside the two points the paper states (K = 1, 9)."""
+    import matplotlib.pyplot as plt
+
+    from qparse_lite.evaluation import reported
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(df["k"], df["avg_f1"], "o-", label=label)
+    paper = reported.fig5()
+    ax.plot(paper["k"], paper["avg_f1"], "s", color="k", label="paper (stated in the text)")
+    ax.set_xlabel("K (KNN images per test image)")
+    ax.set_ylabel("average F1 (%)")
+    ax.set_xticks(list(df["k"]))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def evaluate(
+    corpus: Any, out: str | Path, *, method: str = "mcnn", model: str | Path | None = None, split: str = "test",
+    k: int = 9, features: str | None = None, device: str = "cpu", xi1: float | None = None,
+    xi2: float | None = None, erosion: int | None = None, superpixel_method: str | None = "slic",
+    n_segments: int = 200, background: str = "geodesic", fig5: bool = False, limit: int | None = None,
+    name: str | None = None, displacement_scale: float = 1.0, progress: bool | None = None,
+    knn_dir: str | Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Evaluate a trained run (``method="mcnn"``, ``model`` = its folder) or a baseline on a corpus split.
+
+    Writes into ``out``: ``pred/<id>.png`` and ``gt/<id>.png`` (palette label maps that ``qparse score``
+    accepts), ``table1.csv/.md`` and ``table2.csv/.md`` (one row, the paper's column names, with
+    ``paper_method`` naming the paper's row where there is one), ``scores.json`` (every metric) and, with
+    ``fig5``, ``fig5.csv/.md`` and ``fig5.png`` (K ∈ :data:`FIG5_KS`). ``knn_dir``: where the neighbours and
+    features are cached (default ``out/knn``; the cache is keyed by everything that changes it, so several
+    evaluations of one corpus can share one folder). ξ1, ξ2 and the erosion size default
+    to the run's profile (the paper's 0.8, 0.5 and 10 px at 227). Returns the scores with a ``run`` record.
+    """
+    import time
+
+    from qparse_lite.evaluation.tables import json_safe
+    from qparse_lite.io import atomic_write_json
+    from qparse_lite.model.mcnn import PAPER_NAMES
+    from qparse_lite.runinfo import run_record
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    parser, prof, variant = None, None, None
+    if method == "mcnn":
+        if model is None:
+            raise QparseError("qparse evaluate --method mcnn needs --model RUN (a qparse train folder)")
+        from qparse_lite.parse.parser import MCNNParser
+        from qparse_lite.profiles import Profile
+        from qparse_lite.train.checkpoint import load_model
+
+        net, tn, meta = load_model(model, map_location=device)
+        prof = Profile(**meta["profile"])
+        variant = meta["variant"]
+        if meta["label_set"]["names"] != list(corpus.label_set.names):
+            raise QparseError(
+                f"{model}: trained on label set {meta['label_set']['name']}, the corpus {corpus.path} has "
+                f"{corpus.label_set.name}. Fix: evaluate on the corpus the model was trained with."
+            )
+        parser = MCNNParser(
+            net, tn, corpus, xi1=prof.xi1 if xi1 is None else xi1, xi2=prof.xi2 if xi2 is None else xi2,
+            erosion=prof.erosion_px if erosion is None else erosion, superpixel_method=superpixel_method,
+            n_segments=n_segments, background=background, device=device, displacement_scale=displacement_scale,
+        )  # fmt: skip
+        features = features or prof.features
+    elif method == "parametric":
+        if model is None:
+            raise QparseError("qparse evaluate --method parametric needs --model RUN (a qparse baseline train folder)")
+        from qparse_lite.baselines.parametric import ParametricParser, load_parametric
+
+        net, pcfg, pmeta = load_parametric(model, device=device)
+        if pmeta["label_set"]["names"] != list(corpus.label_set.names):
+            raise QparseError(
+                f"{model}: trained on label set {pmeta['label_set']['name']}, the corpus {corpus.path} has "
+                f"{corpus.label_set.name}. Fix: evaluate on the corpus the model was trained with."
+            )
+        parser = ParametricParser(net, pcfg.input_size, corpus.size, device=device)
+        variant = "lraspp-efficientnet-lite0" + ("" if pcfg.pretrained else "-scratch")
+    elif method not in METHODS:
+        raise QparseError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
+    if features is None:  # a baseline: the features of the profile whose dataset the corpus holds
+        from qparse_lite.profiles import features_for_dataset
+
+        features = features_for_dataset(str(corpus.meta.get("dataset", "synthetic")))
+    kmax = max(k, *FIG5_KS) if fig5 else k
+    nb = None if method == "parametric" else split_neighbours(corpus, split, kmax, features, Path(knn_dir or out / "knn"))
+    fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments)
+    idx = np.asarray(corpus.split(split))[:limit]
+    sc = evaluate_parser(fn, corpus, idx, corpus.label_set, out, desc=f"evaluate {method}", progress=progress)
+    label = name or {
+        "mcnn": PAPER_NAMES.get(variant or "", f"M-CNN {variant}"),
+        "label-transfer": "KNN label transfer (PaperDoll-like)",
+        "mean-label-map": "mean label map (prior)",
+        "parametric": f"LR-ASPP on EfficientNet-Lite0 ({'ImageNet' if variant and 'scratch' not in variant else 'scratch'}; not in the paper)",
+    }[method]
+    paper = {"mcnn": PAPER_NAMES.get(variant or "", ""), "label-transfer": "PaperDoll [28]"}.get(method, "")
+    if method == "mcnn" and not superpixel_method and variant == "mcnn":
+        paper = "M-CNN (w/o ss)"
+    t1, t2 = tables([(label, paper, sc)], corpus.label_set)
+    write_tables(t1, out, "table1")
+    write_tables(t2, out, "table2")
+    if fig5:
+        if method != "mcnn":
+            raise QparseError("--fig5 sweeps K for the M-CNN; use --method mcnn")
+        df = fig5_sweep(parser, corpus, split, nb, FIG5_KS, limit, progress=progress)
+        write_tables(df, out, "fig5")
+        import matplotlib.pyplot as plt
+
+        ax = plot_fig5(df)
+        from qparse_lite.io import atomic_path
+
+        with atomic_path(out / "fig5.png", suffix=".png") as tmp:
+            ax.figure.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        plt.close(ax.figure)
+    rec = run_record(
+        stage="evaluate", method=method, model=str(model) if model else None, variant=variant,
+        profile=prof.name if prof else None, seed=prof.seed if prof else None,
+        dataset=(corpus.meta or {}).get("dataset"), dataset_version=(corpus.meta or {}).get("version"),
+        corpus=str(corpus.path), split=split, k=k, features=features, images=len(idx),
+        parser={"xi1": getattr(parser, "xi1", None), "xi2": getattr(parser, "xi2", None),
+                "erosion": getattr(parser, "erosion", None), "superpixels": superpixel_method,
+                "n_segments": n_segments, "background": background,
+                "displacement_scale": getattr(parser, "displacement_scale", None)},
+        wall_time_s=round(time.perf_counter() - t0, 2),
+    )  # fmt: skip
+    atomic_write_json(out / "scores.json", json_safe({**sc, "method": label, "run": rec}))
+    return {**sc, "method": label, "paper_method": paper, "run": rec}
+
+
+def parameter_sweep(
+    parser: Any, corpus: Any, split: str, neighbours: np.ndarray, name: str, values: Sequence[Any],
+    k: int = 9, limit: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """The Table 1 metrics of an M-CNN parser for each value of one post-processing parameter.
+
+    ``name`` is an attribute of :class:`~qparse_lite.parse.parser.MCNNParser` (``xi1``, ``xi2``, ``erosion``,
+    ``superpixel_method``, ``n_segments``, ``background``, ``displacement_scale``). The M-CNN runs once per image; only the
+    post-processing is repeated per value. Used to choose ξ1 on the validation split (notebook 04).
+    """
+    import copy
+
+    if not hasattr(parser, name):
+        raise ValueError(f"the parser has no parameter {name!r}")
+    idx = np.asarray(corpus.split(split))[:limit]
+    rows = {int(i): r for r, i in enumerate(corpus.split(split))}
+    variants = []
+    for v in values:
+        p = copy.copy(parser)
+        setattr(p, name, v)
+        variants.append(p)
+    cms = [ConfusionMatrix(corpus.label_set.num_labels) for _ in values]
+    for i in tqdm(idx, desc=f"{name} sweep", mininterval=1.0, disable=None):
+        image, nb = np.asarray(corpus.images[i]), neighbours[rows[int(i)]][:k]
+        present, c, t = parser.match(image, nb)
+        gt = np.asarray(corpus.labels[i])
+        for p, cm in zip(variants, cms, strict=True):
+            cm.update(p.postprocess(image, nb, present, c, t).labels, gt)
+    out = [{name: v, **_strip_method(table1_row(scores(cm, corpus.label_set), str(v)))} for v, cm in zip(values, cms, strict=True)]
+    return pd.DataFrame(out)
+
+
+def grid_edges(chosen: dict[str, Any], grid: dict[str, Sequence[Any]]) -> list[str]:
+    """The parameters of :func:`tune_postprocessing` whose chosen value is the smallest or largest of
+    their grid — the optimum may lie beyond it, so the grid should be widened — except where that end is
+    the parameter's own bound (a displacement scale or segment count of 0, ξ of 0 or 1). ``None``
+    values (superpixels off) are ignored."""
+    bounds = {"xi1": (0.0, 1.0), "xi2": (0.0, 1.0), "displacement_scale": (0.0, None), "n_segments": (0, None)}
+    out = []
+    for name, values in grid.items():
+        nums = [x for x in values if isinstance(x, int | float)]
+        v = chosen.get(name)
+        if not nums or not isinstance(v, int | float):
+            continue
+        lo, hi = min(nums), max(nums)
+        b_lo, b_hi = bounds.get(name, (None, None))
+        if (v == lo and lo != b_lo) or (v == hi and hi != b_hi):
+            out.append(name)
+    return out
+
+
+def tune_postprocessing(
+    parser: Any, corpus: Any, split: str, neighbours: np.ndarray, grid: dict[str, Sequence[Any]], k: int = 9,
+    limit: int | None = None, metric: str = "avg_f1", progress: bool | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+    """Choose post-processing parameters of an M-CNN parser on ``split`` (the **validation** split), one at a
+    time in the order of ``grid`` (coordinate ascent: each parameter takes the value that maximises
+    ``metric`` with the ones chosen before it fixed; ties keep the earlier value of its list, so list the
+    default first). The M-CNN runs once per image; only post-processing repeats.
+
+    Returns ``(chosen, table)``: the chosen value per parameter and one row per (parameter, value) tried.
+    """
+    import copy
+
+    idx = np.asarray(corpus.split(split))[:limit]
+    rows = {int(i): r for r, i in enumerate(corpus.split(split))}
+    matched = []
+    for i in tqdm(idx, desc=f"match {split}", mininterval=1.0, disable=None if progress is None else not progress):
+        image, nb = np.asarray(corpus.images[i]), neighbours[rows[int(i)]][:k]
+        matched.append((int(i), image, nb, *parser.match(image, nb)))
+    chosen = {name: getattr(parser, name) for name in grid}
+    out = []
+    for name, values in grid.items():
+        best, best_v = -np.inf, chosen[name]
+        for v in values:
+            p = copy.copy(parser)
+            for n2, v2 in chosen.items():
+                setattr(p, n2, v2)
+            setattr(p, name, v)
+            cm = ConfusionMatrix(corpus.label_set.num_labels)
+            for i, image, nb, present, c, t in matched:
+                cm.update(p.postprocess(image, nb, present, c, t).labels, np.asarray(corpus.labels[i]))
+            row = _strip_method(table1_row(scores(cm, corpus.label_set), ""))
+            out.append({"parameter": name, "value": v, **{kk: chosen[kk] for kk in chosen if kk != name}, **row})
+            if row[metric] > best + 1e-9:
+                best, best_v = row[metric], v
+        chosen[name] = best_v
+    return chosen, pd.DataFrame(out)

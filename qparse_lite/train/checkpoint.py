@@ -1,0 +1,110 @@
+"""Run folders of the M-CNN training: ``checkpoint.pt``, ``log.csv`` and the model loader.
+
+``checkpoint.pt`` is written atomically at the end of every epoch (:mod:`qparse_lite.train.loop`): model,
+optimiser, scheduler, TargetNorm, RNG states (:func:`rng_state`: torch, CUDA, NumPy, Python), every rank's
+pair-sampler state, epoch, global step, profile, variant, model config and the log rows; ``resume``
+restores all of it (:func:`set_rng_state`), so a resumed run equals an uninterrupted one.
+``log.csv`` has one row per epoch (:data:`LOG_COLUMNS`, :func:`write_log` / :func:`read_log`).
+:func:`load_model` gives the trained model back for parsing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from qparse_lite.errors import QparseError
+from qparse_lite.io import atomic_write_text
+from qparse_lite.train.pairs import TargetNorm
+
+__all__ = ["LOG_COLUMNS", "CHECKPOINT", "rng_state", "set_rng_state", "write_log", "read_log", "load_model"]
+
+CHECKPOINT = "checkpoint.pt"
+"""The checkpoint's file name in a run folder."""
+
+LOG_COLUMNS = [
+    "epoch", "step", "lr", "train_loss", "train_loss_c", "train_loss_t",
+    "val_loss", "val_loss_c", "val_loss_t", "val_auc", "val_acc", "val_disp_err",
+    "val_auc_macro", "val_auc_pairs", "pairs_seen",
+]  # fmt: skip
+"""Columns of ``log.csv``: epoch (1-based), global step at its end, learning rate at its end, the mean
+training loss and its c/t parts; on the validation pairs that parsing scores (see the module docstring) the
+loss, the label-level confidence AUC (pooled over (image, label)), the accuracy at ξ1, the displacement error
+(mean |t̂ − t|, normalised image units), the mean of the per-label AUCs and the pair-level AUC of ĉ; the
+training pairs seen so far (all ranks)."""
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states a checkpoint stores: torch, NumPy, Python and (when available) every CUDA device."""
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    """Restore the states of :func:`rng_state` (CUDA only where it is available)."""
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _fmt(v: Any) -> str:
+    return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` (dicts with every :data:`LOG_COLUMNS` key) as ``path`` (CSV, atomically)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r[k]) for k in LOG_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_log(run_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of ``run_dir/log.csv`` as dicts of numbers."""
+    path = Path(run_dir) / "log.csv"
+    if not path.is_file():
+        raise QparseError(f"{path}: no training log. Fix: qparse train --out {Path(run_dir)}")
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def load_model(
+    run_dir: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, TargetNorm, dict]:
+    """The trained model (eval mode), its TargetNorm and the run's metadata from ``run_dir/checkpoint.pt``.
+
+    ``meta`` holds ``variant``, ``profile`` (dict), ``epoch``, ``global_step``, ``config`` (the model's
+    :class:`~qparse_lite.model.mcnn.MCNNConfig` as a dict), ``label_set``, ``holdout``, ``corpus``, ``history``.
+    """
+    from qparse_lite.model.mcnn import model_from_config
+
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        raise QparseError(f"{path}: no checkpoint. Fix: qparse train --out {Path(run_dir)} (or wait for it)")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise QparseError(
+            f"{path}: unreadable checkpoint ({e}). Fix: train again or restore the file."
+        ) from e
+    model = model_from_config(ck["config"])
+    model.load_state_dict(ck["model"])
+    model.variant = ck["variant"]  # type: ignore[assignment]
+    model.to(map_location).eval()
+    tn = TargetNorm.from_state_dict(ck["target_norm"]).to(map_location)
+    meta = {k: ck[k] for k in ("variant", "profile", "epoch", "global_step", "config", "label_set", "holdout",
+                               "corpus", "history", "optimizer_name")}  # fmt: skip
+    return model, tn, meta
