@@ -84,6 +84,8 @@ class Profile:
     dropout: float = 0.0  # dropout after each hidden fc layer of the M-CNN (paper: not mentioned; 0 = none)
     threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
     budget: str = "cpu"  # "cpu" | "gpu": the one switch that scales pairs/epochs to a GPU (GPU_BUDGET)
+    # -- the corpus crop (qparse_lite.data.crops; docs/paper.md §1.1) --
+    crop: str = "square"  # "square" (person box + margin made square) | "warp" (resized to S×S, aspect not kept)
     # -- retrieval (qparse_lite.retrieval.features / qparse_lite.retrieval.imagenet) --
     feature_size: int | None = None  # F: corpus crops also kept at F×F for the ImageNet features (None: S)
 

@@ -241,6 +241,12 @@ def train_parametric(
     ls = corpus.label_set
     if config.num_labels != ls.num_labels:
         raise QparseError(f"config.num_labels={config.num_labels} but the corpus has {ls.num_labels} labels")
+    from qparse_lite.data.crops import check_crop, corpus_crop
+
+    crop = corpus_crop(corpus)  # the corpus's crop mode (docs/paper.md §1.1), recorded with the weights
+    if init_from is not None:
+        init_crop = _load_checkpoint(Path(init_from) / "checkpoint.pt").get("crop")
+        check_crop(init_crop, corpus, str(init_from), "fine-tune on a corpus prepared with its --crop")
     tr, va = np.asarray(corpus.split("train")), np.asarray(corpus.split("val"))
     src = _source(corpus)
     x_tr, x_va = resize_images(src[tr], config.input_size), resize_images(src[va], config.input_size)
@@ -304,6 +310,7 @@ def train_parametric(
             "kind": "parametric", "config": asdict(config), "model": net.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history, "train_s": train_s,
             "label_set": {"name": ls.name, "names": list(ls.names)}, "corpus_size": int(corpus.size),
+            "crop": crop,
         })  # fmt: skip
         _write_log(out / "log.csv", history)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
@@ -317,7 +324,7 @@ def train_parametric(
         n_train_images=len(tr), n_val_images=len(va), images_seen=len(tr) * config.epochs, device=device,
         torch_threads=torch.get_num_threads(), train_s=round(train_s, 1),
         parameters=sum(p.numel() for p in net.parameters()), final_val=history[-1] if history else None,
-        init_from=None if init_from is None else Path(init_from).name, **(extra or {}),
+        init_from=None if init_from is None else Path(init_from).name, crop=crop, **(extra or {}),
     )  # fmt: skip
     atomic_write_json(out / "run.json", rec)
     return rec
@@ -336,11 +343,13 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_parametric(run_dir: str | Path, device: str = "cpu") -> tuple[LRASPPNet, ParametricConfig, dict[str, Any]]:
-    """The trained network (eval mode), its config and the checkpoint's metadata from ``run_dir``."""
+    """The trained network (eval mode), its config and the checkpoint's metadata from ``run_dir`` (with
+    ``crop``, the corpus crop mode it was trained on)."""
     ck = _load_checkpoint(Path(run_dir) / "checkpoint.pt")
     cfg = ParametricConfig(**ck["config"])
     with torch.random.fork_rng(devices=[]):
         net = LRASPPNet(cfg.num_labels, pretrained=False, inter_channels=cfg.inter_channels)
     net.load_state_dict(ck["model"])
     meta = {k: ck[k] for k in ("epoch", "history", "label_set", "corpus_size", "train_s")}
+    meta["crop"] = ck.get("crop") or "square"  # the corpus crop mode (before it was recorded: square)
     return net.to(device).eval(), cfg, meta

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from qparse_lite.commands.common import (
+    add_data_root,
     add_device,
     add_features,
     add_progress,
@@ -24,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Parses every image of a split of a prepared corpus with a trained M-CNN (--model) or a "
         "baseline on the same harness (--method label-transfer | mean-label-map), and writes OUT/table1.csv/.md, "
         "OUT/table2.csv/.md, OUT/scores.json, OUT/pred/<id>.png and OUT/gt/<id>.png (which `qparse score` "
-        "accepts). --fig5 adds OUT/fig5.csv/.md/.png: average F1 against K in {1,3,5,7,9,11,15}.",
+        "accepts), all scored at the crop (S×S), and beside them the same maps pasted back into the photos and "
+        "scored against the photos' own ground truth (OUT/table1_full.csv/.md, OUT/table2_full.csv/.md, "
+        "scores.json's full_resolution, OUT/full/pred|gt/<id>.png), so corpora of other crops and sizes compare "
+        "on the same pixels. --fig5 adds OUT/fig5.csv/.md/.png: average F1 against K in {1,3,5,7,9,11,15}.",
     )
     p.add_argument("--model", default=None,
                    help="a `qparse train` run folder (--method mcnn) or a `qparse baseline train` folder "
@@ -55,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="background probability: geodesic distances from the seeds, or 1 - p_fg")  # fmt: skip
     p.add_argument("--fig5", action="store_true", help="also sweep K (Fig. 5)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
+    add_data_root(p, help="the dataset folder of the corpus's photos, for the full-resolution scores (default: "
+                          "the one its meta.json records)")
+    p.add_argument("--crop-level-only", action="store_true",
+                   help="skip the full-resolution scores (maps pasted back into the photos, scored against "
+                        "their own ground truth: OUT/table1_full.csv, scores.json's full_resolution)")  # fmt: skip
     add_device(p)
     add_progress(p)
     p.set_defaults(func=_run)
@@ -77,8 +86,15 @@ def _run(args: argparse.Namespace) -> int:
         erosion=args.erosion, superpixel_method=None if args.superpixels == "none" else args.superpixels,
         n_segments=args.n_segments, background=args.background, fig5=args.fig5, limit=args.limit,
         displacement_scale=args.displacement_scale, progress=progress(args),
+        full_resolution=False if args.crop_level_only else None, data_root=args.data_root,
     )  # fmt: skip
     keys = ["accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"]
-    print(markdown_table([{"method": res["method"], **{k: res[k] for k in keys}}]))
-    print(f"wrote {args.out}/table1.csv, table2.csv, scores.json, pred/, gt/" + (", fig5.csv/png" if args.fig5 else ""))
+    rows = [{"method": res["method"], "scored at": f"crop ({res['run']['crop']}, {res['run']['size']} px)",
+             **{k: res[k] for k in keys}}]  # fmt: skip
+    if "full_resolution" in res:
+        rows.append({"method": res["method"], "scored at": "full resolution (pasted back into the photo)",
+                     **{k: res["full_resolution"][k] for k in keys}})  # fmt: skip
+    print(markdown_table(rows))
+    full = ", table1_full.csv, table2_full.csv, full/pred/, full/gt/" if "full_resolution" in res else ""
+    print(f"wrote {args.out}/table1.csv, table2.csv, scores.json, pred/, gt/{full}" + (", fig5.csv/png" if args.fig5 else ""))
     return 0

@@ -63,6 +63,10 @@ def _run(args: argparse.Namespace) -> int:
     prof = Profile(**meta["profile"])
     if meta["label_set"]["names"] != list(corpus.label_set.names):
         raise QparseError(f"{args.model}: trained on another label set than {args.corpus}. Fix: use its corpus.")
+    from qparse_lite.data.crops import check_crop, corpus_crop
+
+    check_crop(meta["crop"], corpus, str(args.model),
+               f"pass the corpus it was trained on (qparse prepare --crop {meta['crop']}) as --corpus")  # fmt: skip
     parser = MCNNParser(
         net, tn, corpus, xi1=prof.xi1 if args.xi1 is None else args.xi1,
         xi2=prof.xi2 if args.xi2 is None else args.xi2, erosion=prof.erosion_px, device=device,
@@ -127,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary), flush=True)
     atomic_write_json(out / "parse.json", {"model": str(args.model), "corpus": str(args.corpus), "k": args.k,
+                                           "crop": corpus_crop(corpus), "size": int(corpus.size),
                                            "features": features, "detector": detector.name, "parsed": done,
                                            "failed": failed, "summary": summary})  # fmt: skip
     if failed:

@@ -15,10 +15,13 @@ from qparse_lite.commands.common import (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from qparse_lite.data.crops import CROPS
+
     p = sub.add_parser(
         "prepare",
         help="crop every image around its person, resize to S×S and write the corpus cache",
-        description="Human-centric crop (bounding box of the labelled person + margin, made square), image "
+        description="Human-centric crop (bounding box of the labelled person + margin, made square or, with "
+        "--crop warp, resized to S×S without keeping its aspect), image "
         "resized bilinearly and labels by nearest neighbour to S×S, the train-split mean image, and a cache "
         "folder (images.npy, labels.npy, mean.npy, boxes.npy, meta.json written last) that `qparse knn`, "
         "`qparse train` and the notebooks load.",
@@ -46,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--feature-size", type=int, default=None,
                    help="F: also write the crops at F×F from the photo (feature_images.npy) for the ImageNet "
                         "retrieval features (the ccp profile: 224; default: none, features see the S×S crops)")  # fmt: skip
+    p.add_argument("--crop", default=None, choices=list(CROPS),
+                   help="square: the person box + margin made square (aspect kept); warp: the person box + "
+                        "margin resized to S×S without keeping the aspect, as the paper's R-CNN detections "
+                        f"(default: the dataset's profile's, {profile_default('crop')})")  # fmt: skip
     add_progress(p)
     p.set_defaults(func=_run)
 
@@ -68,8 +75,12 @@ def _run(args: argparse.Namespace) -> int:
         kw["labels"] = args.labels
     ds = get_dataset(args.dataset, root=args.data_root, **kw)
     t0 = time.perf_counter()
+    if args.crop is None:
+        from qparse_lite.profiles import profile_for_dataset
+
+        args.crop = profile_for_dataset(args.dataset).crop
     out = prepare_corpus(
-        ds, args.size, args.out, margin=args.margin, feature_size=args.feature_size,
+        ds, args.size, args.out, margin=args.margin, feature_size=args.feature_size, crop=args.crop,
         progress=progress(args),
     )
     wall = time.perf_counter() - t0
@@ -77,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     nbytes = sum(f.stat().st_size for f in Path(out).iterdir() if f.is_file())
     sizes = ", ".join(f"{k} {len(v)}" for k, v in corpus.splits.items())
     print(
-        f"prepared {len(corpus)} {ds.name} images at {corpus.size}×{corpus.size} ({corpus.label_set.name}; {sizes}) "
+        f"prepared {len(corpus)} {ds.name} images at {corpus.size}×{corpus.size}, crop {args.crop} ({corpus.label_set.name}; {sizes}) "
         f"in {wall:.1f} s -> {out} ({nbytes / 2**20:.1f} MiB)"
     )
     return 0

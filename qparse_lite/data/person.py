@@ -225,7 +225,7 @@ def fit_person_head(
     the target is the share of person pixels (label > 0) in each stride-8 cell; loss: binary
     cross-entropy; AdamW, ``epochs`` passes, cosine schedule, deterministic for a seed and thread count.
     Saved atomically to ``out`` (default ``<corpus>/person/fg-head_<fingerprint>.pt``) and reused when it
-    exists (the file records the corpus fingerprint and the settings).
+    exists (the file records the corpus fingerprint, its crop mode and the settings).
     """
     from pathlib import Path
 
@@ -233,11 +233,12 @@ def fit_person_head(
     import torch.nn.functional as F
 
     from qparse_lite.backbones import EfficientNetLite0Trunk
-    from qparse_lite.data.crops import corpus_fingerprint
+    from qparse_lite.data.crops import corpus_crop, corpus_fingerprint
     from qparse_lite.io import atomic_torch_save
 
     fp = corpus_fingerprint(corpus)
-    settings = {"epochs": epochs, "lr": lr, "seed": seed, "fingerprint": fp, "input_size": 224}
+    settings = {"epochs": epochs, "lr": lr, "seed": seed, "fingerprint": fp, "input_size": 224,
+                "crop": corpus_crop(corpus)}  # fmt: skip
     path = Path(out) if out is not None else Path(corpus.path) / "person" / f"fg-head_{fp}.pt"
     if path.is_file():
         ck = torch.load(path, map_location="cpu", weights_only=False)
@@ -305,6 +306,8 @@ class ForegroundHeadDetector:
                 "writes one, or use --detector hog"
             ) from e
         self.head.to(device).eval()
+        #: the crop mode of the corpus it was trained on (square for heads from before it was recorded)
+        self.crop = str((ck.get("settings") or {}).get("crop") or "square")
         self.trunk = EfficientNetLite0Trunk(device=device)
         self.threshold, self.passes, self.device, self.path = float(threshold), int(passes), device, path
 

@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 
 from qparse_lite.data.crops import (
+    CROPS,
     Box,
-    _square_box,
     crop_resize,
     human_crop_box,
+    person_crop_box,
 )
 from qparse_lite.data.person import detect_person
 from qparse_lite.errors import QparseError
@@ -46,7 +47,7 @@ from qparse_lite.io import atomic_path, atomic_save_npy, atomic_write_json
 from qparse_lite.labels import ATR18, CCP_COARSE, LabelSet, ccp59
 from qparse_lite.runinfo import git_commit, run_record
 
-__all__ = ["Corpus", "prepare_corpus", "human_centric_crop", "mirror", "ARRAYS"]  # fmt: skip
+__all__ = ["Corpus", "prepare_corpus", "human_centric_crop", "mirror", "source_dataset", "ARRAYS"]  # fmt: skip
 
 #: Array files of a cache, in writing order.
 ARRAYS = ("images", "labels", "mean", "boxes")
@@ -60,8 +61,9 @@ OPTIONAL_ARRAYS = ("feature_images",)
 
 
 def human_centric_crop(
-    image: np.ndarray, size: int, label: np.ndarray | None = None, margin: float = 0.1, detector: Any = None
-) -> tuple[np.ndarray, np.ndarray | None, Box, str]:
+    image: np.ndarray, size: int, label: np.ndarray | None = None, margin: float = 0.1, detector: Any = None,
+    crop: str = "square",
+) -> tuple[np.ndarray, np.ndarray | None, Box, str]:  # fmt: skip
     """Human-centric crop of one image (docs/paper.md §1.1): returns ``(image S×S, label S×S | None, box, method)``.
 
     With a label map the box is :func:`human_crop_box` (method ``"labels"``). For a raw photo a person
@@ -69,21 +71,21 @@ def human_centric_crop(
     :func:`qparse_lite.data.person.get_detector`; default OpenCV's HOG, :func:`detect_person`) gives a tight box, which is enlarged by ``margin`` and made square exactly as
     :func:`human_crop_box` does for a labelled person, so a raw photo gets the crop a labelled copy of it
     would have got; method is the detector's name. When it finds nobody the whole image is used (method
-    ``"whole-image"``) with a warning.
+    ``"whole-image"``) with a warning. ``crop``: ``square`` or ``warp`` (:data:`qparse_lite.data.crops.CROPS`),
+    the corpus's crop mode (:func:`qparse_lite.data.crops.corpus_crop`).
     """
     H, W = image.shape[:2]
     if label is not None:
-        box, method = human_crop_box(label, margin), "labels"
+        box, method = human_crop_box(label, margin, crop), "labels"
     else:
         det = (detector or detect_person)(image)
         name = getattr(detector, "name", "hog") if detector is not None else "hog"
         if det is None:
             warnings.warn(f"{name}: no person found; using the whole image", stacklevel=2)
-            box, method = _square_box(0, 0, W, H, W, H), "whole-image"
+            box, method = person_crop_box(0, 0, W, H, W, H, 0.0, crop), "whole-image"
         else:
             x0, y0, x1, y1 = det
-            mx, my = margin * (x1 - x0), margin * (y1 - y0)
-            box, method = _square_box(x0 - mx, y0 - my, x1 + mx, y1 + my, W, H), name
+            box, method = person_crop_box(x0, y0, x1, y1, W, H, margin, crop), name
     im, lb = crop_resize(image, label, box, size)
     return im, lb, box, method
 
@@ -346,6 +348,51 @@ class Corpus:
         return f"Corpus({len(self)} images at {self.size}×{self.size}, {self.label_set.name}, {sizes}; {self.path or 'in memory'})"
 
 
+def source_dataset(corpus: Corpus, data_root: str | Path | None = None) -> Any:
+    """The dataset a corpus was prepared from (its photos at their own resolution), re-opened from the
+    arguments ``meta.json`` recorded (``prepare_args``); ``data_root`` replaces the recorded dataset folder.
+    ``None`` for an in-memory corpus or one without recorded arguments.
+
+    Raises:
+        QparseError: the dataset cannot be opened (the message names the folder and the fix), or its
+            images are not the corpus's (other ids).
+    """
+    from qparse_lite.data.datasets import get_dataset
+
+    meta = corpus.meta or {}
+    argv = [str(a) for a in meta.get("prepare_args") or []]
+    if not argv:
+        return None
+    opts: dict[str, str] = {}
+    flags = {"--include-chictopia"}
+    i = 0
+    while i < len(argv):
+        if argv[i] in flags:
+            opts[argv[i]] = "1"
+            i += 1
+        else:
+            opts[argv[i]] = argv[i + 1] if i + 1 < len(argv) else ""
+            i += 2
+    name = opts.get("--dataset", meta.get("dataset", ""))
+    kw: dict[str, Any] = {}
+    if name == "synthetic":
+        kw = {"n": int(opts["--n"]), "size": int(opts["--gen-size"]), "seed": int(opts["--seed"])}
+    else:
+        kw["split_seed"] = int(opts.get("--split-seed", 0))
+        if name == "atr" and "--include-chictopia" in opts:
+            kw["include_chictopia"] = True
+        if "--labels" in opts and name == "ccp":
+            kw["labels"] = opts["--labels"]
+    root = data_root if data_root is not None else opts.get("--data-root")
+    ds = get_dataset(name, root=root, **kw)
+    if list(ds.ids) != list(corpus.ids):
+        raise QparseError(
+            f"{root or name}: its images are not those of the corpus {corpus.path} ({len(ds.ids)} ids against "
+            f"{len(corpus.ids)}). Fix: pass the --data-root the corpus was prepared from."
+        )
+    return ds
+
+
 def _mean_image(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
     acc = np.zeros(images.shape[1:], np.float64)
     for i in idx:
@@ -381,12 +428,13 @@ def _fix(path: Path, meta: dict[str, Any] | None) -> str:
 
 def prepare_corpus(
     dataset: Any, size: int, out: str | Path, margin: float = 0.1, *, feature_size: int | None = None,
-    progress: bool | None = None,
+    crop: str = "square", progress: bool | None = None,
 ) -> Path:
     """Crop every image of ``dataset`` around its person, resize to ``size``² and write the cache at ``out``.
 
-    Per image: box = :func:`human_crop_box` (label > 0, ``margin``, square), then :func:`crop_resize`
-    (bilinear image, nearest labels). The mean image is the pixel-wise mean of the train split's crops
+    Per image: box = :func:`human_crop_box` (label > 0, ``margin``, ``crop``: ``square`` or ``warp``,
+    docs/paper.md §1.1), then :func:`crop_resize` (bilinear image, nearest labels); ``meta.json`` records the
+    mode as ``crop`` (:func:`qparse_lite.data.crops.corpus_crop` reads it). The mean image is the pixel-wise mean of the train split's crops
     (the corpus mean used for the KNN regions g_kl, docs/paper.md §1.3).
 
     Writing is crash-safe: images and labels stream into temporary files beside their targets (bounded
@@ -403,6 +451,8 @@ def prepare_corpus(
     t0 = time.perf_counter()
     out = Path(out)
     S = int(size)
+    if crop not in CROPS:
+        raise QparseError(f"--crop {crop}: unknown crop mode. Fix: use one of {', '.join(CROPS)}.")
     if S < 8:
         raise QparseError(f"--size {size}: crops must be at least 8 px")
     n = len(dataset)
@@ -437,7 +487,7 @@ def prepare_corpus(
         )
         for i in bar:
             s = dataset[i]
-            box = human_crop_box(s.label, margin)
+            box = human_crop_box(s.label, margin, crop)
             im, lb = crop_resize(s.image, s.label, box, S)
             imgs[i], labs[i], boxes[i] = im, lb, box
             if fimgs is not None:
@@ -458,6 +508,7 @@ def prepare_corpus(
     ls: LabelSet = dataset.label_set
     argv = dataset.prepare_args() + ["--size", str(S)] + ([] if margin == 0.1 else ["--margin", str(margin)])
     argv += [] if F is None else ["--feature-size", str(F)]
+    argv += ["--crop", crop]  # always: the CLI's default is the profile's, which may change
     if F is None:
         (out / "feature_images.npy").unlink(missing_ok=True)  # a stale one from an earlier preparation
     command = "qparse prepare " + " ".join(shlex.quote(a) for a in [*argv, "--out", str(out)])
@@ -469,7 +520,10 @@ def prepare_corpus(
         "size": S,
         **({} if F is None else {"feature_size": F}),
         "margin": margin,
-        "crop": "labels: bbox of label>0 + margin, squared (human_crop_box); bilinear image, nearest labels",
+        "crop": crop,
+        "crop_description": "labels: bbox of label>0 + margin, "
+        + ("squared (human_crop_box)" if crop == "square" else "warped to S×S, aspect not kept (human_crop_box)")
+        + "; bilinear image, nearest labels",
         "ids": ids,
         "splits": splits,
         **_arrays_meta(out),

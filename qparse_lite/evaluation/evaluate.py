@@ -3,9 +3,16 @@
 A *parser* here is any callable ``parse(i) -> H×W uint8`` over corpus indices of the evaluated split;
 the harness accumulates one confusion matrix over the split (``qparse_lite.metrics``), optionally
 writes per-image PNG label maps that ``qparse score`` accepts (``pred/<id>.png`` and ``gt/<id>.png``),
-and returns the scores. Images are evaluated at the corpus crop resolution S×S (the prepared,
-human-centric crop); the paper evaluates ATR at the images' own resolution, which this kit does not
-hold after preparation — a documented difference.
+and returns the scores. Images are scored at two resolutions:
+
+- **crop level** (``table1.csv``, ``scores.json`` top level): the S×S label map against the corpus's S×S
+  crop of the ground truth (the kit's first metric, kept for continuity); it depends on the crop geometry
+  (``square``/``warp``) and size, so two corpora cannot be compared on it;
+- **full resolution** (``table1_full.csv``, ``scores.json["full_resolution"]``): the S×S map pasted back into
+  the original photo (:func:`qparse_lite.parse.parser.paste_back`, the inverse of the corpus crop) against the
+  photo's own ground truth, background outside the crop — the metric of ``qparse photos`` and of the paper,
+  which evaluates at the images' own resolution (docs/paper.md §2). Every crop geometry and size is
+  scored on the same pixels.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from qparse_lite.labels import LabelSet
 from qparse_lite.metrics import ConfusionMatrix, scores, table1_row, table2_row
 from qparse_lite.retrieval.search import split_neighbours
 
-__all__ = ["evaluate_parser", "tables", "write_tables", "k_sweep", "make_parser_fn", "fig5_sweep", "plot_fig5", "evaluate", "parameter_sweep", "tune_postprocessing", "grid_edges", "FIG5_KS", "METHODS"]  # fmt: skip
+__all__ = ["evaluate_parser", "tables", "write_tables", "k_sweep", "make_parser_fn", "fig5_sweep", "plot_fig5", "evaluate", "parameter_sweep", "tune_postprocessing", "grid_edges", "FIG5_KS", "METHODS", "full_resolution_gt"]  # fmt: skip
 
 
 def evaluate_parser(
@@ -36,22 +43,51 @@ def evaluate_parser(
     out_dir: str | Path | None = None,
     desc: str = "evaluate",
     progress: bool | None = None,
+    full_gt: Callable[[int], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Run ``parse`` over ``indices`` of ``corpus``, return :func:`qparse_lite.metrics.scores`.
+    """Run ``parse`` over ``indices`` of ``corpus``, return :func:`qparse_lite.metrics.scores` (crop level).
 
     With ``out_dir``, writes ``out_dir/pred/<id>.png`` and ``out_dir/gt/<id>.png`` (palette PNGs).
+    With ``full_gt`` (corpus index -> the photo's ground truth H×W at its own resolution), each S×S map is
+    also pasted back into the photo through the corpus's crop box (:func:`qparse_lite.parse.parser.paste_back`)
+    and scored there: ``scores["full_resolution"]`` (and ``out_dir/full/pred|gt/<id>.png``).
     """
+    from qparse_lite.parse.parser import paste_back
+
     cm = ConfusionMatrix(label_set.num_labels)
+    cm_full = ConfusionMatrix(label_set.num_labels) if full_gt is not None else None
     out = Path(out_dir) if out_dir is not None else None
     for i in tqdm(list(indices), desc=desc, mininterval=1.0, disable=None if progress is None else not progress):
         pred = np.asarray(parse(int(i)), dtype=np.uint8)
         gt = np.asarray(corpus.labels[int(i)])
         cm.update(pred, gt)
+        name = f"{corpus.ids[int(i)]}.png"
         if out is not None:
-            name = f"{corpus.ids[int(i)]}.png"
             atomic_save_png(out / "pred" / name, pred, label_set.palette)
             atomic_save_png(out / "gt" / name, gt, label_set.palette)
-    return scores(cm, label_set)
+        if full_gt is not None and cm_full is not None:
+            g = np.asarray(full_gt(int(i)), dtype=np.uint8)
+            p = paste_back(pred, tuple(int(v) for v in corpus.boxes[int(i)]), g.shape[:2])  # type: ignore[arg-type]
+            cm_full.update(p, g)
+            if out is not None:
+                atomic_save_png(out / "full" / "pred" / name, p, label_set.palette)
+                atomic_save_png(out / "full" / "gt" / name, g, label_set.palette)
+    sc = scores(cm, label_set)
+    if cm_full is not None:
+        sc["full_resolution"] = scores(cm_full, label_set)
+    return sc
+
+
+def full_resolution_gt(corpus: Any, dataset: Any) -> Callable[[int], np.ndarray]:
+    """``gt(i)``: the ground truth of corpus image ``i`` at its photo's own resolution, from ``dataset`` (the
+    corpus's source, :func:`qparse_lite.data.prepare.source_dataset`), in the corpus's label set."""
+    if list(dataset.label_set.names) != list(corpus.label_set.names):
+        raise QparseError(
+            f"the dataset has label set {dataset.label_set.name}, the corpus {corpus.path} {corpus.label_set.name}. "
+            "Fix: pass the --data-root the corpus was prepared from."
+        )
+    pos = {x: j for j, x in enumerate(dataset.ids)}
+    return lambda i: np.asarray(dataset[pos[corpus.ids[i]]].label)
 
 
 def tables(
@@ -200,7 +236,7 @@ def evaluate(
     xi2: float | None = None, erosion: int | None = None, superpixel_method: str | None = "slic",
     n_segments: int = 200, background: str = "geodesic", fig5: bool = False, limit: int | None = None,
     name: str | None = None, displacement_scale: float = 1.0, progress: bool | None = None,
-    knn_dir: str | Path | None = None,
+    knn_dir: str | Path | None = None, full_resolution: bool | None = None, data_root: str | Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Evaluate a trained run (``method="mcnn"``, ``model`` = its folder) or a baseline on a corpus split.
 
@@ -211,9 +247,16 @@ def evaluate(
     features are cached (default ``out/knn``; the cache is keyed by everything that changes it, so several
     evaluations of one corpus can share one folder). ξ1, ξ2 and the erosion size default
     to the run's profile (the paper's 0.8, 0.5 and 10 px at 227). Returns the scores with a ``run`` record.
+
+    ``full_resolution`` (default: whenever the corpus's source dataset can be opened, from its ``meta.json``
+    or ``data_root``): also score every map pasted back into its photo (see the module docstring), written
+    as ``table1_full.csv/.md``, ``table2_full.csv/.md``, ``scores.json["full_resolution"]`` and
+    ``full/pred|gt/<id>.png``. ``True`` raises when the dataset cannot be opened. A model trained on a corpus
+    of another crop mode (``square``/``warp``) than ``corpus`` is refused.
     """
     import time
 
+    from qparse_lite.data.crops import check_crop, corpus_crop
     from qparse_lite.evaluation.tables import json_safe
     from qparse_lite.io import atomic_write_json
     from qparse_lite.model.mcnn import PAPER_NAMES
@@ -230,6 +273,8 @@ def evaluate(
         from qparse_lite.train.checkpoint import load_model
 
         net, tn, meta = load_model(model, map_location=device)
+        check_crop(meta["crop"], corpus, str(model), "evaluate it on a corpus prepared with "
+                   f"qparse prepare --crop {meta['crop']}, or train a model on this corpus")
         prof = Profile(**meta["profile"])
         variant = meta["variant"]
         if meta["label_set"]["names"] != list(corpus.label_set.names):
@@ -249,6 +294,8 @@ def evaluate(
         from qparse_lite.baselines.parametric import ParametricParser, load_parametric
 
         net, pcfg, pmeta = load_parametric(model, device=device)
+        check_crop(pmeta["crop"], corpus, str(model), "evaluate it on a corpus prepared with "
+                   f"qparse prepare --crop {pmeta['crop']}, or train one on this corpus (qparse baseline train)")
         if pmeta["label_set"]["names"] != list(corpus.label_set.names):
             raise QparseError(
                 f"{model}: trained on label set {pmeta['label_set']['name']}, the corpus {corpus.path} has "
@@ -266,7 +313,22 @@ def evaluate(
     nb = None if method == "parametric" else split_neighbours(corpus, split, kmax, features, Path(knn_dir or out / "knn"))
     fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments)
     idx = np.asarray(corpus.split(split))[:limit]
-    sc = evaluate_parser(fn, corpus, idx, corpus.label_set, out, desc=f"evaluate {method}", progress=progress)
+    full_gt = None
+    if full_resolution or full_resolution is None:
+        from qparse_lite.data.prepare import source_dataset
+
+        try:
+            ds = source_dataset(corpus, data_root)
+        except QparseError:
+            if full_resolution:
+                raise
+            ds = None
+        if ds is None and full_resolution:
+            raise QparseError(f"the corpus {corpus.path} records no dataset to re-open for full-resolution "
+                              "scoring. Fix: prepare it with qparse prepare, or pass --crop-level-only.")  # fmt: skip
+        full_gt = None if ds is None else full_resolution_gt(corpus, ds)
+    sc = evaluate_parser(fn, corpus, idx, corpus.label_set, out, desc=f"evaluate {method}", progress=progress,
+                         full_gt=full_gt)  # fmt: skip
     label = name or {
         "mcnn": PAPER_NAMES.get(variant or "", f"M-CNN {variant}"),
         "label-transfer": "KNN label transfer (PaperDoll-like)",
@@ -279,6 +341,10 @@ def evaluate(
     t1, t2 = tables([(label, paper, sc)], corpus.label_set)
     write_tables(t1, out, "table1")
     write_tables(t2, out, "table2")
+    if "full_resolution" in sc:
+        t1f, t2f = tables([(label, paper, sc["full_resolution"])], corpus.label_set)
+        write_tables(t1f, out, "table1_full")
+        write_tables(t2f, out, "table2_full")
     if fig5:
         if method != "mcnn":
             raise QparseError("--fig5 sweeps K for the M-CNN; use --method mcnn")
@@ -296,7 +362,8 @@ def evaluate(
         stage="evaluate", method=method, model=str(model) if model else None, variant=variant,
         profile=prof.name if prof else None, seed=prof.seed if prof else None,
         dataset=(corpus.meta or {}).get("dataset"), dataset_version=(corpus.meta or {}).get("version"),
-        corpus=str(corpus.path), split=split, k=k, features=features, images=len(idx),
+        corpus=str(corpus.path), split=split, k=k, features=features, images=len(idx), crop=corpus_crop(corpus),
+        size=int(corpus.size), full_resolution="full_resolution" in sc,
         parser={"xi1": getattr(parser, "xi1", None), "xi2": getattr(parser, "xi2", None),
                 "erosion": getattr(parser, "erosion", None), "superpixels": superpixel_method,
                 "n_segments": n_segments, "background": background,

@@ -121,7 +121,8 @@ def presence_summary(table: pd.DataFrame) -> dict[str, float]:
 
 def crop_boxes_table(parse_json: str | Path, dataset: Any, margin: float = 0.1) -> pd.DataFrame:
     """The crop each photo got in ``qparse parse`` (its ``parse.json``) against the crop of its labelled
-    copy (:func:`qparse_lite.data.prepare.human_crop_box`): one row per photo with both boxes and their IoU."""
+    copy (:func:`qparse_lite.data.prepare.human_crop_box`, in the crop mode ``parse.json`` records; square before
+    it recorded one): one row per photo with both boxes and their IoU."""
     import json
 
     from qparse_lite.data.crops import human_crop_box
@@ -132,7 +133,7 @@ def crop_boxes_table(parse_json: str | Path, dataset: Any, margin: float = 0.1) 
     for d in rec["parsed"]:
         x = Path(d["image"]).stem
         s = dataset[dataset.ids.index(x)]
-        ref = human_crop_box(s.label, margin)
+        ref = human_crop_box(s.label, margin, rec.get("crop", "square"))
         rows.append({"id": x, "detector": d["detector"], "box": tuple(d["box"]), "label_box": tuple(ref),
                      "iou": box_iou(tuple(d["box"]), ref)})  # fmt: skip
     return pd.DataFrame(rows)

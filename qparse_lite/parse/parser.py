@@ -202,13 +202,19 @@ class PhotoParse:
 
 
 def paste_back(crop_labels: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
-    """Map an S×S label map of the crop ``box`` back onto an H×W photo (nearest neighbour; background
-    outside the box; the parts of the box past the photo border are dropped)."""
+    """Map an S×S label map of the crop ``box`` back onto an H×W photo: the inverse of
+    :func:`qparse_lite.data.crops.crop_resize` for both crop modes (``square``: a square box, possibly past the
+    border; ``warp``: any box inside the photo, so the map is stretched back to the box's own aspect).
+
+    Nearest neighbour, pixel-centre aligned as the crop's (``INTER_NEAREST_EXACT``), so a label map cropped
+    and pasted back is the original wherever S is at least the box's longer side; background outside the
+    box; the parts of the box past the photo border (the square crop's padding) are dropped.
+    """
     import cv2
 
     H, W = shape
     x0, y0, x1, y1 = (int(v) for v in box)
-    big = cv2.resize(np.asarray(crop_labels, np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    big = cv2.resize(np.asarray(crop_labels, np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST_EXACT)
     out = np.zeros((H, W), np.uint8)
     cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
     if cx1 > cx0 and cy1 > cy0:
@@ -232,8 +238,8 @@ def parse_photo(
 
     1. human-centric crop around the person that ``detector`` finds (:mod:`qparse_lite.data.person`: ``auto``
        takes MediaPipe when installed, else OpenCV's HOG; :func:`qparse_lite.data.prepare.human_centric_crop`,
-       the same margin and squaring as the corpus crops; the whole image, with a warning, when it finds
-       nobody), resized to the corpus size S;
+       the corpus's margin and crop mode, ``square`` or ``warp`` (docs/paper.md §1.1); the whole image, with a
+       warning, when it finds nobody), resized to the corpus size S;
     2. its K nearest corpus images by ``extractor`` features among ``database_features`` (rows of
        ``database_indices``, normally the train split; :func:`qparse_lite.retrieval.features.corpus_features`);
     3. :meth:`MCNNParser.parse`; 4. the S×S result pasted back at the photo's resolution (:func:`paste_back`).
@@ -243,16 +249,21 @@ def parse_photo(
     """
     import time
 
-    from qparse_lite.data.crops import crop_resize
+    from qparse_lite.data.crops import check_crop, corpus_crop, crop_resize
     from qparse_lite.data.person import get_detector
     from qparse_lite.data.prepare import human_centric_crop
     from qparse_lite.retrieval.search import knn
 
     S = int(parser.corpus.size)
+    meta = getattr(parser.corpus, "meta", None) or {}
+    mode, margin = corpus_crop(parser.corpus), float(meta.get("margin", 0.1))
     tm: dict[str, float] = {}
     t0 = time.perf_counter()
     det = get_detector(detector) if isinstance(detector, str) else detector
-    crop, _, box, method = human_centric_crop(np.asarray(image), S, detector=det)
+    if getattr(det, "crop", None) is not None:  # a person head trained on a corpus: the same crop mode
+        check_crop(det.crop, parser.corpus, str(getattr(det, "path", det.name)),
+                   "use the person head of a model trained on this corpus, or --detector hog")  # fmt: skip
+    crop, _, box, method = human_centric_crop(np.asarray(image), S, margin=margin, detector=det, crop=mode)
     tm["crop"] = time.perf_counter() - t0
     if extractor.needs_labels:
         raise ValueError(f"features {extractor.name!r} need label maps; a raw photo has none")

@@ -87,7 +87,8 @@ def load_model(
     """The trained model (eval mode), its TargetNorm and the run's metadata from ``run_dir/checkpoint.pt``.
 
     ``meta`` holds ``variant``, ``profile`` (dict), ``epoch``, ``global_step``, ``config`` (the model's
-    :class:`~qparse_lite.model.mcnn.MCNNConfig` as a dict), ``label_set``, ``holdout``, ``corpus``, ``history``.
+    :class:`~qparse_lite.model.mcnn.MCNNConfig` as a dict), ``label_set``, ``holdout``, ``corpus``, ``history`` and
+    ``crop`` (the corpus crop mode it was trained on: ``square`` for runs from before it was recorded).
     """
     from qparse_lite.model.mcnn import model_from_config
 
@@ -107,4 +108,6 @@ def load_model(
     tn = TargetNorm.from_state_dict(ck["target_norm"]).to(map_location)
     meta = {k: ck[k] for k in ("variant", "profile", "epoch", "global_step", "config", "label_set", "holdout",
                                "corpus", "history", "optimizer_name")}  # fmt: skip
+    # the corpus crop mode (docs/paper.md §1.1); runs from before the mode was recorded used "square"
+    meta["crop"] = ck.get("crop") or (ck.get("profile") or {}).get("crop") or "square"
     return model, tn, meta

@@ -32,9 +32,13 @@ def ensure_corpus(
     profile: Profile, out: Path, corpus: Any = None, data_root: str | Path | None = None
 ) -> Any:
     """The prepared corpus: ``corpus`` itself (a Corpus), the cache at ``corpus`` (a path; prepared there
-    from the profile's dataset when missing) or ``out/corpus`` (prepared when missing)."""
+    from the profile's dataset, size and crop when missing) or ``out/corpus`` (prepared when missing).
+
+    Raises:
+        QparseError: the corpus's crop mode (``square``/``warp``, docs/paper.md §1.1) is not the profile's.
+    """
     if corpus is not None and not isinstance(corpus, str | Path):
-        return corpus
+        return _same_crop(profile, corpus)
     from qparse_lite.data.prepare import Corpus, prepare_corpus
 
     path = Path(corpus) if corpus is not None else Path(out) / "corpus"
@@ -48,8 +52,22 @@ def ensure_corpus(
                 "or --corpus CACHE of a prepared corpus."
             )
         ds = get_dataset(profile.dataset, root=data_root, **dataset_kwargs(profile))
-        prepare_corpus(ds, profile.image_size, path, feature_size=profile.feature_size)
-    return Corpus.load(path)
+        prepare_corpus(ds, profile.image_size, path, feature_size=profile.feature_size, crop=profile.crop)
+    return _same_crop(profile, Corpus.load(path))
+
+
+def _same_crop(profile: Profile, corpus: Any) -> Any:
+    """``corpus`` when its crop mode is the profile's (what the run records), else a :class:`QparseError`."""
+    from qparse_lite.data.crops import corpus_crop
+
+    have = corpus_crop(corpus)
+    if have != profile.crop:
+        raise QparseError(
+            f"the corpus {getattr(corpus, 'path', None) or '(in memory)'} has crop {have!r}, the profile "
+            f"{profile.name} crop {profile.crop!r}. Fix: add --set crop={have} (the run records it), or prepare "
+            f"the corpus with qparse prepare --crop {profile.crop}."
+        )
+    return corpus
 
 
 def _load_knn_file(path: Path, corpus: Any, queries: np.ndarray) -> np.ndarray:

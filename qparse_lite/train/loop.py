@@ -46,12 +46,7 @@ from qparse_lite.errors import QparseError
 from qparse_lite.io import atomic_torch_save, atomic_write_json
 from qparse_lite.profiles import Profile, get_profile
 from qparse_lite.runinfo import run_record, set_seed
-from qparse_lite.train.checkpoint import (
-    CHECKPOINT,
-    rng_state,
-    set_rng_state,
-    write_log,
-)
+from qparse_lite.train.checkpoint import CHECKPOINT, rng_state, set_rng_state, write_log
 from qparse_lite.train.distributed import (
     DistInfo,
     all_gather,
@@ -74,9 +69,7 @@ from qparse_lite.train.engine import (
 )
 from qparse_lite.train.inputs import ensure_corpus, ensure_knn, holdout_id
 from qparse_lite.train.loss import profile_loss
-from qparse_lite.train.optim import (
-    build_optimizer,
-)
+from qparse_lite.train.optim import build_optimizer
 from qparse_lite.train.pairs import DeviceCorpus, TargetNorm
 from qparse_lite.train.sampler import PairSampler
 
@@ -240,7 +233,7 @@ def _train(
     meta_common = {
         "variant": model.variant, "profile": prof.to_dict(), "config": model.cfg.to_dict(),  # type: ignore[attr-defined]
         "label_set": {"name": label_set.name, "names": list(label_set.names)}, "holdout": holdout_label,
-        "corpus": str(getattr(corp, "path", "")), "optimizer_name": prof.optimizer,
+        "corpus": str(getattr(corp, "path", "")), "optimizer_name": prof.optimizer, "crop": prof.crop,
     }  # fmt: skip
     pair_stats = sampler.stats()
     end_epoch = prof.epochs if stop_after is None else min(prof.epochs, start_epoch + stop_after)
@@ -302,7 +295,7 @@ def _train(
             stage="train", variant=model.variant, profile_fields=prof.to_dict(),  # type: ignore[attr-defined]
             device=str(dev), world_size=dist.world_size, epochs_done=len(history),
             epoch_times_s=[round(x, 3) for x in epoch_times], resumed=bool(resume and start_epoch > 0),
-            compile=compile, holdout_label=holdout_label, corpus=meta_common["corpus"],
+            compile=compile, holdout_label=holdout_label, corpus=meta_common["corpus"], crop=prof.crop,
             n_train_images=len(q_tr), n_val_images=len(q_va), k_train=int(knn_tr.shape[1]),
             pairs={**pair_stats, "neg_fraction": prof.neg_fraction, "empty_fraction": sampler.empty_fraction,
                    "label_power": prof.label_power, "val_pairs": len(val.pairs), "val_k": k_val},

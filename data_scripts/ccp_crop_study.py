@@ -1,0 +1,118 @@
+"""The crop study (issue 29): square vs warp crops at two sizes, every method scored at the photos' resolution.
+
+Each cell is one method (KNN label transfer, the LR-ASPP baseline, the default M-CNN) on a CCP corpus prepared
+with ``qparse prepare ... --crop square|warp --size S --feature-size 224``, evaluated on the **validation**
+split by ``qparse evaluate ... --split val``, which scores the S×S maps at the crop and, pasted back into the
+photos, against the photos' own ground truth (``scores.json["full_resolution"]``). Only the full-resolution
+numbers compare across crops and sizes: they are scored on the same pixels (docs/paper.md §1.1, §2).
+
+Usage::
+
+    python data_scripts/ccp_crop_study.py METHOD:CROP:SIZE=EVAL_DIR[:RUN_DIR] ...
+
+``RUN_DIR`` (a ``qparse train`` or ``qparse baseline train`` folder) adds its training wall time. Writes
+``results/ccp/crop/crop.csv`` (one row per cell: full-resolution and crop-level scores, the person's share of
+the crop and its median box inside the crop on the val split, wall times), ``crop_per_label.csv``
+(full-resolution F1 per label), ``crop.md`` and ``crop.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+OUT = Path(__file__).resolve().parent.parent / "results" / "ccp" / "crop"
+METHODS = {"lt": "label transfer", "lraspp": "LR-ASPP", "mcnn": "M-CNN"}
+
+
+def person_geometry(eval_dir: Path) -> dict[str, float]:
+    """The person's share of the crop pixels and the median person box (w × h px) inside the crop, over the
+    crop-level ground truth the evaluation wrote (``gt/<id>.png``)."""
+    from qparse_lite.labels import read_label_png
+
+    share, ws, hs = [], [], []
+    for f in sorted((eval_dir / "gt").glob("*.png")):
+        g = read_label_png(f) > 0
+        share.append(g.mean())
+        rows, cols = np.flatnonzero(g.any(1)), np.flatnonzero(g.any(0))
+        if rows.size:
+            ws.append(cols[-1] - cols[0] + 1)
+            hs.append(rows[-1] - rows[0] + 1)
+    return {"person_share_pct": 100 * float(np.mean(share)), "person_box_w": float(np.median(ws)),
+            "person_box_h": float(np.median(hs))}  # fmt: skip
+
+
+def row_of(spec: str) -> tuple[dict, dict]:
+    key, _, paths = spec.partition("=")
+    method, crop, size = key.split(":")
+    ev, _, run = paths.partition(":")
+    sc = json.loads((Path(ev) / "scores.json").read_text())
+    full = sc["full_resolution"]
+    train_s = None
+    if run:
+        rec = json.loads((Path(run) / "run.json").read_text())
+        train_s = rec.get("wall_time_total_s", rec.get("wall_time_s"))
+    row = {
+        "method": METHODS.get(method, method), "crop": crop, "size": int(size),
+        "full_avg_f1": full["avg_f1"], "full_fg_accuracy": full["fg_accuracy"], "full_accuracy": full["accuracy"],
+        "crop_avg_f1": sc["avg_f1"], "crop_fg_accuracy": sc["fg_accuracy"], "crop_accuracy": sc["accuracy"],
+        **person_geometry(Path(ev)), "images": sc["run"]["images"], "split": sc["run"]["split"],
+        "train_wall_s": round(float(train_s), 1) if train_s is not None else float("nan"),
+        "eval_wall_s": sc["run"]["wall_time_s"],
+    }  # fmt: skip
+    per_label = {"method": row["method"], "crop": crop, "size": int(size),
+                 **{name: v["f1"] for name, v in full["per_label"].items()}}  # fmt: skip
+    return row, per_label
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    settings = [(c, s) for s in sorted(df["size"].unique()) for c in ("square", "warp")]
+    methods = [m for m in METHODS.values() if m in set(df["method"])]
+    w = 0.8 / len(settings)
+    for j, (c, s) in enumerate(settings):
+        vals = [df[(df.method == m) & (df.crop == c) & (df["size"] == s)].full_avg_f1 for m in methods]
+        ys = [float(v.iloc[0]) if len(v) else np.nan for v in vals]
+        xs = np.arange(len(methods)) + (j - (len(settings) - 1) / 2) * w
+        ax.bar(xs, ys, w, label=f"{c} {s} px", hatch="//" if c == "warp" else None,
+               color=plt.cm.tab20(2 * sorted(df["size"].unique()).index(s) + (c == "warp")))  # fmt: skip
+        for x, y in zip(xs, ys, strict=True):
+            if np.isnan(y):
+                ax.text(x, 0.5, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_xticks(np.arange(len(methods)), methods)
+    ax.set_ylabel("avg F1 (%), full resolution, val")
+    ax.set_title("CCP validation, maps pasted back into the photos", fontsize=9)
+    ax.legend(fontsize=7, ncols=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(specs: list[str]) -> pd.DataFrame:
+    rows, labels = zip(*(row_of(s) for s in specs), strict=True)
+    order = {m: i for i, m in enumerate(METHODS.values())}
+    df = pd.DataFrame(rows).sort_values(["method", "size", "crop"], key=lambda c: c.map(order) if c.name == "method" else c)
+    pl = pd.DataFrame(labels).set_index(["method", "crop", "size"]).loc[[tuple(r) for r in df[["method", "crop", "size"]].values]].reset_index()
+    OUT.mkdir(parents=True, exist_ok=True)
+    df.to_csv(OUT / "crop.csv", index=False, float_format="%.2f")
+    pl.to_csv(OUT / "crop_per_label.csv", index=False, float_format="%.2f")
+    cols = ["method", "crop", "size", "full_avg_f1", "full_fg_accuracy", "full_accuracy", "crop_avg_f1",
+            "person_share_pct", "person_box_w", "person_box_h", "train_wall_s", "eval_wall_s"]  # fmt: skip
+    (OUT / "crop.md").write_text(df[cols].to_markdown(index=False, floatfmt=".2f") + "\n")
+    plot(df, OUT / "crop.png")
+    return df
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("specs", nargs="+", help="METHOD:CROP:SIZE=EVAL_DIR[:RUN_DIR]")
+    print(main(ap.parse_args().specs).to_string(index=False))
