@@ -10,7 +10,8 @@ Usage::
     python data_scripts/ccp_size_budget.py [--name STEM] [--title TITLE] KEY=RUN_DIR[:VAL_EVAL_DIR] ...
 
 ``VAL_EVAL_DIR`` (optional) is ``qparse evaluate --model RUN_DIR --split val ...``: its average F1 is added to
-the run's last row. Writes ``results/ccp/STEM.csv``, ``STEM.md`` and ``STEM.png`` (default STEM
+the run's last row. Writes ``results/ccp/STEM.csv``, the table of ``STEM.md`` (a page written by hand,
+its table between markers) and ``STEM.png`` (default STEM
 ``size_budget``: the image-size study; ``disp_head``: the displacement-head study).
 """
 
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import matplotlib
 import pandas as pd
+
+from qparse_lite.io import atomic_write_text
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -53,6 +56,33 @@ def rows_of(key: str, run: Path, val_eval: Path | None, extra: bool = False) -> 
     return out
 
 
+TABLE_START, TABLE_END = "<!-- table: written by data_scripts/ccp_size_budget.py -->", "<!-- end of table -->"
+
+
+def write_table(page: Path, table: str) -> None:
+    """Put ``table`` between the page's table markers (the page's prose is written by hand and kept);
+    a page without the markers is created holding the table alone."""
+    block = f"{TABLE_START}\n{table}\n{TABLE_END}"
+    text = page.read_text() if page.is_file() else ""
+    if TABLE_START in text and TABLE_END in text:
+        head, _, rest = text.partition(TABLE_START)
+        text = head + block + rest.partition(TABLE_END)[2]
+    else:
+        text = block + "\n"
+    atomic_write_text(page, text)
+
+
+def page_table(df: pd.DataFrame, name: str) -> str:
+    """The Markdown table of the page: each run's last epoch. ``disp_head`` keeps the columns that differ
+    between runs (the csv keeps all)."""
+    last = df.groupby("run").tail(1)
+    if name != "size_budget":
+        same = [c for c in ("image_size", "width", "dropout", "shift", "pairs_per_epoch", "epoch", "pairs_seen")
+                if last[c].nunique() == 1]  # fmt: skip
+        last = last.drop(columns=same)
+    return last.to_markdown(index=False, floatfmt=".4f")
+
+
 def main(specs: list[str], name: str = "size_budget", title: str | None = None) -> pd.DataFrame:
     """Rows of every run (``KEY=RUN_DIR[:VAL_EVAL_DIR]``) into ``results/ccp/NAME.{csv,md,png}``."""
     rows = []
@@ -62,12 +92,7 @@ def main(specs: list[str], name: str = "size_budget", title: str | None = None) 
         rows += rows_of(key, Path(run), Path(ev) if ev else None, extra=name != "size_budget")
     df = pd.DataFrame(rows)
     df.to_csv(R / f"{name}.csv", index=False, float_format="%.6f")
-    last = df.groupby("run").tail(1)
-    if name != "size_budget":  # the md keeps the columns that differ between runs (the csv keeps all)
-        same = [c for c in ("image_size", "width", "dropout", "shift", "pairs_per_epoch", "epoch", "pairs_seen")
-                if last[c].nunique() == 1]
-        last = last.drop(columns=same)
-    (R / f"{name}.md").write_text(last.to_markdown(index=False, floatfmt=".4f") + "\n")
+    write_table(R / f"{name}.md", page_table(df, name))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, g in df.groupby("run", sort=False):
         axes[0].plot(g["pairs_seen"], g["disp_err_below_trivial"] * 100, "o-", label=key)

@@ -100,3 +100,61 @@ def test_committed_rerun_agrees_where_nothing_is_trained_and_says_its_wall_time(
     assert t1.loc["PaperDoll [28]", "avg_f1"] == committed.avg_f1
     assert t1.loc["PaperDoll [28]", "accuracy"] == committed.accuracy
     assert "/tmp/" not in (rerun / "run.json").read_text() and "/tmp/" not in (rerun / "report.md").read_text()
+
+
+# -- the CCP study pages (results/ccp/size_budget.md, disp_head.md; notebook 03 §7-§8 link them) ----------
+def _study_script():
+    import importlib.util
+
+    path = RESULTS.parent.parent / "data_scripts" / "ccp_size_budget.py"
+    spec = importlib.util.spec_from_file_location("ccp_size_budget", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name", ["size_budget", "disp_head"])
+def test_study_page_shows_its_csv(name):
+    """The page's table is the last epoch of every run in its csv, the ratio column is what its name says,
+    and the page is a readable page: its sections, its figure and its commands."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.read_csv(RESULTS / f"{name}.csv")
+    # 1 − error / trivial error, on the validation split
+    assert np.allclose(df.disp_err_below_trivial, 1 - df.val_disp_err / df.val_disp_err_trivial, atol=1e-4)
+    assert (df.groupby("run", sort=False).pairs_seen.apply(lambda s: s.is_monotonic_increasing)).all()
+    page = (RESULTS / f"{name}.md").read_text()
+    assert _study_script().page_table(df, name) in page, f"{name}.md: rerun data_scripts/ccp_size_budget.py"
+    for section in ("## The question", "## The setting", "## The commands", "## Conclusion"):
+        assert section in page, f"{name}.md lacks {section!r}"
+    assert f"]({name}.png)" in page and (RESULTS / f"{name}.png").is_file()
+    assert "data_scripts/ccp_size_budget.py" in page and "--split val" in page
+
+
+def test_study_page_keeps_its_prose_when_the_table_is_rewritten(tmp_path):
+    mod = _study_script()
+    page = tmp_path / "study.md"
+    mod.write_table(page, "| a |\n|---|\n| 1 |")
+    assert page.read_text().startswith(mod.TABLE_START)
+    page.write_text("# A study\n\nprose before\n\n" + page.read_text() + "\nprose after\n")
+    mod.write_table(page, "| a |\n|---|\n| 2 |")
+    text = page.read_text()
+    assert "| 2 |" in text and "| 1 |" not in text
+    assert text.startswith("# A study\n\nprose before") and text.endswith("prose after\n")
+
+
+def test_the_ccp_profile_is_the_studied_setting():
+    """disp_head.md concludes Huber + label_power 0.5 for the ccp profile; the profile says so, and that run
+    beats the paper's form on every seed."""
+    import pandas as pd
+
+    from qparse_lite.profiles import get_profile
+
+    ccp = get_profile("ccp")
+    assert (ccp.disp_loss, ccp.label_power, ccp.disp_weight) == ("huber", 0.5, 1.0)
+    last = pd.read_csv(RESULTS / "disp_head.csv").groupby("run", sort=False).tail(1)
+    chosen = last[(last.disp_loss == "huber") & (last.label_power == 0.5) & (last.disp_weight == 1.0)]
+    paper = last[(last.disp_loss == "l2") & (last.label_power == 0.0)]
+    assert len(chosen) == 3 and len(paper) == 2
+    assert chosen.disp_err_below_trivial.min() > paper.disp_err_below_trivial.max()

@@ -21,7 +21,6 @@ Bad input raises :class:`~qparse_lite.errors.QparseError` naming the file(s) and
 
 from __future__ import annotations
 
-import io as _io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,27 +88,17 @@ def seeded_split(ids: Sequence[str], sizes: Sequence[int], seed: int) -> dict[st
 
 
 def read_image(path: str | Path | None, data: bytes | None = None, source: str | None = None) -> np.ndarray:
-    """Decode an image file (or its ``data`` bytes) to RGB uint8 H×W×3.
+    """Decode a dataset's image file (or its ``data`` bytes) to RGB uint8 H×W×3.
 
-    Grayscale, palette, CMYK and 16-bit images are converted to RGB; an alpha channel is dropped (the RGB
-    values are kept as they are). A file that cannot be decoded raises :class:`QparseError` naming it.
+    :func:`qparse_lite.data.photo.read_photo` with the stored pixel order (no EXIF orientation: the label
+    maps are aligned to it), PIL's decompression-bomb limit, and the dataset's fix in its messages.
     """
-    from PIL import Image, UnidentifiedImageError
+    from qparse_lite.data.photo import read_photo
 
-    src = source or str(path)
-    try:
-        with Image.open(_io.BytesIO(data) if data is not None else path) as im:
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                arr = np.clip(arr / max(1.0, arr.max()) * 255.0, 0, 255).astype(np.uint8)
-                return np.ascontiguousarray(np.repeat(arr[..., None], 3, axis=2))
-            if im.mode != "RGB":
-                im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "PA", "LA") else im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise QparseError(f"{src}: image file not found. Fix: download the dataset again.") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise QparseError(f"{src}: not a readable image ({e}). Fix: download the dataset again.") from e
+    return read_photo(path, data=data, source=source, orient=False, max_pixels=None, fix=_DATASET_FIX)
+
+
+_DATASET_FIX = "Fix: download the dataset again."
 
 
 def _check_pair(
