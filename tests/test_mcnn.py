@@ -302,3 +302,20 @@ def test_describe_matches_features():
         describe(m, 227)
     s = describe(build_model("siamese", 64, 0.25))
     assert (s[s.path == "R"].params == 0).all() and (s[s.path == "R"].shared_with == "I").all()
+
+
+def test_cost_at_227_as_notebook_02_tabulates():
+    """Notebook 02 §3's table at the paper's 227 px: ~10 M parameters for the M-CNN (most in fc6), the
+    Siamese the smallest, 0.5-2 GMAC per pair, and multiply-adds growing with every cross layer added."""
+    models = {v: build_model(v, input_size=227) for v in VARIANTS}
+    params = {v: count_parameters(m) for v, m in models.items()}
+    gmac = {v: describe(m).macs.sum() / 1e9 for v, m in models.items()}
+    assert 5e6 < params["mcnn"] < 15e6
+    assert params["siamese"] == min(params.values())
+    assert all(0.5 < g < 2 for g in gmac.values()), gmac
+    order = ["wo-cross", "cross5", "cross54", "cross543", "mcnn", "cross54321"]
+    assert [gmac[v] for v in order] == sorted(gmac[v] for v in order)
+    conv2 = {v: describe(m).query("layer == 'conv2'").set_index("path").out_channels for v, m in models.items()}
+    for v in order:  # 30/30/30 with cross filters at conv2, 45/45/0 without
+        expect = (30, 30, 30) if 2 in models[v].cfg.cross_layers else (45, 45, 0)
+        assert tuple(int(conv2[v].get(p, 0)) for p in "IRC") == expect, v

@@ -94,6 +94,16 @@ class MCNNParser:
     ) -> None:  # fmt: skip
         from qparse_lite.train.pairs import image_to_input
 
+        cfg = getattr(model, "cfg", None)
+        size = getattr(cfg, "input_size", None)
+        if size is not None and int(size) != int(corpus.size):
+            from qparse_lite.errors import QparseError
+
+            raise QparseError(
+                f"{getattr(corpus, 'path', 'the corpus')}: its crops are {corpus.size}×{corpus.size} px but the "
+                f"model was trained on {size}×{size} crops. Fix: pass the corpus the model was trained on "
+                f"(its run.json names it), or `qparse prepare --size {size}`."
+            )
         self.model = model.to(device).eval()
         self.target_norm = target_norm
         self.corpus = corpus
@@ -222,12 +232,28 @@ def paste_back(crop_labels: np.ndarray, box: tuple[int, int, int, int], shape: t
     return out
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """The photo with its foreground labels blended in their palette colours (background untouched)."""
-    img = np.asarray(image, np.float32)
-    col = np.asarray(palette, np.float32)[labels]
-    fg = (labels > 0)[..., None]
-    return np.where(fg, (1 - alpha) * img + alpha * col, img).round().astype(np.uint8)
+def overlay(
+    image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.55, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The photo with its foreground labels blended in their palette colours (background untouched).
+
+    Computed in blocks of rows (a few MB of float32 at a time, whatever the photo's size); ``out`` (may be
+    ``image`` itself, to blend in place) receives the result."""
+    image, labels = np.asarray(image), np.asarray(labels)
+    pal = np.asarray(palette, np.float32)
+    res = np.empty(image.shape, np.uint8) if out is None else out
+    step = max(1, (1 << 20) // max(1, image.shape[1]))
+    for y in range(0, image.shape[0], step):
+        img = image[y : y + step].astype(np.float32)
+        lab = labels[y : y + step]
+        fg = (lab > 0)[..., None]
+        res[y : y + step] = np.where(fg, (1 - alpha) * img + alpha * pal[lab], img).round().astype(np.uint8)
+    return res
+
+
+#: A photo whose longer side is above this is downscaled (area average) to it for the person detector, the
+#: crop and the retrieval features (:func:`parse_photo`); the label map is still pasted back at full size.
+WORK_SIDE = 2048
 
 
 def parse_photo(
@@ -243,6 +269,10 @@ def parse_photo(
     2. its K nearest corpus images by ``extractor`` features among ``database_features`` (rows of
        ``database_indices``, normally the train split; :func:`qparse_lite.retrieval.features.corpus_features`);
     3. :meth:`MCNNParser.parse`; 4. the S×S result pasted back at the photo's resolution (:func:`paste_back`).
+
+    A photo whose longer side is above :data:`WORK_SIDE` is downscaled to it for steps 1-2 (the crop is S px,
+    so nothing is lost) and the box is scaled back for step 4: the memory beyond the photo itself is its
+    H×W label map plus the resized crop labels, not several float copies of the photo.
 
     ``PhotoParse.stages.extra["timings_s"]`` holds the seconds of each stage (``crop``, ``features``,
     ``knn``, ``match``, ``postprocess``, ``paste``).
@@ -263,7 +293,9 @@ def parse_photo(
     if getattr(det, "crop", None) is not None:  # a person head trained on a corpus: the same crop mode
         check_crop(det.crop, parser.corpus, str(getattr(det, "path", det.name)),
                    "use the person head of a model trained on this corpus, or --detector hog")  # fmt: skip
-    crop, _, box, method = human_centric_crop(np.asarray(image), S, margin=margin, detector=det, crop=mode)
+    image = np.asarray(image)
+    work, scale = _work_image(image)
+    crop, _, box, method = human_centric_crop(work, S, margin=margin, detector=det, crop=mode)
     tm["crop"] = time.perf_counter() - t0
     if extractor.needs_labels:
         raise ValueError(f"features {extractor.name!r} need label maps; a raw photo has none")
@@ -271,7 +303,7 @@ def parse_photo(
     fs = getattr(parser.corpus, "feature_size", None)
     if fs and getattr(extractor, "uses_feature_images", False) and getattr(extractor, "input_size", None) == fs:
         # the features see the photo cropped at F px, as the corpus's feature_images were
-        feat = extractor(crop_resize(np.asarray(image), None, box, fs)[0][None], progress=False)
+        feat = extractor(crop_resize(work, None, box, fs)[0][None], progress=False)
     else:
         feat = extractor(crop[None], progress=False)
     tm["features"] = time.perf_counter() - t0
@@ -286,7 +318,22 @@ def parse_photo(
     stages = parser.postprocess(crop, neighbours, present, c, t)
     tm["postprocess"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    if scale != 1.0:  # the crop box in the photo's pixels
+        box = tuple(int(round(v * scale)) for v in box)
     full = paste_back(stages.labels, box, image.shape[:2])
     tm["paste"] = time.perf_counter() - t0
     stages.extra["timings_s"] = {k: round(v, 4) for k, v in tm.items()}
     return PhotoParse(full, tuple(int(v) for v in box), method, neighbours, stages)  # type: ignore[arg-type]
+
+
+def _work_image(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """``image`` with its longer side at most :data:`WORK_SIDE` (area average) and the factor back to it."""
+    import cv2
+
+    H, W = image.shape[:2]
+    side = max(H, W)
+    if side <= WORK_SIDE:
+        return image, 1.0
+    f = WORK_SIDE / side
+    w, h = max(1, round(W * f)), max(1, round(H * f))
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), W / w
