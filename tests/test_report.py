@@ -107,3 +107,15 @@ def test_write_report_says_what_is_missing(tmp_path):
         assert f"_not produced in this run (`results/{name}` missing)_" in text
     assert "coarse label set" in text and "synthetic" not in text  # the ccp note, not the quick one
     assert "| seed |" not in text and "## Figures" not in text  # no run.json, no figures folder
+
+
+def test_only_yamaguchi_is_a_reported_only_row_of_table1():
+    """Notebook 05 §2: every row of the paper's Table 1 has a counterpart in the kit (the Table 1 variants,
+    the w/o-ss parse and the KNN label transfer beside PaperDoll) except Yamaguchi et al. [29]."""
+    from qparse_lite.model.mcnn import PAPER_NAMES
+
+    t1 = reported.table1().set_index("method")
+    kit_rows = {*PAPER_NAMES.values(), "M-CNN (w/o ss)", "PaperDoll [28]"}
+    assert kit_rows <= set(t1.index)
+    assert sorted(set(t1.index) - kit_rows) == ["Yamaguchi et al. [29]"]
+    assert t1.loc["Yamaguchi et al. [29]", "avg_f1"] == 41.80
