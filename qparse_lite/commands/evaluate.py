@@ -10,8 +10,15 @@ from qparse_lite.commands.common import (
     add_features,
     add_progress,
     add_split,
+    add_threads,
+    apply_threads,
+    nonneg_float,
+    nonneg_int,
+    out_dir,
+    positive_int,
     profile_default,
     progress,
+    unit_float,
 )
 
 
@@ -35,36 +42,37 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(--method parametric)")  # fmt: skip
     p.add_argument("--corpus", required=True, help="prepared corpus cache folder (`qparse prepare`)")
     add_split(p, help="split to evaluate (default test)")
-    p.add_argument("--k", type=int, default=None,
+    p.add_argument("--k", type=positive_int, default=None,
                    help=f"KNN images per test image (default: the corpus's profile's k_test, {profile_default('k_test')}; "
                         "paper: 9)")  # fmt: skip
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=out_dir, help="output folder")
     p.add_argument("--method", default="mcnn", choices=list(METHODS),
                    help="mcnn (needs --model), or a baseline: KNN label transfer (PaperDoll-like, not "
                         "PaperDoll), the train split's mean label map, or parametric (needs --model)")  # fmt: skip
     add_features(p,
                  help="retrieval features (default: the model's profile; for baselines the profile of the "
                         "corpus's dataset, e.g. efficientnet-lite0-learned)")  # fmt: skip
-    p.add_argument("--xi1", type=float, default=None, help="label visibility threshold ξ1 (default: profile, 0.8)")
-    p.add_argument("--xi2", type=float, default=None, help="rough foreground threshold ξ2 (default: profile, 0.5)")
-    p.add_argument("--erosion", type=int, default=None,
+    p.add_argument("--xi1", type=unit_float, default=None, help="label visibility threshold ξ1 (default: profile, 0.8)")
+    p.add_argument("--xi2", type=unit_float, default=None, help="rough foreground threshold ξ2 (default: profile, 0.5)")
+    p.add_argument("--erosion", type=nonneg_int, default=None,
                    help="seed erosion size in px (default: 10 scaled to the image size)")  # fmt: skip
     p.add_argument("--superpixels", default="slic", choices=[*SUPERPIXEL_METHODS, "none"],
                    help="superpixel smoothing (none: the paper's 'w/o ss' ablation)")  # fmt: skip
-    p.add_argument("--n-segments", type=int, default=200, help="SLIC superpixels per image")
-    p.add_argument("--displacement-scale", type=float, default=1.0,
+    p.add_argument("--n-segments", type=nonneg_int, default=200, help="SLIC superpixels per image")
+    p.add_argument("--displacement-scale", type=nonneg_float, default=1.0,
                    help="M-CNN: move each KNN box by this times the predicted displacement (1 = the paper; "
                         "choose it on the validation split)")  # fmt: skip
     p.add_argument("--background", default="geodesic", choices=list(BACKGROUNDS),
                    help="background probability: geodesic distances from the seeds, or 1 - p_fg")  # fmt: skip
     p.add_argument("--fig5", action="store_true", help="also sweep K (Fig. 5)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images of the split")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images of the split")
     add_data_root(p, help="the dataset folder of the corpus's photos, for the full-resolution scores (default: "
                           "the one its meta.json records)")
     p.add_argument("--crop-level-only", action="store_true",
                    help="skip the full-resolution scores (maps pasted back into the photos, scored against "
                         "their own ground truth: OUT/table1_full.csv, scores.json's full_resolution)")  # fmt: skip
     add_device(p)
+    add_threads(p)
     add_progress(p)
     p.set_defaults(func=_run)
 
@@ -75,6 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     from qparse_lite.evaluation.tables import markdown_table
     from qparse_lite.runinfo import get_device
 
+    apply_threads(args)
     corpus = Corpus.load(args.corpus)
     if args.k is None:
         from qparse_lite.profiles import profile_for_dataset
