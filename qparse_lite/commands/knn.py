@@ -10,6 +10,10 @@ from qparse_lite.commands.common import (
     add_features,
     add_progress,
     add_split,
+    add_threads,
+    apply_threads,
+    out_file,
+    positive_int,
     profile_default,
     progress,
 )
@@ -31,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", required=True, help="prepared corpus cache folder (from `qparse prepare`)")
     add_split(p, help="query split (default test)")
     add_split(p, "--database-split", default="train", help="split to retrieve from (default train)")
-    p.add_argument("--k", type=int, default=None,
+    p.add_argument("--k", type=positive_int, default=None,
                    help="K, neighbours per image (default: the corpus's profile's k_test, "
                         f"{profile_default('k_test')}; paper: 9 at test, 50 for training)")  # fmt: skip
     add_features(p,
@@ -47,17 +51,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print the retrieval-quality table (precision/recall/IoU @K, with oracle and random "
                         "over --random-seeds seeds) as JSON on stdout")  # fmt: skip
-    p.add_argument("--random-seeds", type=int, default=5, help="seeds of the random baseline (default 5)")
-    p.add_argument("--out", required=True, help="KNN file to write (.npz)")
+    p.add_argument("--random-seeds", type=positive_int, default=5, help="seeds of the random baseline (default 5)")
+    p.add_argument("--out", required=True, type=out_file, help="KNN file to write (.npz)")
     p.add_argument("--weights", default=None,
                    help="AlexNet state_dict file for alexnet-imagenet (default: torch hub cache "
                         "checkpoints/alexnet-owt-7be5be79.pth)")  # fmt: skip
     add_device(p, help="device of the ImageNet networks (default auto)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per feature batch")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per feature batch")
     p.add_argument("--no-cache", action="store_true",
                    help="do not cache the features as features_<name>_<key>.npy beside --out")  # fmt: skip
     p.add_argument("--no-baselines", action="store_true", help="skip the oracle and random comparisons")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-neighbours baseline")
+    add_threads(p)
     add_progress(p)
     p.set_defaults(func=_run)
 
@@ -88,6 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     from qparse_lite.retrieval.quality import label_overlap_at_k
     from qparse_lite.retrieval.search import corpus_knn, random_neighbours
 
+    apply_threads(args)
     corpus = _load_corpus(args.corpus)
     if args.k is None:
         from qparse_lite.profiles import profile_for_dataset

@@ -9,6 +9,11 @@ from qparse_lite.commands.common import (
     add_dataset,
     add_labels,
     add_progress,
+    add_threads,
+    apply_threads,
+    nonneg_float,
+    out_dir,
+    positive_int,
     profile_default,
     progress,
 )
@@ -28,16 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_dataset(p)
     add_data_root(p)
-    p.add_argument("--size", type=int, required=True, help="S, the side of the square crops (paper: 227)")
-    p.add_argument("--out", required=True, help="cache folder to write")
+    p.add_argument("--size", type=positive_int, required=True, help="S, the side of the square crops (paper: 227)")
+    p.add_argument("--out", required=True, type=out_dir, help="cache folder to write")
     add_labels(p, help="label set (default: the dataset's; ccp: ccp-coarse)")
     p.add_argument(
-        "--margin", type=float, default=0.1, help="crop margin, share of the person box per side (0.1)"
+        "--margin", type=nonneg_float, default=0.1, help="crop margin, share of the person box per side (0.1)"
     )
-    p.add_argument("--n", type=int, default=None,
+    p.add_argument("--n", type=positive_int, default=None,
                    help=f"synthetic: number of images (default: the quick profile's, {profile_default('n_images')})")  # fmt: skip
     p.add_argument(
-        "--gen-size", type=int, default=None, help="synthetic: generated image side (default max(128, S))"
+        "--gen-size", type=positive_int, default=None, help="synthetic: generated image side (default max(128, S))"
     )
     p.add_argument("--seed", type=int, default=0, help="synthetic: generator seed (default 0)")
     p.add_argument(
@@ -46,13 +51,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--include-chictopia", action="store_true", help="atr: add Chictopia10k images to the train split"
     )
-    p.add_argument("--feature-size", type=int, default=None,
+    p.add_argument("--feature-size", type=positive_int, default=None,
                    help="F: also write the crops at F×F from the photo (feature_images.npy) for the ImageNet "
                         "retrieval features (the ccp profile: 224; default: none, features see the S×S crops)")  # fmt: skip
     p.add_argument("--crop", default=None, choices=list(CROPS),
                    help="square: the person box + margin made square (aspect kept); warp: the person box + "
                         "margin resized to S×S without keeping the aspect, as the paper's R-CNN detections "
                         f"(default: the dataset's profile's, {profile_default('crop')})")  # fmt: skip
+    add_threads(p)
     add_progress(p)
     p.set_defaults(func=_run)
 
@@ -64,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     from qparse_lite.data.datasets import get_dataset
     from qparse_lite.data.prepare import Corpus, prepare_corpus
 
+    apply_threads(args)
     kw: dict = {}
     if args.dataset == "synthetic":
         kw = {"n": args.n or profile_default("n_images"), "size": args.gen_size or max(128, args.size), "seed": args.seed}

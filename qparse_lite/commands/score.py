@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from qparse_lite.commands.common import add_labels, add_progress, progress
+from qparse_lite.commands.common import add_labels, add_progress, out_dir, progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (all metrics in percent, null where undefined) instead "
                         "of Markdown")  # fmt: skip
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", default=None, type=out_dir,
                    help="also write table1.csv/.md, table2.csv/.md, scores.json, confusion.csv and run.json "
                         "into this folder")  # fmt: skip
     p.add_argument("--method", default=None, help="row name in the tables (default: the --pred folder name)")
