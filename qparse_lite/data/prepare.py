@@ -426,6 +426,35 @@ def _fix(path: Path, meta: dict[str, Any] | None) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def source_version(dataset: Any) -> tuple[str, str | None]:
+    """The dataset's ``version`` as a corpus may record it, and what its files were checked against.
+
+    A dataset with a ``root`` holding ``SHA256SUMS`` has every listed file checked
+    (:func:`qparse_lite.data.download.check_tree`): all match → ``(version, "N files match ROOT/SHA256SUMS")``;
+    some fail → the version gets ``" (UNVERIFIED: ...)"`` with the count and the first file, and a warning
+    names the fix. Without a listing (synthetic data, a Parquet export) → ``(version, None)``.
+    """
+    from qparse_lite.data.download import check_tree, read_sums
+
+    version = str(dataset.version)
+    root = getattr(dataset, "root", None)
+    sums_path = Path(root) / "SHA256SUMS" if root is not None else None
+    if sums_path is None or not sums_path.is_file():
+        return version, None
+    sums = read_sums(sums_path)
+    problems = check_tree(root, sums, progress=False)
+    if not problems:
+        return version, f"{len(sums)} files match {sums_path}"
+    rel, why = problems[0]
+    note = f"{len(problems)} of {len(sums)} files fail {sums_path}, e.g. {rel}: {why}"
+    warnings.warn(
+        f"{root}: {note}; the corpus is prepared but recorded as unverified. Fix: `qparse data verify --dataset "
+        f"{dataset.name} --data-root {root}`, and download the files that fail again.",
+        stacklevel=3,
+    )
+    return f"{version} (UNVERIFIED: {note})", None
+
+
 def prepare_corpus(
     dataset: Any, size: int, out: str | Path, margin: float = 0.1, *, feature_size: int | None = None,
     crop: str = "square", progress: bool | None = None,
@@ -445,6 +474,10 @@ def prepare_corpus(
     With ``feature_size`` F (≠ S), the same crop box is also resized to F×F from the original photo and
     written as ``feature_images.npy``: what the ImageNet retrieval features see (224 px for
     EfficientNet-Lite0), at the photo's own detail rather than an upsampled S-px crop.
+
+    A dataset folder with a ``SHA256SUMS`` listing is checked against it first (:func:`source_version`): a
+    mirror that fails it is prepared with a warning, and its ``version`` says so instead of claiming the
+    verified commit.
     """
     from tqdm.auto import tqdm
 
@@ -465,6 +498,7 @@ def prepare_corpus(
     train[splits.get("train", [])] = True
     if not train.any():
         train[:] = True
+    version, verified = source_version(dataset)
     out.mkdir(parents=True, exist_ok=True)
     boxes = np.zeros((n, 4), np.int64)
     acc = np.zeros((S, S, 3), np.float64)
@@ -514,7 +548,8 @@ def prepare_corpus(
     command = "qparse prepare " + " ".join(shlex.quote(a) for a in [*argv, "--out", str(out)])
     meta: dict[str, Any] = {
         "dataset": dataset.name,
-        "version": dataset.version,
+        "version": version,
+        "verified": verified,
         "source": dataset.describe(),
         "label_set": _label_set_meta(ls),
         "size": S,
@@ -535,7 +570,7 @@ def prepare_corpus(
             profile=None,
             seed=getattr(dataset, "seed", None),
             dataset=dataset.name,
-            dataset_version=dataset.version,
+            dataset_version=version,
             wall_time_s=wall,
         ),
     }
