@@ -46,6 +46,12 @@ def get_device(prefer: str = "auto") -> str:
     import torch
 
     if prefer and prefer != "auto":
+        import re
+
+        if not (prefer in DEVICES or prefer == "mps" or re.fullmatch(r"cuda:\d+", str(prefer))):
+            from qparse_lite.errors import QparseError
+
+            raise QparseError(f"device {prefer!r}: not a device. Fix: use one of {', '.join(DEVICES)} (or cuda:N)")
         if prefer.startswith("cuda") and not torch.cuda.is_available():
             from qparse_lite.errors import QparseError
 

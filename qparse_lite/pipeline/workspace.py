@@ -30,7 +30,7 @@ from qparse_lite.io import atomic_path, atomic_write_text
 from qparse_lite.profiles import Profile, get_profile
 from qparse_lite.runinfo import PACKAGE_ROOT, get_device, set_seed
 
-__all__ = ["Workspace", "default_output_dir", "parallel_jobs", "CCP_ROOT_ENV"]
+__all__ = ["Workspace", "default_output_dir", "parallel_jobs", "validate_parameters", "CCP_ROOT_ENV"]
 
 #: Environment variable naming a CCP folder, the default ``data_root`` of the ccp profile.
 CCP_ROOT_ENV = "QPARSE_CCP_ROOT"
@@ -69,6 +69,37 @@ def _parametric_job(corpus_dir: str, run: str, config: Any, device: str, profile
                             progress=False)  # fmt: skip
 
 
+def validate_parameters(
+    profile: Any = "quick", output_dir: Any = None, data_root: Any = None, device: Any = "auto", seed: Any = None
+) -> None:
+    """Check the notebooks' five parameters before any work (papermill ``-p`` passes what it is given).
+
+    ``profile`` a name of :data:`~qparse_lite.profiles.PROFILES` (or a :class:`Profile`); ``device`` one of
+    :data:`~qparse_lite.runinfo.DEVICES` (or ``cuda:N``/``mps``); ``seed`` a whole number ≥ 0 or None;
+    ``output_dir`` not an existing file; ``data_root`` a folder name or None (checked when the data is read). Raises
+    :class:`QparseError` naming the parameter, the value and the fix (``-p NAME VALUE``).
+    """
+    import re
+
+    from qparse_lite.profiles import PROFILES
+    from qparse_lite.runinfo import DEVICES
+
+    def bad(name: str, value: Any, want: str) -> QparseError:
+        return QparseError(f"notebook parameter {name} = {value!r}: {want}. Fix: -p {name} <value> (papermill) or "
+                           f"edit the parameters cell.")  # fmt: skip
+
+    if not isinstance(profile, Profile) and profile not in PROFILES:
+        raise bad("profile", profile, f"not a profile; choose one of {', '.join(PROFILES)}")
+    if not (isinstance(device, str) and (device in DEVICES or device == "mps" or re.fullmatch(r"cuda:\d+", device))):
+        raise bad("device", device, f"not a device; choose one of {', '.join(DEVICES)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0):
+        raise bad("seed", seed, "not a whole number ≥ 0")
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise bad("output_dir", str(output_dir), "an existing file, not a folder")
+    if data_root is not None and not isinstance(data_root, str | os.PathLike):
+        raise bad("data_root", data_root, "not a folder name")
+
+
 def default_output_dir(profile: str, seed: int | None = None) -> Path:
     """``runs/notebooks-<profile>`` at the repository root (``…-seed<N>`` for a seed other than the
     profile's); used when ``output_dir`` is None."""
@@ -94,6 +125,7 @@ class Workspace:
         data_root: str | Path | None = None, device: str = "auto", seed: int | None = None,
         **overrides: Any,
     ) -> None:  # fmt: skip
+        validate_parameters(profile, output_dir, data_root, device, seed)
         name = profile if isinstance(profile, str) else profile.name
         base = get_profile(name) if isinstance(profile, str) else profile
         fields = {k: v for k, v in base.to_dict().items() if k != "name"}
