@@ -26,6 +26,7 @@ from qparse_lite.match_rcnn.format import (
     anno_from_dict,
     garment_categories,
     garment_label_set,
+    load_anno,
     load_annos,
     mask_to_polygons,
     rasterize,
@@ -535,3 +536,25 @@ def test_export_corpus_reuses_a_complete_export(tmp_path: Path) -> None:
     other = export_corpus(corpus, tmp_path / "df2", split="test", min_area=50)  # settings changed
     assert not other["reused"] and other["n_items"] == 2  # shoes (24 px) and bag (16 px) dropped
     assert not export_corpus(corpus, tmp_path / "df2", split="test", min_area=50, reuse=False)["reused"]
+
+
+def test_the_annotation_of_notebook_07_round_trips(tmp_path: Path) -> None:
+    """Notebook 07 §1's hand-written annotation: what is written is read back, with its attribute names, and
+    COCO gets the box as x, y, w, h."""
+    example = {
+        "source": "user", "pair_id": 7, "width": 160, "height": 160,
+        "item1": {"category_id": 1, "category_name": "short sleeve top", "style": 1,
+                  "bounding_box": [40, 30, 120, 110], "segmentation": [[40, 30, 120, 30, 120, 110, 40, 110]],
+                  "landmarks": [45, 32, 2, 115, 32, 2], "scale": 2, "occlusion": 1, "zoom_in": 1, "viewpoint": 2},
+    }  # fmt: skip
+    f = tmp_path / "annos" / "000007.json"
+    f.parent.mkdir()
+    f.write_text(json.dumps(example))
+    anno = load_anno(f)
+    it = anno.items[0]
+    assert (anno.image_id, anno.source, anno.pair_id, len(anno.items)) == (7, "user", 7, 1)
+    assert (it.key, it.category_id, it.style, tuple(it.bbox)) == ("item1", 1, 1, (40, 30, 120, 110))
+    assert {f: SUBSET_FAMILIES[f][getattr(it, f)] for f in SUBSET_FAMILIES} == {
+        "scale": "moderate", "occlusion": "slight", "zoom_in": "no", "viewpoint": "frontal"}  # fmt: skip
+    coco_item = to_coco([anno])["annotations"][0]
+    assert coco_item["bbox"] == [40, 30, 80, 80] and coco_item["area"] == 80 * 80
