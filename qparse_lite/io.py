@@ -25,7 +25,6 @@ import numpy as np
 
 __all__ = [
     "atomic_path",
-    "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
     "atomic_save_npy",
@@ -80,11 +79,6 @@ def _atomic_write(target: str | Path, mode: str, writer: Callable[[IO[Any]], Non
     with atomic_path(target) as tmp, open(tmp, mode) as f:
         writer(f)
     return Path(target)
-
-
-def atomic_write_bytes(target: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``target`` atomically."""
-    return _atomic_write(target, "wb", lambda f: f.write(data))
 
 
 def atomic_write_text(target: str | Path, text: str) -> Path:

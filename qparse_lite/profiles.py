@@ -30,7 +30,7 @@ A notebook's ``profile`` parameter picks one of these; any field can be overridd
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from qparse_lite.errors import QparseError
@@ -70,6 +70,11 @@ class Profile:
     xi1: float = 0.8  # label-visibility threshold ξ1 (paper)
     xi2: float = 0.5  # rough-foreground threshold ξ2 (paper)
     erosion: int = 10  # seed erosion filter size (paper, at 227; scaled with S below)
+    # -- post-processing fallbacks: a run's postprocess.json (`qparse tune`, on val) and flags override them
+    #    (qparse_lite.parse.defaults) --
+    n_segments: int = 200  # SLIC superpixels per crop (0 = no smoothing; the paper gives no count)
+    displacement_scale: float = 1.0  # each KNN box moves by this × t̂ (1 = the paper; not a paper knob)
+    lt_n_segments: int = 200  # KNN label transfer's SLIC superpixels (0 = no smoothing)
     # -- training pairs, batches, schedule and threads (qparse_lite.train.pairs / qparse_lite.train.loop) --
     sampler: str = "natural"  # "natural" (balanced labels, natural P(c=1|l)) | "stratified" (the first scheme)
     neg_fraction: float = 0.4  # stratified only: share of c = 0 pairs with a real region
@@ -89,6 +94,9 @@ class Profile:
     # -- retrieval (qparse_lite.retrieval.features / qparse_lite.retrieval.imagenet) --
     feature_size: int | None = None  # F: corpus crops also kept at F×F for the ImageNet features (None: S)
 
+    def __post_init__(self) -> None:
+        _check_fields(self)
+
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (recorded in every run.json)."""
         return asdict(self)
@@ -97,6 +105,43 @@ class Profile:
     def erosion_px(self) -> int:
         """Erosion size at this profile's image size (10 px at the paper's 227)."""
         return max(1, round(self.erosion * self.image_size / 227))
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "None": (type(None),)}
+_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "None": "None"}
+_AT_LEAST_1 = ("image_size", "n_images", "k_train", "k_test", "epochs", "pairs_per_epoch", "batch_size", "val_pairs",
+               "group_size", "feature_size")  # fmt: skip
+_POSITIVE = ("lr", "width")
+_UNIT = ("xi1", "xi2", "neg_fraction", "empty_fraction", "warmup", "dropout", "shift")  # within [0, 1]
+_NON_NEGATIVE = ("threads", "erosion", "disp_weight")
+
+
+def _check_fields(p: Profile) -> None:
+    """Every field of the type its annotation names and within its range, so a bad override
+    (``--set epochs=0``, ``--set lr=-1``, ``--set epochs=abc``) is refused before any work starts."""
+
+    def bad(name: str, value: Any, want: str) -> QparseError:
+        return QparseError(
+            f"profile {p.name}: {name} = {value!r} must be {want}. Fix: set {name} to {want} "
+            f"(`--set {name}=VALUE` on the command line, {name}=VALUE in Python)."
+        )
+
+    for f in fields(p):
+        v = getattr(p, f.name)
+        kinds = str(f.type).replace(" ", "").split("|")
+        ok = tuple(t for k in kinds for t in _TYPES.get(k, (object,)))
+        if isinstance(v, bool) or not isinstance(v, ok):
+            raise bad(f.name, v, " or ".join(_WORDS.get(k, k) for k in kinds))
+        if v is None or isinstance(v, str):
+            continue
+        if f.name in _AT_LEAST_1 and v < 1:
+            raise bad(f.name, v, "≥ 1")
+        if f.name in _POSITIVE and not v > 0:
+            raise bad(f.name, v, "> 0")
+        if f.name in _UNIT and not 0 <= v <= 1:
+            raise bad(f.name, v, "within [0, 1]")
+        if f.name in _NON_NEGATIVE and v < 0:
+            raise bad(f.name, v, "≥ 0" + (" (0 = torch's default)" if f.name == "threads" else ""))
 
 
 PROFILES: dict[str, Profile] = {

@@ -38,8 +38,6 @@ new label and the M-CNN does not (notebook 06).
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -52,7 +50,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from qparse_lite.errors import QparseError
-from qparse_lite.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from qparse_lite.train.plumbing import (
+    LRFactor,
+    check_resume,
+    finish_run_record,
+    load_checkpoint,
+    save_checkpoint,
+    write_log,
+)
 
 __all__ = [
     "PARAMETRIC_BUDGETS",
@@ -175,25 +180,6 @@ class ParametricParser:
         return self.probs(image).argmax(0).astype(np.uint8)
 
 
-def _lr_lambda(total: int, warmup: float) -> Any:
-    w = max(1, round(warmup * total))
-
-    def f(step: int) -> float:
-        if step < w:
-            return (step + 1) / w
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - w) / max(1, total - w))))
-
-    return f
-
-
-def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
 @torch.no_grad()
 def _validate(net: LRASPPNet, x: np.ndarray, y: np.ndarray, cfg: ParametricConfig, label_set: Any, device: str) -> dict[str, float]:
     from qparse_lite.metrics import ConfusionMatrix, scores
@@ -263,14 +249,14 @@ def train_parametric(
         net.load_state_dict(_load_checkpoint(Path(init_from) / "checkpoint.pt")["model"])
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(tr) / config.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config.epochs * steps_per_epoch, config.warmup))
+    total = config.epochs * steps_per_epoch  # warm-up over max(1, warmup·total) steps, cosine to 0
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, LRFactor(total, max(1, round(config.warmup * total))))
     history: list[dict[str, Any]] = []
     start, train_s = 0, 0.0
     ck_path = out / "checkpoint.pt"
     if resume and ck_path.is_file():
-        ck = _load_checkpoint(ck_path)
-        if ck["config"] != asdict(config):
-            raise QparseError(f"{ck_path}: trained with another config; Fix: use a new --out or the same settings")
+        ck = _load_checkpoint(ck_path, fix=f"delete {ck_path} and train again without --resume, or restore the file")
+        check_resume(ck_path, ck["config"], asdict(config))
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -305,14 +291,13 @@ def train_parametric(
         row = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0], "train_loss": tot / max(1, n),
                **_validate(net, x_va, y_va, config, ls, device), "train_s": round(train_s, 1)}  # fmt: skip
         history.append(row)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(ck_path, {
+        save_checkpoint(ck_path, {
             "kind": "parametric", "config": asdict(config), "model": net.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "epoch": epoch + 1, "history": history, "train_s": train_s,
             "label_set": {"name": ls.name, "names": list(ls.names)}, "corpus_size": int(corpus.size),
             "crop": crop,
-        })  # fmt: skip
-        _write_log(out / "log.csv", history)
+        }, resume_command="rerun the same training with --resume (resume=True)")  # fmt: skip
+        write_log(out / "log.csv", history)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < config.epochs:
             return {"stopped_after_epoch": epoch + 1}
     meta = corpus.meta or {}
@@ -326,18 +311,12 @@ def train_parametric(
         parameters=sum(p.numel() for p in net.parameters()), final_val=history[-1] if history else None,
         init_from=None if init_from is None else Path(init_from).name, crop=crop, **(extra or {}),
     )  # fmt: skip
-    atomic_write_json(out / "run.json", rec)
-    return rec
+    return finish_run_record(out, rec, resumed=resume)
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise QparseError(f"{path}: no checkpoint. Fix: qparse baseline train --out {path.parent} (or wait for it)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise QparseError(f"{path}: unreadable checkpoint ({e}). Fix: train again or restore the file.") from e
-    if not isinstance(ck, dict) or ck.get("kind") != "parametric":
+def _load_checkpoint(path: Path, fix: str | None = None) -> dict[str, Any]:
+    ck = load_checkpoint(path, fix=fix or f"qparse baseline train --out {path.parent} (or wait for it)")
+    if ck.get("kind") != "parametric":
         raise QparseError(f"{path}: not a parametric-baseline checkpoint. Fix: pass a qparse baseline train folder")
     return ck
 

@@ -11,8 +11,7 @@ onto the photo at its own resolution. This module measures that path on a split'
 * :func:`presence_table`: label presence per label: does the parse contain l when the ground truth does?
   Precision, recall and balanced accuracy :math:`\\tfrac12(\\mathrm{TPR} + \\mathrm{TNR})` over the photos,
   with the *discriminative* labels marked (present in 10-90 % of the photos: for the others a constant
-  answer is already right for most photos, so they say little);
-* :func:`crop_boxes_table`: the detector's crop against the crop of the labelled copy (IoU).
+  answer is already right for most photos, so they say little).
 
 Nothing here needs a label to crop: the ground truth enters only the scoring.
 """
@@ -30,8 +29,7 @@ from tqdm.auto import tqdm
 from qparse_lite.errors import QparseError
 from qparse_lite.io import atomic_save_png
 
-__all__ = ["DISCRIMINATIVE", "split_photos", "export_ground_truth", "presence_table", "presence_summary",
-           "crop_boxes_table"]  # fmt: skip
+__all__ = ["DISCRIMINATIVE", "split_photos", "export_ground_truth", "presence_table", "presence_summary"]
 
 DISCRIMINATIVE = (10.0, 90.0)
 """A label is *discriminative* on a set of photos when it is present in this range (%) of them."""
@@ -117,23 +115,3 @@ def presence_summary(table: pd.DataFrame) -> dict[str, float]:
         "balanced_accuracy_all": float(present["balanced_accuracy"].mean()) if len(present) else float("nan"),
         "labels_found": float(100.0 * (present["recall"] * present["n_gt"] / 100).sum() / max(1, present["n_gt"].sum())),
     }  # fmt: skip
-
-
-def crop_boxes_table(parse_json: str | Path, dataset: Any, margin: float = 0.1) -> pd.DataFrame:
-    """The crop each photo got in ``qparse parse`` (its ``parse.json``) against the crop of its labelled
-    copy (:func:`qparse_lite.data.prepare.human_crop_box`, in the crop mode ``parse.json`` records; square before
-    it recorded one): one row per photo with both boxes and their IoU."""
-    import json
-
-    from qparse_lite.data.crops import human_crop_box
-    from qparse_lite.data.person import box_iou
-
-    rec = json.loads(Path(parse_json).read_text())
-    rows = []
-    for d in rec["parsed"]:
-        x = Path(d["image"]).stem
-        s = dataset[dataset.ids.index(x)]
-        ref = human_crop_box(s.label, margin, rec.get("crop", "square"))
-        rows.append({"id": x, "detector": d["detector"], "box": tuple(d["box"]), "label_box": tuple(ref),
-                     "iou": box_iou(tuple(d["box"]), ref)})  # fmt: skip
-    return pd.DataFrame(rows)

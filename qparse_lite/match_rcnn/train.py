@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,26 +11,25 @@ import numpy as np
 import torch
 
 from qparse_lite.errors import QparseError
-from qparse_lite.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from qparse_lite.match_rcnn.data import collate
 from qparse_lite.match_rcnn.model import MatchRCNN, train_step
+from qparse_lite.train import plumbing
+from qparse_lite.train.plumbing import (
+    LRFactor,
+    check_resume,
+    finish_run_record,
+    read_log_rows,
+    save_checkpoint,
+    write_log,
+)
 
 
-def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    if rows:
-        wr = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        wr.writeheader()
-        wr.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
-def _lr_factor(step: int, steps: int, warmup: float, drops: Sequence[float]) -> float:
-    """Learning-rate factor after ``step`` steps of ``steps``: a linear warm-up over the first
-    ``warmup`` fraction of the run (at least one step), then ×0.1 at each fraction in ``drops``."""
+def lr_schedule(steps: int, warmup: float, drops: Sequence[float]) -> LRFactor:
+    """The learning-rate factor of each of ``steps`` steps: a linear warm-up over the first ``warmup``
+    fraction of the run (at least one step; a value ≥ 1 is a number of steps), then ×0.1 at each fraction
+    in ``drops``."""
     n_warm = max(1, round(warmup * steps)) if warmup < 1 else int(warmup)
-    f = min(1.0, (step + 1) / n_warm)
-    return f * 0.1 ** sum(step >= round(d * steps) for d in drops)
+    return LRFactor(steps, n_warm, decay="steps", drops=drops)
 
 
 def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -51,7 +48,7 @@ def train(
 ) -> Path:  # fmt: skip
     """Train for ``steps`` SGD steps (:func:`train_step`).
 
-    Schedule (:func:`_lr_factor`): a linear warm-up over the first ``warmup`` fraction of ``steps`` (a
+    Schedule (:func:`lr_schedule`): a linear warm-up over the first ``warmup`` fraction of ``steps`` (a
     value ≥ 1 is a number of steps), so short runs reach the set rate too, then ×0.1 at each fraction
     of ``lr_drops``. Gradients are clipped to norm ``clip_grad`` (None: no clipping).
     ``max_minutes`` stops a run early after that much wall time (checkpoint written; ``resume``
@@ -75,12 +72,17 @@ def train(
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, warmup, lr_drops))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(steps, warmup, lr_drops))
     step, rows, wall_before = 0, [], 0.0
     gen = torch.Generator().manual_seed(seed)
     ck = out / "checkpoint.pt"
+    settings = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+                "weight_decay": weight_decay, "views": views, "warmup": warmup, "lr_drops": list(lr_drops),
+                "clip_grad": clip_grad}  # fmt: skip
     if resume and ck.is_file():
-        state = torch.load(ck, map_location=dev, weights_only=False)
+        state = plumbing.load_checkpoint(ck, dev, fix=f"delete {ck} and train again without --resume, or restore the file")
+        if "settings" in state:  # checkpoints of older kits do not record them
+            check_resume(ck, state["settings"], settings)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -89,22 +91,21 @@ def train(
         if "rng" in state:
             gen.set_state(state["rng"]["views"])
             torch.set_rng_state(state["rng"]["torch"])
-        if (out / "log.csv").is_file():
-            with open(out / "log.csv") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        rows = [r for r in read_log_rows(out / "log.csv") if int(r["step"]) <= step]
     per_epoch = len(dataset) // batch_size
     if per_epoch == 0:
         raise QparseError(f"train: dataset of {len(dataset)} images is smaller than batch_size {batch_size}")
     t0 = time.perf_counter()
 
     def save() -> None:
-        atomic_torch_save(ck, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+        save_checkpoint(ck, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "step": step, "config": getattr(model, "config", None),
                                "num_classes": model.num_classes, "weights_source": model.weights_source,
                                "backbone": getattr(model, "backbone_name", "resnet50"),
                                "rng": {"views": gen.get_state(), "torch": torch.get_rng_state()},
-                               "wall_time_s": wall_before + time.perf_counter() - t0})  # fmt: skip
-        _write_log(out / "log.csv", rows)
+                               "settings": settings, "wall_time_s": wall_before + time.perf_counter() - t0},
+                        resume_command="rerun the same training with --resume")  # fmt: skip
+        write_log(out / "log.csv", rows)
 
     bar = tqdm(total=steps, initial=step, desc="match-rcnn", mininterval=1.0,
                disable=None if progress is None else not progress)  # fmt: skip
@@ -138,13 +139,13 @@ def train(
                 break
     bar.close()
     save()
-    atomic_write_json(out / "run.json", run_record(
+    finish_run_record(out, run_record(
         profile=None, seed=seed, dataset=type(dataset).__name__, wall_time_s=wall_before + time.perf_counter() - t0,
         steps=steps, steps_done=step, stopped_early=stopped, batch_size=batch_size, lr=lr, warmup=warmup,
         lr_drops=list(lr_drops), clip_grad=clip_grad, views=views, device=dev, threads=torch.get_num_threads(),
         weights_source=model.weights_source, backbone=getattr(model, "backbone_name", "resnet50"),
         model_config=getattr(model, "config", None), **(record or {}),
-    ))  # fmt: skip
+    ), resumed=False)  # fmt: skip  (wall_time_s already sums the resumed calls)
     return out
 
 
@@ -156,7 +157,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     p = p / "checkpoint.pt" if p.is_dir() else p
     if not p.is_file():
         raise QparseError(f"{p}: no Match R-CNN checkpoint. Fix: train one with `qparse match-rcnn train --out RUN`.")
-    state = torch.load(p, map_location="cpu", weights_only=False)
+    state = plumbing.load_checkpoint(p, "cpu", fix="train again with `qparse match-rcnn train --out RUN`, or restore the file")
     cfg = state.get("config")
     if not cfg:
         raise QparseError(f"{p}: checkpoint has no model config (written by an older kit). Fix: train again.")

@@ -31,19 +31,14 @@ __all__ = ["ParseStages", "MCNNParser", "PhotoParse", "label_boxes", "parse_phot
 
 def label_boxes(labels: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-label boxes of label maps ``labels`` (K×H×W): presence K×L bool and boxes K×L×4 in pixels
-    (x0, y0, x1, y1 with x1/y1 exclusive; zeros where absent)."""
-    k, h, w = labels.shape
-    onehot = labels[:, None, :, :] == np.arange(num_labels)[None, :, None, None]  # K×L×H×W
-    rows = onehot.any(3)  # K×L×H
-    cols = onehot.any(2)  # K×L×W
-    present = rows.any(2)
-    y0 = rows.argmax(2)
-    y1 = h - rows[:, :, ::-1].argmax(2)
-    x0 = cols.argmax(2)
-    x1 = w - cols[:, :, ::-1].argmax(2)
-    boxes = np.stack([x0, y0, x1, y1], -1).astype(np.float32)
-    boxes[~present] = 0
-    return present, boxes
+    (x0, y0, x1, y1 with x1/y1 exclusive; zeros where absent), by :func:`qparse_lite.train.pairs.mask_boxes`."""
+    from qparse_lite.train.pairs import mask_boxes
+
+    lab = torch.from_numpy(np.ascontiguousarray(labels)).long()
+    k, h, w = lab.shape
+    masks = lab[:, None] == torch.arange(num_labels)[None, :, None, None]  # K×L×H×W
+    present, boxes = mask_boxes(masks.reshape(k * num_labels, h, w), normalise=False)
+    return present.reshape(k, num_labels).numpy(), boxes.reshape(k, num_labels, 4).numpy()
 
 
 @dataclass

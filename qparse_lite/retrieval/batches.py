@@ -8,10 +8,11 @@ import numpy as np
 
 from qparse_lite.errors import QparseError
 
-__all__ = ["_bar", "_check_images"]
+__all__ = ["progress_bar", "check_images"]
 
 
-def _bar(iterable: Any, total: int, desc: str, progress: bool | None) -> Any:
+def progress_bar(iterable: Any, total: int, desc: str, progress: bool | None) -> Any:
+    """A tqdm bar over ``iterable`` (``total`` batches); ``progress`` None: auto, False: off."""
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -19,7 +20,8 @@ def _bar(iterable: Any, total: int, desc: str, progress: bool | None) -> Any:
     )
 
 
-def _check_images(images: np.ndarray, who: str) -> np.ndarray:
+def check_images(images: np.ndarray, who: str) -> np.ndarray:
+    """``images`` as an array, refused with a message naming ``who`` unless uint8 N×H×W×3."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise QparseError(

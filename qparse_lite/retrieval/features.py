@@ -33,7 +33,7 @@ import numpy as np
 
 from qparse_lite.data.crops import corpus_fingerprint
 from qparse_lite.errors import QparseError
-from qparse_lite.retrieval.batches import _bar, _check_images
+from qparse_lite.retrieval.batches import check_images, progress_bar
 from qparse_lite.retrieval.imagenet import (
     EfficientNetExtractor,
     LearnedRetrievalExtractor,
@@ -160,13 +160,13 @@ class AlexNetExtractor:
         import torch
         import torch.nn.functional as F
 
-        images = _check_images(images, self.name)
+        images = check_images(images, self.name)
         out = np.empty((len(images), self.dim), dtype=np.float32)
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
         starts = range(0, len(images), self.batch_size)
         with torch.no_grad():
-            for s in _bar(starts, len(starts), self.name, progress):
+            for s in progress_bar(starts, len(starts), self.name, progress):
                 x = torch.from_numpy(np.ascontiguousarray(images[s : s + self.batch_size])).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)
                 if x.shape[-2:] != (self.input_size, self.input_size):
@@ -268,10 +268,10 @@ class HogColorExtractor:
         self, images: np.ndarray, labels: np.ndarray | None = None, progress: bool | None = None
     ) -> np.ndarray:
         """HOG + colour features, float32 N×:attr:`dim` (``labels`` is ignored)."""
-        images = _check_images(images, self.name)
+        images = check_images(images, self.name)
         out = np.empty((len(images), self.dim), dtype=np.float32)
         starts = range(0, len(images), self.batch_size)
-        for s in _bar(starts, len(starts), self.name, progress):
+        for s in progress_bar(starts, len(starts), self.name, progress):
             out[s : s + self.batch_size] = self._batch(images[s : s + self.batch_size])
         return out
 
@@ -352,10 +352,10 @@ class StyleExtractor:
         """Style descriptors, float32 N×:attr:`dim` (``labels`` is ignored)."""
         import cv2
 
-        images = _check_images(images, self.name)
+        images = check_images(images, self.name)
         cell = self._cell_ids()
         out = np.empty((len(images), self.dim), dtype=np.float32)
-        for i in _bar(range(len(images)), len(images), self.name, progress):
+        for i in progress_bar(range(len(images)), len(images), self.name, progress):
             im = images[i]
             if im.shape[:2] != (self.size, self.size):
                 im = cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_AREA)
@@ -417,7 +417,7 @@ class OracleExtractor:
             )
         out = np.empty((len(labels), self.dim), dtype=np.float32)
         starts = range(0, len(labels), self.batch_size)
-        for s in _bar(starts, len(starts), self.name, progress):
+        for s in progress_bar(starts, len(starts), self.name, progress):
             out[s : s + self.batch_size] = self._batch(labels[s : s + self.batch_size])
         return out
 
@@ -509,7 +509,7 @@ def corpus_features(
     source = image_source(corpus, extractor)
     out = np.empty((len(indices), extractor.dim), dtype=np.float32)
     starts = range(0, len(indices), chunk)
-    for s in _bar(starts, len(starts), f"features {extractor.name}", progress):
+    for s in progress_bar(starts, len(starts), f"features {extractor.name}", progress):
         idx = indices[s : s + chunk]
         labels = np.asarray(corpus.labels[idx]) if extractor.needs_labels else None
         images = np.asarray(source[idx]) if getattr(extractor, "needs_images", True) else None

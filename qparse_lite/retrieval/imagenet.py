@@ -42,7 +42,7 @@ import numpy as np
 from qparse_lite.backbones import imagenet_batch
 from qparse_lite.data.crops import corpus_fingerprint
 from qparse_lite.errors import QparseError
-from qparse_lite.retrieval.batches import _bar, _check_images
+from qparse_lite.retrieval.batches import check_images, progress_bar
 
 __all__ = ["EfficientNetExtractor", "LearnedRetrievalExtractor", "fit_retrieval_head", "default_input_size", "image_source", "POOLINGS", "OOF_FOLDS"]  # fmt: skip
 
@@ -127,10 +127,10 @@ class EfficientNetExtractor:
         """The frozen network's ``level`` map (``c3``/``c4``/``c5``) of every image, a float32 tensor N×C×h×w."""
         import torch
 
-        images = _check_images(images, self.name)
+        images = check_images(images, self.name)
         out = []
         starts = range(0, len(images), self.batch_size)
-        for s in _bar(starts, len(starts), self.name, progress):
+        for s in progress_bar(starts, len(starts), self.name, progress):
             x = imagenet_batch(images[s : s + self.batch_size], self.input_size, self.device)
             out.append(self.trunk(x)[level].float().cpu())
         if not out:

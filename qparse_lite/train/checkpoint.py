@@ -1,30 +1,27 @@
 """Run folders of the M-CNN training: ``checkpoint.pt``, ``log.csv`` and the model loader.
 
-``checkpoint.pt`` is written atomically at the end of every epoch (:mod:`qparse_lite.train.loop`): model,
-optimiser, scheduler, TargetNorm, RNG states (:func:`rng_state`: torch, CUDA, NumPy, Python), every rank's
-pair-sampler state, epoch, global step, profile, variant, model config and the log rows; ``resume``
-restores all of it (:func:`set_rng_state`), so a resumed run equals an uninterrupted one.
-``log.csv`` has one row per epoch (:data:`LOG_COLUMNS`, :func:`write_log` / :func:`read_log`).
+``checkpoint.pt`` is written at the end of every epoch (:mod:`qparse_lite.train.loop`, through
+:func:`qparse_lite.train.plumbing.save_checkpoint`: atomic and verified): model, optimiser, scheduler,
+TargetNorm, RNG states (:func:`~qparse_lite.train.plumbing.rng_state`: torch, CUDA, NumPy, Python), every
+rank's pair-sampler state, epoch, global step, profile, variant, model config and the log rows; ``resume``
+restores all of it, so a resumed run equals an uninterrupted one. ``log.csv`` has one row per epoch
+(:data:`LOG_COLUMNS`, written by :func:`~qparse_lite.train.plumbing.write_log`, read by :func:`read_log`).
 :func:`load_model` gives the trained model back for parsing.
 """
 
 from __future__ import annotations
 
 import csv
-import io
-import random
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from qparse_lite.errors import QparseError
-from qparse_lite.io import atomic_write_text
 from qparse_lite.train.pairs import TargetNorm
+from qparse_lite.train.plumbing import load_checkpoint
 
-__all__ = ["LOG_COLUMNS", "CHECKPOINT", "rng_state", "set_rng_state", "write_log", "read_log", "load_model"]
+__all__ = ["LOG_COLUMNS", "CHECKPOINT", "read_log", "load_model"]
 
 CHECKPOINT = "checkpoint.pt"
 """The checkpoint's file name in a run folder."""
@@ -39,37 +36,6 @@ training loss and its c/t parts; on the validation pairs that parsing scores (se
 loss, the label-level confidence AUC (pooled over (image, label)), the accuracy at ξ1, the displacement error
 (mean |t̂ − t|, normalised image units), the mean of the per-label AUCs and the pair-level AUC of ĉ; the
 training pairs seen so far (all ranks)."""
-
-
-def rng_state() -> dict[str, Any]:
-    """The RNG states a checkpoint stores: torch, NumPy, Python and (when available) every CUDA device."""
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def set_rng_state(st: dict[str, Any]) -> None:
-    """Restore the states of :func:`rng_state` (CUDA only where it is available)."""
-    torch.set_rng_state(st["torch"])
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def _fmt(v: Any) -> str:
-    return repr(float(v)) if isinstance(v, float) else str(v)
-
-
-def write_log(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write ``rows`` (dicts with every :data:`LOG_COLUMNS` key) as ``path`` (CSV, atomically)."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _fmt(r[k]) for k in LOG_COLUMNS})
-    atomic_write_text(path, buf.getvalue())
 
 
 def read_log(run_dir: str | Path) -> list[dict[str, float]]:
@@ -92,15 +58,10 @@ def load_model(
     """
     from qparse_lite.model.mcnn import model_from_config
 
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise QparseError(f"{path}: no checkpoint. Fix: qparse train --out {Path(run_dir)} (or wait for it)")
-    try:
-        ck = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise QparseError(
-            f"{path}: unreadable checkpoint ({e}). Fix: train again or restore the file."
-        ) from e
+    ck = load_checkpoint(
+        Path(run_dir) / CHECKPOINT, map_location,
+        fix=f"qparse train --out {Path(run_dir)} (or wait for it; a broken file: delete it and train again)",
+    )  # fmt: skip
     model = model_from_config(ck["config"])
     model.load_state_dict(ck["model"])
     model.variant = ck["variant"]  # type: ignore[assignment]

@@ -10,13 +10,13 @@ reaches a useful model in a few CPU epochs where plain SGD at 5e-4 barely moves.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from qparse_lite.errors import QparseError
+from qparse_lite.train.plumbing import LRFactor
 
 __all__ = [
     "SGD_MOMENTUM", "SGD_WEIGHT_DECAY", "PLATEAU_PATIENCE", "ADAMW_WEIGHT_DECAY", "WARMUP_FRACTION", "SCHEDULES",
@@ -28,29 +28,6 @@ SGD_WEIGHT_DECAY = 5e-4  # paper
 PLATEAU_PATIENCE = 2  # epochs without a better validation loss before lr ÷ 10
 ADAMW_WEIGHT_DECAY = 1e-2
 WARMUP_FRACTION = 0.03
-
-
-class _WarmupCosine:
-    """lr factor: linear warm-up over ``warmup`` steps, then cosine from 1 to ``floor`` at ``total``."""
-
-    def __init__(self, total: int, warmup: int, floor: float = 0.01) -> None:
-        self.total, self.warmup, self.floor = max(1, total), max(0, warmup), floor
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / (self.warmup + 1)
-        p = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * p))
-
-
-class _WarmupConstant:
-    """lr factor: linear warm-up over ``warmup`` steps, then 1."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup = max(0, warmup)
-
-    def __call__(self, step: int) -> float:
-        return (step + 1) / (self.warmup + 1) if step < self.warmup else 1.0
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -86,6 +63,6 @@ def build_optimizer(
             opt, mode="min", factor=0.1, patience=PLATEAU_PATIENCE
         )
         return opt, sched, False
-    n_warm = int(warmup * total_steps)
-    fn = _WarmupCosine(total_steps, n_warm) if schedule == "cosine" else _WarmupConstant(n_warm)
+    n_warm = int(warmup * total_steps)  # the ramp (step + 1)/(n_warm + 1) reaches 1 where the decay starts
+    fn = LRFactor(total_steps, n_warm, ramp=n_warm + 1, decay=schedule, floor=0.01 if schedule == "cosine" else 0.0)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, fn), True

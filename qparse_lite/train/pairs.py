@@ -125,19 +125,24 @@ def label_presence_boxes(labels: Tensor, num_labels: int, chunk: int = 512) -> t
     for s in range(0, n, chunk):
         y = labels[s : s + chunk]
         for lab in range(num_labels):
-            present[s : s + chunk, lab], boxes[s : s + chunk, lab] = _mask_boxes(y == lab)
+            present[s : s + chunk, lab], boxes[s : s + chunk, lab] = mask_boxes(y == lab)
     return present, boxes
 
 
-def _mask_boxes(m: Tensor) -> tuple[Tensor, Tensor]:
-    """Presence (n bool) and normalised box (n×4, 0 where absent) of n boolean H×W masks."""
+def mask_boxes(m: Tensor, normalise: bool = True) -> tuple[Tensor, Tensor]:
+    """Presence (n bool) and bounding box (n×4 float32, 0 where absent) of n boolean H×W masks: the kit's
+    one box routine (training targets here, the parser's KNN boxes in :func:`qparse_lite.parse.parser.label_boxes`).
+
+    A box is ``(x0, y0, x1, y1)`` with x1, y1 one past the last column/row; in pixels, or divided by W and H
+    into [0, 1] when ``normalise``.
+    """
     _, h, w = m.shape
     rows = m.any(2).to(torch.uint8)  # n×H: row r holds the mask
     cols = m.any(1).to(torch.uint8)  # n×W
     has = rows.any(1).bool()
     y0, y1 = rows.argmax(1), h - rows.flip(1).argmax(1)  # argmax returns the first maximal index
     x0, x1 = cols.argmax(1), w - cols.flip(1).argmax(1)
-    b = torch.stack([x0 / w, y0 / h, x1 / w, y1 / h], 1).float()
+    b = (torch.stack([x0 / w, y0 / h, x1 / w, y1 / h], 1) if normalise else torch.stack([x0, y0, x1, y1], 1)).float()
     return has, torch.where(has[:, None], b, torch.zeros_like(b))
 
 
@@ -207,7 +212,7 @@ def translate(images: Tensor, labels: Tensor, shift: Tensor, mean: Tensor) -> tu
 def label_box(labels: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
     """Presence and box of one label per map: ``labels`` B×H×W, ``label`` B → (B bool, B×4 normalised box,
     0 where absent), the same convention as :func:`label_presence_boxes`."""
-    return _mask_boxes(labels.long() == label.to(labels.device).long()[:, None, None])
+    return mask_boxes(labels.long() == label.to(labels.device).long()[:, None, None])
 
 
 def mirror(images: Tensor, labels: Tensor, mirror_lut: Tensor) -> tuple[Tensor, Tensor]:
