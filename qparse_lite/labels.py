@@ -30,6 +30,7 @@ __all__ = [
     "ccp59_to_coarse_lut",
     "LABEL_SETS",
     "read_label_png",
+    "colours_to_ids",
     "get_label_set",
     "voc_palette",
     "read_ccp_label_list",
@@ -104,6 +105,11 @@ class LabelSet:
         """RGB uint8 image of a label map coloured by the palette."""
         self.check(label_map)
         return self.palette[label_map]
+
+    def colours_to_ids(self, rgb: np.ndarray, source: str = "image") -> np.ndarray:
+        """The label ids (H×W uint8) of an RGB rendering in this set's palette (the inverse of :meth:`colorize`);
+        a colour that is not in the palette raises :class:`QparseError` naming ``source``."""
+        return colours_to_ids(rgb, self, source)
 
     def check(self, label_map: np.ndarray, source: str = "label map") -> None:
         """Raise :class:`QparseError` naming ``source`` if an id lies outside this set."""
@@ -225,6 +231,35 @@ _ID_ALPHA_MODES = frozenset({"PA", "LA"})
 _GRAY_AS_COLOUR_MODES = frozenset({"RGB", "RGBA"})
 
 
+def colours_to_ids(rgb: np.ndarray, label_set: LabelSet, source: str = "image") -> np.ndarray:
+    """Label ids (H×W uint8) of an H×W×3 rendering in ``label_set``'s palette (:meth:`LabelSet.colorize`'s
+    inverse). Raises :class:`QparseError` naming ``source`` when a colour is not in the palette."""
+    rgb = np.asarray(rgb)[..., :3].astype(np.uint32)
+    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    pal = np.asarray(label_set.palette, np.uint32)
+    pal_code = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
+    order = np.argsort(pal_code, kind="stable")
+    pos = np.clip(np.searchsorted(pal_code[order], code), 0, len(order) - 1)
+    ok = pal_code[order][pos] == code
+    if not ok.all():
+        y, x = np.argwhere(~ok)[0]
+        raise QparseError(
+            f"{source}: colour {tuple(int(v) for v in rgb[y, x])} at (x={x}, y={y}) is not in the {label_set.name} "
+            f"palette ({int((~ok).sum())} such pixels). Fix: render it with that palette, or write the ids directly."
+        )
+    return order[pos].astype(np.uint8)
+
+
+def _colour_fix(src: str, mode: str, label_set: LabelSet | None, what: str = "colours") -> str:
+    name = label_set.name if label_set is not None else "atr18"
+    return (
+        f"{src}: label PNG in mode {mode} holds {what}, not label ids (a colour image, not a label map). Fix: convert it "
+        f"to ids, e.g. ids = qparse_lite.labels.get_label_set('{name}').colours_to_ids(np.asarray(Image.open(path)"
+        ".convert('RGB'))) for a rendering in the set's palette, and save the ids as a palette or grayscale PNG "
+        "(qparse_lite.io.atomic_save_png(path, ids, palette))."
+    )
+
+
 def read_label_png(
     path: str | Path | None,
     label_set: LabelSet | None = None,
@@ -274,10 +309,13 @@ def read_label_png(
     elif mode in _GRAY_AS_COLOUR_MODES:
         if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
             raise QparseError(
-                f"{src}: label PNG in mode {mode} holds colours, not label ids. {fix} (ATR: the indexed PNGs "
-                "of humanparsing/SegmentationClassAug.)"
+                _colour_fix(src, mode, label_set) + " (ATR: the indexed PNGs of humanparsing/SegmentationClassAug.)"
             )
         arr = arr[..., 0]
+        if label_set is not None and arr.size and int(arr.max()) >= label_set.num_labels:
+            raise QparseError(  # gray values beyond the set: a gray rendering, not ids (not a --labels problem)
+                _colour_fix(src, mode, label_set, f"gray values {int(arr.min())}..{int(arr.max())} beyond {label_set.name}'s ids")
+            )
     if arr.ndim != 2:
         raise QparseError(f"{src}: expected a single-channel label map, got shape {arr.shape}. {fix}")
     if arr.dtype != np.uint8:
