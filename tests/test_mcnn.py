@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from qparse_lite.model.mcnn import (
     MCNN,
     PAPER_NAMES,
+    TABLE1_VARIANTS,
     VARIANTS,
     MCNNConfig,
     Siamese,
@@ -37,7 +38,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", TABLE1_VARIANTS)
 def test_forward_shapes_quick(variant):
     model = build_model(variant, input_size=QUICK.image_size, width=QUICK.width)
     I, R = _pair(2, QUICK.image_size)
@@ -92,7 +93,7 @@ def test_paper_channel_counts():
     # fair comparison: every layer keeps its total number of maps across the variants
     totals = {
         key: tuple(s + s + c for s, c in zip(m.cfg.single_channels, m.cfg.cross_channels, strict=True))
-        for key in VARIANTS if key != "siamese" for m in [build_model(key)]
+        for key in TABLE1_VARIANTS if key != "siamese" for m in [build_model(key)]
     }  # fmt: skip
     assert len(set(totals.values())) == 1, totals
     assert totals["mcnn"] == (96, 90, 192, 192, 192)
@@ -126,14 +127,14 @@ def test_eq2_numerically():
 
 
 def test_parameter_counts_differ_as_expected():
-    counts = {key: count_parameters(build_model(key)) for key in VARIANTS}
+    counts = {key: count_parameters(build_model(key)) for key in TABLE1_VARIANTS}
     assert len(set(counts.values())) == len(counts), counts
     # the fusion of "w/o cross" has 96 |difference| maps, the others 64 + 64: fewer fc6 weights
     assert counts["wo-cross"] < min(counts[k] for k in ("cross5", "cross54", "cross543", "mcnn"))
     # the Siamese shares its sub-network between I and R
     assert counts["siamese"] < counts["wo-cross"]
     # counts follow from the layer sizes (describe sums the same numbers)
-    for key in VARIANTS:
+    for key in TABLE1_VARIANTS:
         m = build_model(key, input_size=64, width=0.25)
         assert describe(m)["params"].sum() == count_parameters(m)
 
@@ -212,7 +213,7 @@ def test_siamese_is_symmetric():
     assert m.cfg.single_channels == build_model("wo-cross", 64, 0.25).cfg.single_channels
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", TABLE1_VARIANTS)
 def test_backward_finite(variant):
     model = build_model(variant, input_size=64, width=0.25)
     I, R = _pair(4, 64)
@@ -256,7 +257,7 @@ def test_compile_fullgraph():
 def test_paper_names_join_table1():
     with TABLE1.open() as f:
         methods = {row["method"] for row in csv.DictReader(f)}
-    assert set(PAPER_NAMES) == set(VARIANTS)
+    assert set(PAPER_NAMES) == set(TABLE1_VARIANTS)
     assert set(PAPER_NAMES.values()) <= methods
     for key, name in PAPER_NAMES.items():
         assert resolve_variant(name) == key
@@ -307,7 +308,7 @@ def test_describe_matches_features():
 def test_cost_at_227_as_notebook_02_tabulates():
     """Notebook 02 §3's table at the paper's 227 px: ~10 M parameters for the M-CNN (most in fc6), the
     Siamese the smallest, 0.5-2 GMAC per pair, and multiply-adds growing with every cross layer added."""
-    models = {v: build_model(v, input_size=227) for v in VARIANTS}
+    models = {v: build_model(v, input_size=227) for v in TABLE1_VARIANTS}
     params = {v: count_parameters(m) for v, m in models.items()}
     gmac = {v: describe(m).macs.sum() / 1e9 for v, m in models.items()}
     assert 5e6 < params["mcnn"] < 15e6

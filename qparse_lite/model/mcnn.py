@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qparse_lite.model.trunk import TrunkConfig, trunk_model
+
 # ---------------------------------------------------------------------------------------------------
 # ARCHITECTURE CHOICES (paper Sec. 3.2 / Fig. 2 / Sec. 4.2 ablation; docs/paper.md §1.6-1.7)
 #
@@ -257,8 +259,28 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "mcnn": {"cross_layers": (5, 4, 3, 2)},
     "cross54321": {"cross_layers": (5, 4, 3, 2, 1)},
     "siamese": {"cross_layers": (), "arch": "siamese", "shared_paths": True},
+    # the trunk family (qparse_lite.model.trunk: the same rows on the frozen ImageNet trunk; issue 30)
+    "trunk-wo-cross": {"family": "trunk", "cross_layers": ()},
+    "trunk-cross5": {"family": "trunk", "cross_layers": (5,)},
+    "trunk-cross54": {"family": "trunk", "cross_layers": (5, 4)},
+    "trunk-cross543": {"family": "trunk", "cross_layers": (5, 4, 3)},
+    "trunk-mcnn": {"family": "trunk", "cross_layers": (5, 4, 3, 2)},
+    "trunk-siamese": {"family": "trunk", "cross_layers": (), "arch": "siamese"},
 }
-"""Table 1 network variants: key → the :class:`MCNNConfig` fields that define it."""
+"""Every network variant: key → its family (``"family"``: ``"trunk"``, else the from-scratch M-CNN of the
+paper) and the config fields that define it (:class:`MCNNConfig`, or
+:class:`~qparse_lite.model.trunk.TrunkConfig` for the trunk family)."""
+
+TABLE1_VARIANTS: tuple[str, ...] = tuple(k for k, v in VARIANTS.items() if v.get("family", "scratch") == "scratch")
+"""The paper's Table 1 networks as published (the from-scratch family), in table order."""
+
+TRUNK_VARIANTS: tuple[str, ...] = tuple(k for k, v in VARIANTS.items() if v.get("family") == "trunk")
+"""The same rows on the frozen ImageNet trunk: w/o cross, cross at 1, 2, 3 and 4 levels, Siamese."""
+
+
+def variant_family(name: str) -> str:
+    """``"trunk"`` or ``"scratch"`` for a variant key or paper name."""
+    return str(VARIANTS[resolve_variant(name)].get("family", "scratch"))
 
 PAPER_NAMES: dict[str, str] = {
     "wo-cross": "M-CNN (w/o cross)",
@@ -277,7 +299,7 @@ def _norm_name(name: str) -> str:
     return re.sub(r"[\s_]+", "", name).lower()
 
 
-_ALIASES: dict[str, str] = {}
+_ALIASES: dict[str, str] = {_norm_name(k): k for k in VARIANTS}
 for _k, _v in PAPER_NAMES.items():
     _ALIASES[_norm_name(_k)] = _k
     _ALIASES[_norm_name(_v)] = _k
@@ -299,23 +321,26 @@ def resolve_variant(name: str) -> str:
 def build_model(
     variant: str = "mcnn", input_size: int = BASE_INPUT, width: float = 1.0, **cfg: Any
 ) -> nn.Module:
-    """One Table 1 variant: ``build_model("cross54", input_size=64, width=0.25)``.
+    """One variant of either family: ``build_model("cross54", input_size=64, width=0.25)``;
+    ``build_model("trunk-cross54", input_size=224)`` (``input_size``: the trunk's input side F there).
 
     ``variant`` is a key of :data:`VARIANTS` or a paper name from :data:`PAPER_NAMES`; any other
     :class:`MCNNConfig` field can be overridden by keyword (``shared_paths=True``, ``kernels=...``).
     """
     key = resolve_variant(variant)
     fields = {**VARIANTS[key], "input_size": input_size, "width": width, **cfg}
-    config = MCNNConfig(**fields)
-    model: nn.Module = Siamese(config) if config.arch == "siamese" else MCNN(config)
+    model = model_from_config(fields)
     model.variant = key  # type: ignore[assignment]
     return model
 
 
 def model_from_config(config: MCNNConfig | dict[str, Any]) -> nn.Module:
-    """Rebuild a model from its config (or ``config.to_dict()``), e.g. when loading a checkpoint."""
+    """Rebuild a model from its config (or ``config.to_dict()``), e.g. when loading a checkpoint; a config of
+    the trunk family (``family="trunk"``) gives its :mod:`~qparse_lite.model.trunk` model."""
+    if isinstance(config, TrunkConfig) or (isinstance(config, dict) and config.get("family") == "trunk"):
+        return trunk_model(config)
     if isinstance(config, dict):
-        config = MCNNConfig(**config)
+        config = MCNNConfig(**{k: v for k, v in config.items() if k != "family"})
     return Siamese(config) if config.arch == "siamese" else MCNN(config)
 
 

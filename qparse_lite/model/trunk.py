@@ -1,0 +1,318 @@
+"""The trunk M-CNN family: the paper's cross-image matching on a frozen ImageNet trunk (issue 30).
+
+The from-scratch M-CNN (:mod:`qparse_lite.model.mcnn`, docs/paper.md §1.6) learns both single-image paths
+(I and g_kl) from the corpus's training images. Here the two single-image paths are the **frozen** ImageNet
+EfficientNet-Lite0 (:mod:`qparse_lite.backbones`, the weights the kit verifies by SHA-256), whose maps of
+every corpus image are computed once and cached (:mod:`qparse_lite.train.trunk_cache`, with a fixed
+per-level PCA); what trains is what the paper adds on top of two single-image paths: the **cross-image
+matching filters** of Eq. (2), the **fusion** ``|x5(I) − x5(R)|`` stacked with the cross maps, and the fully
+connected layers that output (c, t1..t4), with Eq. (1) on the label-balanced pairs (§1.4-1.5, §1.9).
+
+Per trunk level ℓ (the paper's conv index, stride 2^ℓ), with x^I_ℓ, x^R_ℓ the cached maps of I and of the
+region, and x^C the cross maps of the previous, finer cross level::
+
+    x^C_ℓ = max(0, b_ℓ + Σ_p f^I_{ℓ,p} ∗ x^I_{ℓ,p} + Σ_q f^R_{ℓ,q} ∗ x^R_{ℓ,q} + Σ_t f^C_{ℓ,t} ∗_2 x^C_{ℓ−1,t})
+
+(∗_2: stride 2, from stride 2^{ℓ−1} to 2^ℓ), then ``fc([|x^I_5 − x^R_5|, x^C_5]) → 5``.
+
+The region g_kl enters as the neighbour's maps masked by the label's mask at each level, the mean image's
+maps elsewhere (:class:`RegionMaps`): ``x^R_ℓ = m_ℓ ⊙ x_ℓ(g_k) + (1 − m_ℓ) ⊙ x_ℓ(μ)`` with m_ℓ the share of
+label l in each cell — the analogue of g_kl(p) = g_k(p) on l, μ(p) elsewhere (§1.3). The cached maps are an
+affine function of the trunk's (a PCA), so this equals the PCA of the masked trunk maps exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# ---------------------------------------------------------------------------------------------------
+# ARCHITECTURE CHOICES (issue 30; docs/paper.md §1.6-1.7 for what the paper states)
+#
+# From the paper, kept: two single-image paths of the same architecture, a cross-image path whose maps
+# combine both single paths and the previous cross layer (Eq. 2, ReLU, a stride-2 step between layers),
+# cross filters at conv2..conv5 for "M-CNN" and fewer for the ablations, the fusion
+# |conv5(I) − conv5(g_kl)| stacked with the cross conv5 maps, fully connected layers → (c, t1..t4), Eq. (1),
+# label-balanced pairs, the ×1.2 zoom and the mirror (the cache holds the maps of all 4 variants).
+#
+# Chosen here:
+#   * the single-image paths are the FROZEN ImageNet EfficientNet-Lite0, read at four levels: the last block
+#     output at stride 4 (24 channels), 8 (40), 16 (112) and 32 (320: the last MBConv block, before the 1×1
+#     head expansion to 1,280, which adds no spatial context). The paper's conv1..conv5 all have stride 2, so
+#     its conv2..conv5 maps are at strides 4, 8, 16, 32: trunk levels ℓ = 2..5 ARE the paper's conv2..conv5
+#     by stride, i.e. by the displacement range their cross filters see (near range at stride 4, far range at
+#     stride 32, Fig. 3). The cross filters of level ℓ read the two paths' maps of level ℓ (Eq. (2) reads
+#     layer ℓ − 1): a frozen trunk has no useful level below stride 4 (stride 2 is 16 channels at 112², four
+#     times the area), and the previous cross level still enters through a stride-2 convolution, as in Eq. (2);
+#   * the frozen maps are cached through a fixed per-level PCA (fit on the train split's unaugmented maps,
+#     whitened, :mod:`qparse_lite.train.trunk_cache`) to k_ℓ = 8, 16, 32, 64 channels: training then runs only
+#     the cross filters, the fusion and the fc layers (the issue's "cheap enough to converge"); a trainable
+#     1×1 adapter on the raw 320-channel map would cost more per pair than everything else together
+#     (measured: 924 pairs/s for "w/o cross" with adapters vs the target of 3,000). The PCA is affine, so the
+#     region's masking commutes with it;
+#   * cross maps c_ℓ = 8, 16, 32, 32 at width 1 (the paper's count per path, halved at stride 32 where the
+#     fusion's fc pays for every map), 3×3 kernels, padding 1 (the trunk maps already have receptive fields
+#     of 43 .. ~600 px; a 3×3 at stride 32 spans 96 px, 43 % of a 224 crop: the far range); the stride-2 step
+#     from level ℓ − 1 has no bias (b_ℓ sits on the same-level term);
+#   * fusion |x^I_5 − x^R_5| (k_5 maps) stacked with x^C_5 → fc 128 (width 1, ReLU) → 5 linear outputs;
+#   * Siamese [2]: each image's level-5 map flattened → fc (linear responses, shared), |e(I) − e(g_kl)| → 5:
+#     it differs from "w/o cross" only in where the difference is taken, as in the from-scratch family;
+#   * the region g_kl: the neighbour's maps masked by l's share of every cell, the mean image's maps elsewhere
+#     (:class:`RegionMaps`). The alternative, the trunk run on the region image g_kl itself, costs a trunk pass
+#     per (image, variant, label) — ~57 k passes on CCP — and was not measured (see results/ccp/trunk/).
+# Sizes scale with ``width``: c_ℓ(w) = max(2, nearest even to c_ℓ·w), fc max(8, round(h·w)).
+# ---------------------------------------------------------------------------------------------------
+
+TRUNK_NAME = "efficientnet-lite0"
+LEVELS: tuple[int, ...] = (2, 3, 4, 5)  # the paper's conv index; stride 2**level
+TRUNK_CHANNELS: tuple[int, ...] = (24, 40, 112, 320)  # EfficientNet-Lite0 at strides 4, 8, 16, 32
+PCA_CHANNELS: tuple[int, ...] = (8, 16, 32, 64)  # cached channels per level (the leading PCA components)
+IN_CHANNELS: tuple[int, ...] = (8, 16, 16, 32)  # k_ℓ: the leading components a model reads
+BASE_CHANNELS: tuple[int, ...] = (8, 16, 16, 32)  # c_ℓ: cross maps at width 1
+BASE_FC: tuple[int, ...] = (128,)
+N_OUTPUTS = 5
+
+Maps = dict[int, Tensor]
+
+
+def _scale_even(c: int, width: float) -> int:
+    return max(2, 2 * int(math.floor(c * width / 2 + 0.5)))
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """Every size of a trunk M-CNN (see ``ARCHITECTURE CHOICES`` in the source).
+
+    Attributes:
+        family: always ``"trunk"`` (how a saved config finds its constructor).
+        trunk: the frozen trunk's name.
+        input_size: F, the side of the trunk's input crops (224: maps 56, 28, 14, 7).
+        in_channels: k_ℓ, channels of the cached maps of levels 2..5 (the PCA's).
+        width: multiplier of ``channels`` and ``fc_sizes``.
+        channels: c_ℓ, cross maps of levels 2..5 at width 1.
+        cross_layers: levels with cross filters: () or 5, 4, ... without gaps.
+        fc_sizes: hidden fully connected layers; dropout: after each of them.
+        arch: ``"mcnn"`` or ``"siamese"``; n_outputs: 5 = (c, t1..t4).
+    """
+
+    family: str = "trunk"
+    trunk: str = TRUNK_NAME
+    input_size: int = 224
+    in_channels: tuple[int, ...] = IN_CHANNELS
+    width: float = 1.0
+    channels: tuple[int, ...] = BASE_CHANNELS
+    cross_layers: tuple[int, ...] = (5, 4, 3)
+    fc_sizes: tuple[int, ...] = BASE_FC
+    dropout: float = 0.0
+    arch: str = "mcnn"
+    n_outputs: int = N_OUTPUTS
+
+    def __post_init__(self) -> None:
+        cl = tuple(sorted({int(j) for j in self.cross_layers}, reverse=True))
+        object.__setattr__(self, "cross_layers", cl)
+        for name in ("in_channels", "channels", "fc_sizes"):
+            object.__setattr__(self, name, tuple(int(c) for c in getattr(self, name)))
+        if self.family != "trunk":
+            raise ValueError(f"TrunkConfig.family must be 'trunk', not {self.family!r}")
+        if self.arch not in ("mcnn", "siamese"):
+            raise ValueError(f"arch must be 'mcnn' or 'siamese', not {self.arch!r}")
+        if len(self.channels) != len(LEVELS) or len(self.in_channels) != len(LEVELS):
+            raise ValueError(f"channels and in_channels need {len(LEVELS)} entries (levels 2..5)")
+        if any(j not in LEVELS for j in cl):
+            raise ValueError(f"cross_layers must be a subset of {LEVELS}, got {self.cross_layers}")
+        if cl and cl != tuple(range(5, 5 - len(cl), -1)):
+            raise ValueError(f"cross_layers {cl} must be 5, 4, ... down to some level ≥ 2 without gaps")
+        if self.arch == "siamese" and cl:
+            raise ValueError("the Siamese baseline has no cross filters (cross_layers=())")
+        if self.input_size < 32 or self.width <= 0 or not self.fc_sizes:
+            raise ValueError("input_size must be ≥ 32, width > 0 and fc_sizes not empty")
+
+    def map_size(self, level: int) -> int:
+        """Side of the map at ``level`` (stride 2^level, "same" padding: ceil(F / 2^level))."""
+        return -(-self.input_size // 2**level)
+
+    def in_channel(self, level: int) -> int:
+        """k_ℓ, channels of the cached map at ``level``."""
+        return self.in_channels[LEVELS.index(level)]
+
+    def channel(self, level: int) -> int:
+        """c_ℓ after width: cross maps at ``level``."""
+        return _scale_even(self.channels[LEVELS.index(level)], self.width)
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        """The levels the model reads (its cross levels and level 5), ascending."""
+        return tuple(sorted({*self.cross_layers, 5}))
+
+    @property
+    def fc_widths(self) -> tuple[int, ...]:
+        """Hidden fc sizes after width scaling."""
+        return tuple(max(8, int(round(h * self.width))) for h in self.fc_sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (checkpoints, run.json); ``TrunkConfig(**d)`` rebuilds it."""
+        return asdict(self)
+
+
+@dataclass
+class RegionMaps:
+    """The regions g_kl of a batch as masked cached maps, gathered once per distinct neighbour.
+
+    Attributes:
+        maps: level → U×k×s×s maps of the batch's distinct neighbour rows (image, variant).
+        mean: level → V×k×s×s maps of the mean image μ (one row per augmentation variant).
+        masks: level → B×1×s×s share of the region's label in every cell of its neighbour.
+        row: B, pair b's row in ``maps``; mean_row: B, its row in ``mean``.
+    """
+
+    maps: Maps
+    mean: Maps
+    masks: Maps
+    row: Tensor
+    mean_row: Tensor
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+    def at(self, level: int) -> Tensor:
+        """B×k×s×s: ``m ⊙ x(g_k) + (1 − m) ⊙ x(μ)`` for every pair at ``level``."""
+        m = self.masks[level]
+        g = self.maps[level].index_select(0, self.row)
+        return torch.lerp(self.mean[level].index_select(0, self.mean_row), g, m)
+
+
+def _regions(R: RegionMaps | Maps, level: int) -> Tensor:
+    return R.at(level) if isinstance(R, RegionMaps) else R[level]
+
+
+def _init(module: nn.Module, out: nn.Linear) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    nn.init.normal_(out.weight, std=0.01)
+    nn.init.zeros_(out.bias)
+
+
+def _fc(sizes: Sequence[int], dropout: float, last_relu: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if last_relu or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class TrunkMCNN(nn.Module):
+    """The trunk M-CNN: ``model(I, R, group=None) -> (B, 5)`` = (c, t1..t4).
+
+    ``I``: level → N×k×s×s cached maps of the test images (N = B without ``group``; with ``group`` (B long),
+    pair b reads row ``group[b]`` and the I-term of every cross filter runs once per image, with gradients).
+    ``R``: the regions, a :class:`RegionMaps` or level → B×k×s×s explicit maps. Modules: ``cross`` (the two
+    same-level terms of Eq. 2 as one convolution over ``[x^I, x^R]``, with the bias), ``down`` (the stride-2
+    term from the previous cross level), ``fc`` and ``out``.
+    """
+
+    def __init__(self, cfg: TrunkConfig) -> None:
+        super().__init__()
+        if cfg.arch != "mcnn":
+            raise ValueError("TrunkMCNN needs arch='mcnn'; use TrunkSiamese for the baseline")
+        self.cfg = cfg
+        self.cross = nn.ModuleDict()
+        self.down = nn.ModuleDict()
+        prev = None
+        for j in sorted(cfg.cross_layers):
+            self.cross[str(j)] = nn.Conv2d(2 * cfg.in_channel(j), cfg.channel(j), 3, padding=1)
+            if prev is not None:
+                self.down[str(j)] = nn.Conv2d(cfg.channel(prev), cfg.channel(j), 3, stride=2, padding=1, bias=False)
+            prev = j
+        s5 = cfg.map_size(5)
+        self.fusion_channels = cfg.in_channel(5) + (cfg.channel(5) if cfg.cross_layers else 0)
+        self.fusion_dim = self.fusion_channels * s5 * s5
+        self.fc = _fc((self.fusion_dim, *cfg.fc_widths), cfg.dropout, last_relu=True)
+        self.out = nn.Linear(cfg.fc_widths[-1], cfg.n_outputs)
+        _init(self, self.out)
+
+    def cross_path(self, I: Maps, R: RegionMaps | Maps, group: Tensor | None = None) -> dict[int, Tensor]:
+        """Eq. (2) on the trunk for every cross level (ascending): {level: x^C_level}."""
+        xC: dict[int, Tensor] = {}
+        prev = None
+        for j in sorted(self.cfg.cross_layers):
+            conv = self.cross[str(j)]
+            k = self.cfg.in_channel(j)
+            zI = F.conv2d(I[j], conv.weight[:, :k], conv.bias, padding=1)  # the I-term, once per image
+            if group is not None:
+                zI = zI.index_select(0, group)
+            z = zI + F.conv2d(_regions(R, j), conv.weight[:, k:], None, padding=1)
+            if prev is not None:
+                z = z + self.down[str(j)](xC[prev])
+            xC[j] = F.relu(z)
+            prev = j
+        return xC
+
+    def forward(self, I: Maps, R: RegionMaps | Maps, group: Tensor | None = None) -> Tensor:
+        """(B, 5) for the pairs (I[b] or I[group[b]], R[b]); see the class docstring."""
+        xC = self.cross_path(I, R, group)
+        x5 = I[5] if group is None else I[5].index_select(0, group)
+        fused = (x5 - _regions(R, 5)).abs()
+        if 5 in xC:
+            fused = torch.cat([fused, xC[5]], dim=1)
+        return self.out(self.fc(torch.flatten(fused, 1)))
+
+
+class TrunkSiamese(nn.Module):
+    """The Siamese [2] baseline on the trunk: each image's level-5 map → flatten → fc (linear, shared),
+    ``|e(I) − e(g_kl)|`` → 5 outputs (called as :class:`TrunkMCNN`)."""
+
+    def __init__(self, cfg: TrunkConfig) -> None:
+        super().__init__()
+        if cfg.arch != "siamese":
+            raise ValueError("TrunkSiamese needs arch='siamese'")
+        self.cfg = cfg
+        s5 = cfg.map_size(5)
+        self.fusion_dim = cfg.in_channel(5) * s5 * s5
+        self.branch_fc = _fc((self.fusion_dim, *cfg.fc_widths), cfg.dropout, last_relu=False)
+        self.out = nn.Linear(cfg.fc_widths[-1], cfg.n_outputs)
+        _init(self, self.out)
+
+    def forward(self, I: Maps, R: RegionMaps | Maps, group: Tensor | None = None) -> Tensor:
+        """(B, 5) = (c, t1..t4); each test image embedded once with ``group``."""
+        eI = self.branch_fc(torch.flatten(I[5], 1))
+        if group is not None:
+            eI = eI.index_select(0, group)
+        return self.out((eI - self.branch_fc(torch.flatten(_regions(R, 5), 1))).abs())
+
+
+def trunk_model(config: TrunkConfig | dict[str, Any]) -> nn.Module:
+    """The model of a :class:`TrunkConfig` (or its ``to_dict()``)."""
+    if isinstance(config, dict):
+        config = TrunkConfig(**config)
+    return TrunkSiamese(config) if config.arch == "siamese" else TrunkMCNN(config)
+
+
+def trunk_macs(model: nn.Module) -> dict[str, float]:
+    """Forward multiply-adds: ``per_pair`` (the region terms of the cross filters, the stride-2 steps, the
+    fc layers; the Siamese's region embedding) and ``per_image`` (the I-terms; the Siamese's I embedding),
+    so a grouped batch of B_I images × B_R regions costs B_I·B_R·per_pair + B_I·per_image."""
+    cfg: TrunkConfig = model.cfg  # type: ignore[assignment]
+    per_image = per_pair = 0.0
+    for j in cfg.cross_layers:
+        s2, c, k = cfg.map_size(j) ** 2, cfg.channel(j), cfg.in_channel(j)
+        per_image += s2 * 9 * k * c
+        per_pair += s2 * 9 * k * c
+        if str(j) in model.down:  # type: ignore[operator]
+            per_pair += s2 * 9 * model.down[str(j)].in_channels * c  # type: ignore[index]
+    lin = [m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+    per_pair += float(sum(lin))
+    if cfg.arch == "siamese":
+        per_image += float(sum(lin[:-1]))
+    return {"per_pair": per_pair, "per_image": per_image}
