@@ -137,3 +137,45 @@ def test_a_false_assert_in_a_notebook_fails_nbval(tmp_path):
     failed = [ln for ln in res.stdout.splitlines() if ln.startswith("FAILED")]
     assert len(failed) == 1 and failed[0].startswith("FAILED nb_bad.ipynb::Cell 2")  # code cells count from 0, out[-3000:]
     assert "AssertionError" in res.stdout and "1 failed" in res.stdout and "passed" in res.stdout
+
+
+# -- chapters that read like chapters: short cells, short lines, a summary and exercises ----------------
+MAX_CODE_LINE = 100
+"""Longest code line in a notebook (rasbt's chapters stay under 88; the package's formatter allows 110)."""
+MAX_MEAN_MARKDOWN = 360
+"""Mean characters per markdown cell in a notebook (rasbt's ch04: about 265). A long explanation is several
+short cells, or a page under results/ or docs/ that the chapter links."""
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_cells_are_short(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    long = [(i, len(line)) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for line in c.source.splitlines() if len(line) > MAX_CODE_LINE]  # fmt: skip
+    assert not long, f"{path.name}: code lines over {MAX_CODE_LINE} characters (cell, length): {long}"
+    md = [len(c.source) for c in nb.cells if c.cell_type == "markdown"]
+    mean = sum(md) / len(md)
+    assert mean <= MAX_MEAN_MARKDOWN, (
+        f"{path.name}: markdown cells average {mean:.0f} characters (at most {MAX_MEAN_MARKDOWN}); "
+        "split long cells, or move a study to a linked page"
+    )
+    headings = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()]
+    assert "## Summary" in headings and "## Exercises" in headings, f"{path.name}: keep Summary and Exercises"
+
+
+def test_a_long_line_or_long_markdown_fails_the_check(tmp_path, monkeypatch):
+    """The check above reads what it should: a notebook with a 101-character code line, or markdown cells
+    averaging more than the bound, fails it."""
+    def chapter(code: str, markdown: str) -> Path:
+        p = tmp_path / "00_x.ipynb"
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(markdown), nbformat.v4.new_code_cell(code),
+                    nbformat.v4.new_markdown_cell("## Summary\n\n## Exercises")]  # fmt: skip
+        nbformat.write(nb, p)
+        return p
+
+    test_chapter_cells_are_short(chapter("x = 1", "# 00 · x"))
+    with pytest.raises(AssertionError, match="code lines over 100"):
+        test_chapter_cells_are_short(chapter("x = " + "1" * 97, "# 00 · x"))
+    with pytest.raises(AssertionError, match="markdown cells average"):
+        test_chapter_cells_are_short(chapter("x = 1", "a" * (3 * MAX_MEAN_MARKDOWN)))
