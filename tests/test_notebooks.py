@@ -179,3 +179,42 @@ def test_a_long_line_or_long_markdown_fails_the_check(tmp_path, monkeypatch):
         test_chapter_cells_are_short(chapter("x = " + "1" * 97, "# 00 · x"))
     with pytest.raises(AssertionError, match="markdown cells average"):
         test_chapter_cells_are_short(chapter("x = 1", "a" * (3 * MAX_MEAN_MARKDOWN)))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapters_name_the_package_as_it_is_laid_out(path: Path):
+    """A chapter imports each name from the module that defines it (no second home), and every
+    ``qparse_lite.x.y`` or ``qparse_lite/x/y.py`` its text names exists."""
+    import ast
+    import importlib
+    import re
+
+    nb = nbformat.read(path, as_version=4)
+    repo = NOTEBOOK_DIR.parent
+    wrong = []
+    for i, c in enumerate(nb.cells):
+        if c.cell_type == "code":
+            for node in ast.walk(ast.parse(c.source)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("qparse_lite"):
+                    mod = importlib.import_module(node.module)
+                    for alias in node.names:
+                        obj = getattr(mod, alias.name, None)
+                        home = getattr(obj, "__module__", node.module) if hasattr(obj, "__qualname__") else None
+                        if obj is None or (home and home != node.module):
+                            wrong.append(f"cell {i}: from {node.module} import {alias.name} (defined in {home})")
+        for ref in set(re.findall(r"qparse_lite/[\w/]+\.py", c.source)):
+            if not (repo / ref).is_file():
+                wrong.append(f"cell {i}: {ref} does not exist")
+        for ref in set(re.findall(r"qparse_lite(?:\.[A-Za-z_]\w*)+", c.source)):
+            parts, obj = ref.split("."), None
+            for k in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:k]))
+                except ImportError:
+                    continue
+                for attr in parts[k:]:
+                    obj = getattr(obj, attr, None)
+                break
+            if obj is None:
+                wrong.append(f"cell {i}: {ref} does not resolve")
+    assert wrong == [], f"{path.name}: " + "; ".join(wrong)
