@@ -84,7 +84,7 @@ class Profile:
     warmup: float = 0.03  # share of the steps with a linear lr warm-up (adamw / sgd with cosine)
     schedule: str = "auto"  # "auto" (sgd: ÷10 on plateau, adamw: cosine) | "cosine" | "plateau" | "constant"
     shift: float = 0.0  # random translation of I and g_k in training, fraction of S (paper: none; 0 = off)
-    disp_loss: str = "l2"  # displacement penalty ρ: "l2" (Eq. (1)) | "huber" | "l1" (qparse_lite.train.engine)
+    disp_loss: str = "l2"  # displacement penalty ρ: "l2" (Eq. (1)) | "huber" | "l1" (qparse_lite.train.loss)
     disp_weight: float = 1.0  # λ_t, weight of the displacement term (Eq. (1): 1)
     dropout: float = 0.0  # dropout after each hidden fc layer of the M-CNN (paper: not mentioned; 0 = none)
     threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
