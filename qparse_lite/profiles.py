@@ -156,6 +156,9 @@ PROFILES: dict[str, Profile] = {
         features="efficientnet-lite0-learned", feature_size=224, k_train=30, k_test=9, variant="mcnn", width=0.5, epochs=5,
         pairs_per_epoch=40_960, batch_size=128, lr=3e-3, optimizer="adamw", val_pairs=16_384,
         disp_loss="huber", label_power=0.5,  # chosen on the CCP val split: results/ccp/disp_head.md
+        # post-processing fallbacks: the values `qparse tune` chose on the CCP val split for this recipe
+        # (results/ccp/models/mcnn-oof/postprocess.json); the paper's are flags away (--xi1 0.8 --xi2 0.5 ...)
+        xi1=0.3, xi2=0.2, n_segments=0, displacement_scale=0.75, lt_n_segments=0,
     ),
     "atr": Profile(
         name="atr", dataset="atr", label_set="atr18", image_size=227, n_images=None,

@@ -52,16 +52,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_features(p,
                  help="retrieval features (default: the model's profile; for baselines the profile of the "
                         "corpus's dataset, e.g. efficientnet-lite0-learned)")  # fmt: skip
-    p.add_argument("--xi1", type=unit_float, default=None, help="label visibility threshold ξ1 (default: profile, 0.8)")
-    p.add_argument("--xi2", type=unit_float, default=None, help="rough foreground threshold ξ2 (default: profile, 0.5)")
+    p.add_argument("--xi1", type=unit_float, default=None,
+                   help="label visibility threshold ξ1 (default: MODEL/postprocess.json from `qparse tune`, else "
+                        "the run's profile; the paper: 0.8)")  # fmt: skip
+    p.add_argument("--xi2", type=unit_float, default=None,
+                   help="rough foreground threshold ξ2 (default: postprocess.json, else the profile; the paper: 0.5)")  # fmt: skip
     p.add_argument("--erosion", type=nonneg_int, default=None,
                    help="seed erosion size in px (default: 10 scaled to the image size)")  # fmt: skip
     p.add_argument("--superpixels", default="slic", choices=[*SUPERPIXEL_METHODS, "none"],
-                   help="superpixel smoothing (none: the paper's 'w/o ss' ablation)")  # fmt: skip
-    p.add_argument("--n-segments", type=nonneg_int, default=200, help="SLIC superpixels per image")
-    p.add_argument("--displacement-scale", type=nonneg_float, default=1.0,
-                   help="M-CNN: move each KNN box by this times the predicted displacement (1 = the paper; "
-                        "choose it on the validation split)")  # fmt: skip
+                   help="superpixel smoothing (none: the paper's 'w/o ss' ablation, as --n-segments 0)")  # fmt: skip
+    p.add_argument("--n-segments", type=nonneg_int, default=None,
+                   help="SLIC superpixels per image, 0 = none (default: postprocess.json, else the profile; "
+                        "label transfer: its own entry, else the profile's lt_n_segments)")  # fmt: skip
+    p.add_argument("--displacement-scale", type=nonneg_float, default=None,
+                   help="M-CNN: move each KNN box by this times the predicted displacement (default: "
+                        "postprocess.json, else the profile; 1 = the paper)")  # fmt: skip
     p.add_argument("--background", default="geodesic", choices=list(BACKGROUNDS),
                    help="background probability: geodesic distances from the seeds, or 1 - p_fg")  # fmt: skip
     p.add_argument("--fig5", action="store_true", help="also sweep K (Fig. 5)")
@@ -93,10 +98,15 @@ def _run(args: argparse.Namespace) -> int:
         corpus, args.out, method=args.method, model=args.model, split=args.split, k=args.k,
         features=args.features, device=get_device(args.device), xi1=args.xi1, xi2=args.xi2,
         erosion=args.erosion, superpixel_method=None if args.superpixels == "none" else args.superpixels,
-        n_segments=args.n_segments, background=args.background, fig5=args.fig5, limit=args.limit,
+        n_segments=0 if args.superpixels == "none" else args.n_segments, background=args.background, fig5=args.fig5, limit=args.limit,
         displacement_scale=args.displacement_scale, progress=progress(args),
         full_resolution=False if args.crop_level_only else None, data_root=args.data_root,
     )  # fmt: skip
+    post = res["run"].get("postprocess")
+    if post:  # each value and its source: flag / model (postprocess.json) / profile
+        from qparse_lite.parse.defaults import Resolved
+
+        print(Resolved(**post).describe())
     keys = ["accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"]
     rows = [{"method": res["method"], "scored at": f"crop ({res['run']['crop']}, {res['run']['size']} px)",
              **{k: res[k] for k in keys}}]  # fmt: skip

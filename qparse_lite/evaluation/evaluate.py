@@ -30,6 +30,7 @@ from qparse_lite.evaluation.reported import label_column
 from qparse_lite.io import atomic_save_png, atomic_write_text
 from qparse_lite.labels import LabelSet
 from qparse_lite.metrics import ConfusionMatrix, scores, table1_row, table2_row
+from qparse_lite.parse.defaults import resolve_postprocess
 from qparse_lite.retrieval.search import split_neighbours
 
 __all__ = ["evaluate_parser", "tables", "write_tables", "k_sweep", "make_parser_fn", "fig5_sweep", "plot_fig5", "evaluate", "parameter_sweep", "tune_postprocessing", "grid_edges", "FIG5_KS", "METHODS", "full_resolution_gt"]  # fmt: skip
@@ -234,8 +235,8 @@ def evaluate(
     corpus: Any, out: str | Path, *, method: str = "mcnn", model: str | Path | None = None, split: str = "test",
     k: int = 9, features: str | None = None, device: str = "cpu", xi1: float | None = None,
     xi2: float | None = None, erosion: int | None = None, superpixel_method: str | None = "slic",
-    n_segments: int = 200, background: str = "geodesic", fig5: bool = False, limit: int | None = None,
-    name: str | None = None, displacement_scale: float = 1.0, progress: bool | None = None,
+    n_segments: int | None = None, background: str = "geodesic", fig5: bool = False, limit: int | None = None,
+    name: str | None = None, displacement_scale: float | None = None, progress: bool | None = None,
     knn_dir: str | Path | None = None, full_resolution: bool | None = None, data_root: str | Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Evaluate a trained run (``method="mcnn"``, ``model`` = its folder) or a baseline on a corpus split.
@@ -245,8 +246,11 @@ def evaluate(
     ``paper_method`` naming the paper's row where there is one), ``scores.json`` (every metric) and, with
     ``fig5``, ``fig5.csv/.md`` and ``fig5.png`` (K ∈ :data:`FIG5_KS`). ``knn_dir``: where the neighbours and
     features are cached (default ``out/knn``; the cache is keyed by everything that changes it, so several
-    evaluations of one corpus can share one folder). ξ1, ξ2 and the erosion size default
-    to the run's profile (the paper's 0.8, 0.5 and 10 px at 227). Returns the scores with a ``run`` record.
+    evaluations of one corpus can share one folder). The erosion size defaults to the run's profile (10 px
+    at 227). ξ1, ξ2, ``n_segments`` (0 = no superpixel smoothing) and ``displacement_scale`` left at None are
+    resolved by :func:`qparse_lite.parse.defaults.resolve_postprocess` (the model's ``postprocess.json``, else
+    its profile; label transfer: its own entry); ``run.postprocess`` records each value and its source.
+    Returns the scores with a ``run`` record.
 
     ``full_resolution`` (default: whenever the corpus's source dataset can be opened, from its ``meta.json``
     or ``data_root``): also score every map pasted back into its photo (see the module docstring), written
@@ -264,7 +268,7 @@ def evaluate(
 
     t0 = time.perf_counter()
     out = Path(out)
-    parser, prof, variant = None, None, None
+    parser, prof, variant, post = None, None, None, None
     if method == "mcnn":
         if model is None:
             raise QparseError("qparse evaluate --method mcnn needs --model RUN (a qparse train folder)")
@@ -282,10 +286,15 @@ def evaluate(
                 f"{model}: trained on label set {meta['label_set']['name']}, the corpus {corpus.path} has "
                 f"{corpus.label_set.name}. Fix: evaluate on the corpus the model was trained with."
             )
+        post = resolve_postprocess("mcnn", prof, model, xi1=xi1, xi2=xi2, n_segments=n_segments,
+                                   displacement_scale=displacement_scale)  # fmt: skip
+        v = post.values
+        n_segments = int(v["n_segments"])
+        superpixel_method = superpixel_method if n_segments else None
         parser = MCNNParser(
-            net, tn, corpus, xi1=prof.xi1 if xi1 is None else xi1, xi2=prof.xi2 if xi2 is None else xi2,
-            erosion=prof.erosion_px if erosion is None else erosion, superpixel_method=superpixel_method,
-            n_segments=n_segments, background=background, device=device, displacement_scale=displacement_scale,
+            net, tn, corpus, xi1=v["xi1"], xi2=v["xi2"], erosion=prof.erosion_px if erosion is None else erosion,
+            superpixel_method=superpixel_method, n_segments=n_segments, background=background, device=device,
+            displacement_scale=v["displacement_scale"],
         )  # fmt: skip
         features = features or prof.features
     elif method == "parametric":
@@ -305,13 +314,21 @@ def evaluate(
         variant = "lraspp-efficientnet-lite0" + ("" if pcfg.pretrained else "-scratch")
     elif method not in METHODS:
         raise QparseError(f"unknown --method {method!r}; choose one of {', '.join(METHODS)}")
+    if method == "label-transfer":  # its own values: the model's postprocess.json, else the profile
+        from qparse_lite.parse.defaults import run_profile
+        from qparse_lite.profiles import profile_for_dataset
+
+        lt_prof = run_profile(model) if model else profile_for_dataset(str(corpus.meta.get("dataset", "synthetic")))
+        post = resolve_postprocess("label-transfer", lt_prof, model, n_segments=n_segments)
+        n_segments = int(post.values["n_segments"])
+        superpixel_method = superpixel_method if n_segments else None
     if features is None:  # a baseline: the features of the profile whose dataset the corpus holds
         from qparse_lite.profiles import features_for_dataset
 
         features = features_for_dataset(str(corpus.meta.get("dataset", "synthetic")))
     kmax = max(k, *FIG5_KS) if fig5 else k
     nb = None if method == "parametric" else split_neighbours(corpus, split, kmax, features, Path(knn_dir or out / "knn"))
-    fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments)
+    fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments or 200)
     idx = np.asarray(corpus.split(split))[:limit]
     full_gt = None
     if full_resolution or full_resolution is None:
@@ -368,7 +385,7 @@ def evaluate(
                 "erosion": getattr(parser, "erosion", None), "superpixels": superpixel_method,
                 "n_segments": n_segments, "background": background,
                 "displacement_scale": getattr(parser, "displacement_scale", None)},
-        wall_time_s=round(time.perf_counter() - t0, 2),
+        postprocess=post.record() if post else None, wall_time_s=round(time.perf_counter() - t0, 2),
     )  # fmt: skip
     atomic_write_json(out / "scores.json", json_safe({**sc, "method": label, "run": rec}))
     return {**sc, "method": label, "paper_method": paper, "run": rec}
@@ -406,6 +423,13 @@ def parameter_sweep(
     return pd.DataFrame(out)
 
 
+def _set_knob(parser: Any, name: str, value: Any) -> None:
+    """Set one post-processing value on a parser copy; ``n_segments`` 0 turns superpixel smoothing off."""
+    setattr(parser, name, value)
+    if name == "n_segments":
+        parser.superpixel_method = None if not value else (parser.superpixel_method or "slic")
+
+
 def grid_edges(chosen: dict[str, Any], grid: dict[str, Sequence[Any]]) -> list[str]:
     """The parameters of :func:`tune_postprocessing` whose chosen value is the smallest or largest of
     their grid — the optimum may lie beyond it, so the grid should be widened — except where that end is
@@ -432,7 +456,8 @@ def tune_postprocessing(
     """Choose post-processing parameters of an M-CNN parser on ``split`` (the **validation** split), one at a
     time in the order of ``grid`` (coordinate ascent: each parameter takes the value that maximises
     ``metric`` with the ones chosen before it fixed; ties keep the earlier value of its list, so list the
-    default first). The M-CNN runs once per image; only post-processing repeats.
+    default first). The M-CNN runs once per image; only post-processing repeats. ``n_segments`` 0 means no
+    superpixel smoothing (the "w/o ss" setting).
 
     Returns ``(chosen, table)``: the chosen value per parameter and one row per (parameter, value) tried.
     """
@@ -451,8 +476,8 @@ def tune_postprocessing(
         for v in values:
             p = copy.copy(parser)
             for n2, v2 in chosen.items():
-                setattr(p, n2, v2)
-            setattr(p, name, v)
+                _set_knob(p, n2, v2)
+            _set_knob(p, name, v)
             cm = ConfusionMatrix(corpus.label_set.num_labels)
             for i, image, nb, present, c, t in matched:
                 cm.update(p.postprocess(image, nb, present, c, t).labels, np.asarray(corpus.labels[i]))

@@ -1,0 +1,121 @@
+"""``qparse tune``: choose a run's post-processing on the validation split and store it with the model.
+
+The M-CNN's values (ξ1, the displacement scale, the SLIC segment count, ξ2; docs/paper.md §1.6-1.8) are
+chosen by coordinate ascent (:func:`qparse_lite.evaluation.evaluate.tune_postprocessing`), KNN label
+transfer's segment count by a sweep of its own (it has no model, but the same budget of choice is fair to
+it). Both go into ``RUN/postprocess.json`` (:func:`qparse_lite.parse.defaults.write_postprocess`), which
+``qparse evaluate`` and ``qparse parse`` read when no flag overrides a value. The test split is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qparse_lite.errors import QparseError
+from qparse_lite.evaluation.evaluate import evaluate_parser, grid_edges, make_parser_fn, tune_postprocessing
+from qparse_lite.evaluation.tables import json_safe
+from qparse_lite.parse.defaults import KNOBS, POSTPROCESS_FILE, run_profile, write_postprocess
+from qparse_lite.retrieval.search import split_neighbours
+from qparse_lite.runinfo import run_record
+
+__all__ = ["MCNN_GRID", "LT_GRID", "tune_run"]
+
+MCNN_GRID: dict[str, list[Any]] = {
+    "xi1": [0.8, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9],
+    "displacement_scale": [1.0, 0.0, 0.25, 0.5, 0.75, 1.25, 1.5],
+    "n_segments": [200, 50, 100, 400, 800, 1600, 0],
+    "xi2": [0.5, 0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6],
+}
+"""The M-CNN's values tried, in the order they are chosen; the paper's value first (ties keep it).
+``n_segments`` 0 = no superpixel smoothing. The ranges reach past the ends a first CCP tuning chose
+(``grid_edges`` in the file names any choice still at an end)."""
+
+LT_GRID: dict[str, list[Any]] = {"n_segments": [200, 50, 100, 400, 800, 1600, 0]}
+"""KNN label transfer's segment counts tried (200 first: the profile's untuned value; 0 = none)."""
+
+
+def tune_run(
+    model: str | Path, corpus: Any, *, split: str = "val", k: int | None = None, features: str | None = None,
+    methods: tuple[str, ...] = ("mcnn", "label-transfer"), device: str = "cpu", knn_dir: str | Path | None = None,
+    limit: int | None = None, progress: bool | None = None, write: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Choose the post-processing of the run in ``model`` (and of label transfer) on ``split`` of ``corpus``
+    and, with ``write``, store it in ``model/postprocess.json``.
+
+    ``k`` and ``features`` default to the run's profile (``k_test``, ``features``); ``knn_dir`` caches the
+    split's neighbours (default ``model/knn_tune``). Returns ``{method: entry}`` with each entry's chosen
+    ``values``, ``score`` (the chosen setting's Table 1 metrics), ``table`` (every value tried), ``grid`` and
+    ``grid_edges``; ``run`` is the shared run record.
+
+    Raises:
+        QparseError: ``split`` is ``test``, an unknown method, or a run trained on another label set.
+    """
+    import torch
+
+    from qparse_lite.parse.parser import MCNNParser
+    from qparse_lite.train.checkpoint import load_model
+
+    if split == "test":
+        raise QparseError("qparse tune: choosing post-processing on the test split would fit it to the numbers it "
+                          "is scored by. Fix: --split val")  # fmt: skip
+    bad = [m for m in methods if m not in KNOBS]
+    if bad:
+        raise QparseError(f"qparse tune: no tunable post-processing for {bad}; choose from {', '.join(KNOBS)}")
+    if write and limit is not None:
+        raise QparseError("qparse tune: --limit scores part of the split, so its choice is not stored. Fix: drop "
+                          "--limit, or add --dry-run")  # fmt: skip
+    t0 = time.perf_counter()
+    model = Path(model)
+    prof = run_profile(model)
+    k = prof.k_test if k is None else k
+    features = features or prof.features
+    nb = split_neighbours(corpus, split, k, features, Path(knn_dir or model / "knn_tune"))
+    out: dict[str, Any] = {}
+    if "mcnn" in methods:
+        net, tn, meta = load_model(model, map_location=device)
+        if meta["label_set"]["names"] != list(corpus.label_set.names):
+            raise QparseError(f"{model}: trained on label set {meta['label_set']['name']}, the corpus {corpus.path} "
+                              f"has {corpus.label_set.name}. Fix: tune on the corpus the model was trained with.")  # fmt: skip
+        parser = MCNNParser(net, tn, corpus, xi1=prof.xi1, xi2=prof.xi2, erosion=prof.erosion_px, device=device,
+                            n_segments=prof.n_segments, displacement_scale=prof.displacement_scale)  # fmt: skip
+        with torch.inference_mode():
+            chosen, table = tune_postprocessing(parser, corpus, split, nb, MCNN_GRID, k=k, limit=limit,
+                                                progress=progress)  # fmt: skip
+        rows = table.to_dict("records")
+        last = list(MCNN_GRID)[-1]
+        best = next(r for r in rows if r["parameter"] == last and r["value"] == chosen[last])
+        out["mcnn"] = {"values": {n: chosen[n] for n in KNOBS["mcnn"]}, "score": _metrics(best), "table": rows,
+                       "grid": MCNN_GRID, "grid_edges": grid_edges(chosen, MCNN_GRID)}  # fmt: skip
+    if "label-transfer" in methods:
+        idx = np.asarray(corpus.split(split))[:limit]
+        rows = []
+        for ns in LT_GRID["n_segments"]:
+            fn = make_parser_fn("label-transfer", corpus, split, nb, k, None, "slic" if ns else None, ns or 200)
+            sc = evaluate_parser(fn, corpus, idx, corpus.label_set, desc=f"label transfer, {ns} segments",
+                                 progress=progress)  # fmt: skip
+            rows.append({"parameter": "n_segments", "value": ns, **_metrics(sc)})
+        best = max(rows, key=lambda r: r["avg_f1"])  # ties keep the earlier value
+        out["label-transfer"] = {"values": {"n_segments": best["value"]}, "score": _metrics(best), "table": rows,
+                                 "grid": LT_GRID, "grid_edges": grid_edges({"n_segments": best["value"]}, LT_GRID)}  # fmt: skip
+    rec = run_record(
+        stage="tune", profile=prof.name, seed=prof.seed, model=str(model), corpus=str(corpus.path),
+        dataset=(corpus.meta or {}).get("dataset"), dataset_version=(corpus.meta or {}).get("version"),
+        split=split, k=k, features=features, images=len(np.asarray(corpus.split(split))[:limit]),
+        method="coordinate ascent in grid order (qparse_lite.evaluation.evaluate.tune_postprocessing)",
+        wall_time_s=time.perf_counter() - t0,
+    )  # fmt: skip
+    if write:
+        for method, entry in out.items():
+            write_postprocess(model, method, entry["values"], split=split, grid=entry["grid"],
+                              table=json_safe(entry["table"]), score=json_safe(entry["score"]),
+                              record={**rec, "grid_edges": entry["grid_edges"]})  # fmt: skip
+    return {**out, "run": rec, "file": str(model / POSTPROCESS_FILE) if write else None}
+
+
+def _metrics(row: dict[str, Any]) -> dict[str, float]:
+    keys = ("accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1")
+    return {k: float(row[k]) for k in keys}
