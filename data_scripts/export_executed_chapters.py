@@ -103,6 +103,23 @@ def scrubber(run_dir: Path, data_root: str | None = None, repo: Path = REPO) -> 
     return scrub
 
 
+_LINK = re.compile(r"(!?\[[^\]]*\])\(([^)\s]+)\)")
+
+
+def relink(markdown: str, src_dir: Path, dst_dir: Path) -> str:
+    """Rewrite the relative Markdown links of a text written in ``src_dir`` so they work from ``dst_dir``."""
+
+    def fix(m: re.Match[str]) -> str:
+        target = m.group(2)
+        if re.match(r"^([a-z][a-z0-9+.-]*:|#|/)", target, re.I):  # a URL, an anchor or an absolute path
+            return m.group(0)
+        path, _, anchor = target.partition("#")
+        new = os.path.relpath(os.path.normpath(os.path.join(src_dir, path)), dst_dir)
+        return f"{m.group(1)}({Path(new).as_posix()}{'#' + anchor if anchor else ''})"
+
+    return _LINK.sub(fix, markdown)
+
+
 def is_photographic(img: Image.Image) -> bool:
     """True when the image has more than :data:`PHOTO_COLOURS` distinct RGB colours (a photo, not a plot)."""
     rgb = np.asarray(img.convert("RGB")).reshape(-1, 3).astype(np.uint32)
@@ -149,6 +166,8 @@ def export_notebook(
     counts = {"images": 0, "photos": 0}
     for cell in nb.cells:
         cell.source = scrub(cell.source)
+        if cell.cell_type == "markdown":
+            cell.source = relink(cell.source, REPO / "notebooks", dst.parent)
         for key in ("papermill", "execution"):
             cell.metadata.pop(key, None)
         if cell.cell_type != "code":

@@ -179,3 +179,12 @@ def test_an_unfinished_run_is_refused(tmp_path):
         exp.export_run(run, tmp_path / "out")
     with pytest.raises(QparseError, match="no executed notebooks"):
         exp.export_run(tmp_path, tmp_path / "out")
+
+
+def test_relative_links_follow_the_copy(tmp_path):
+    src, dst = tmp_path / "notebooks", tmp_path / "results" / "ccp" / "notebooks"
+    md = "see [the budget](../results/ccp/size_budget.md#top), [web](https://x.org/a) and [here](#sec)"
+    assert exp.relink(md, src, dst) == (
+        "see [the budget](../size_budget.md#top), [web](https://x.org/a) and [here](#sec)"
+    )
+    assert exp.relink("![f](fig.png)", src, dst) == "![f](../../../notebooks/fig.png)"

@@ -22,7 +22,7 @@ def _name(req: str) -> str:
 def test_environment_yml_lists_every_dependency():
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted = {_name(r) for r in meta["dependencies"]}
-    for extra in ("notebooks", "dev"):
+    for extra in ("notebooks", "dev", "book"):
         wanted |= {_name(r) for r in meta["optional-dependencies"][extra]}
     env = (REPO / "environment.yml").read_text()
     listed = {_name(m.group(1)) for m in re.finditer(r"^\s+- ([A-Za-z0-9_.\-\[\]]+[^\n]*)$", env, re.M)}
