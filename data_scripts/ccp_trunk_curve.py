@@ -1,0 +1,108 @@
+"""Compute curve of the trunk M-CNN family on CCP (issue 30): `qparse train` at several budgets, one job at a time.
+
+    python data_scripts/ccp_trunk_curve.py run --corpus CORPUS --knn KNN_TRAIN --val-knn KNN_VAL \\
+        --runs RUNS --variant trunk-cross54 --epochs 1 2 5 10 30 [--set FIELD=VALUE ...]
+    python data_scripts/ccp_trunk_curve.py collect --runs RUNS --presence PRESENCE_JSON --out results/ccp/trunk
+
+``run`` trains one run folder per budget (``RUNS/<variant>-e<E>``: the ccp profile with ``--epochs E``, i.e.
+E × 40,960 pairs with its own cosine schedule), 1 thread, sequentially, and records each command and its wall
+time in ``RUNS/commands.json``. ``collect`` writes ``curve.csv`` and ``curve.md``: per budget the validation
+per-label AUC of ĉ_l (``final_val.val_auc_macro``), the pooled label-level AUC, the displacement error and
+its share below the trivial predictor's, the training seconds — beside the frozen presence head's per-label
+AUC on the same validation split (``PRESENCE_JSON``, from the retrieval head of the corpus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from qparse_lite.io import atomic_write_json, atomic_write_text
+
+
+def run(a: argparse.Namespace) -> None:
+    runs = Path(a.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    log_path = runs / "commands.json"
+    done = json.loads(log_path.read_text()) if log_path.is_file() else []
+    for e in a.epochs:
+        out = runs / f"{a.variant}-e{e}{a.tag}"
+        cmd = ["qparse", "train", "--profile", "ccp", "--variant", a.variant, "--corpus", a.corpus, "--knn", a.knn,
+               "--val-knn", a.val_knn, "--epochs", str(e), "--threads", "1", "--out", str(out), "--no-progress",
+               *[x for s in a.set for x in ("--set", s)]]  # fmt: skip
+        if (out / "run.json").is_file():
+            continue
+        t0 = time.perf_counter()
+        r = subprocess.run([str(Path(sys.executable).parent / "qparse"), *cmd[1:]], check=False)
+        done.append({"command": shlex.join(cmd), "wall_s": round(time.perf_counter() - t0, 1), "rc": r.returncode})
+        atomic_write_json(log_path, done)
+
+
+def collect(a: argparse.Namespace) -> None:
+    runs, out = Path(a.runs), Path(a.out)
+    presence = json.loads(Path(a.presence).read_text()) if a.presence else {}
+    cmds: dict[str, dict] = {}
+    log = json.loads((runs / "commands.json").read_text()) if (runs / "commands.json").is_file() else []
+    for c in log:
+        parts = shlex.split(c["command"])
+        cmds[Path(parts[parts.index("--out") + 1]).name] = c
+    rows = []
+    for d in sorted(runs.iterdir()):
+        if not (d / "run.json").is_file():
+            continue
+        r = json.loads((d / "run.json").read_text())
+        fv = r["final_val"]
+        rows.append({
+            "run": d.name, "variant": r["variant"], "epochs": r["epochs_done"], "pairs": fv["pairs_seen"],
+            "val_auc_macro": round(fv["val_auc_macro"], 4), "val_auc": round(fv["val_auc"], 4),
+            "val_auc_vote_macro": round(fv["val_auc_vote_macro"], 4),
+            "val_disp_err": round(fv["val_disp_err"], 5), "val_disp_err_trivial": round(fv["val_disp_err_trivial"], 5),
+            "disp_err_below_trivial": round(fv["disp_err_below_trivial"], 4),
+            "presence_head_val_auc_macro": round(presence.get("val", {}).get("auc_macro", float("nan")), 4),
+            "train_s": r.get("train_s"), "wall_s": cmds.get(d.name, {}).get("wall_s"),
+            "command": cmds.get(d.name, {}).get("command", ""),
+        })  # fmt: skip
+    rows.sort(key=lambda x: (x["variant"], x["pairs"]))
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "curve.csv", buf.getvalue())
+    lines = ["| run | pairs | val AUC per label | (vote) | presence head | val AUC pooled | disp err | below trivial | train s | wall s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for x in rows:
+        lines.append(f"| {x['run']} | {x['pairs']:,} | {x['val_auc_macro']:.3f} | {x['val_auc_vote_macro']:.3f} | "
+                     f"{x['presence_head_val_auc_macro']:.3f} | {x['val_auc']:.3f} | {x['val_disp_err']:.4f} | "
+                     f"{100 * x['disp_err_below_trivial']:.1f} % | {x['train_s']:.0f} | {x['wall_s'] or ''} |")  # fmt: skip
+    atomic_write_text(out / "curve.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    for name in ("--corpus", "--knn", "--val-knn", "--runs", "--variant"):
+        r.add_argument(name, required=True)
+    r.add_argument("--epochs", type=int, nargs="+", required=True)
+    r.add_argument("--set", action="append", default=[])
+    r.add_argument("--tag", default="", help="suffix of the run folders (e.g. -seed1)")
+    c = sub.add_parser("collect")
+    c.add_argument("--runs", required=True)
+    c.add_argument("--presence", default=None)
+    c.add_argument("--out", required=True)
+    a = p.parse_args()
+    (run if a.cmd == "run" else collect)(a)
+
+
+if __name__ == "__main__":
+    main()
