@@ -80,7 +80,7 @@ def test_train_evaluate_and_exact_resume(tiny_run, tmp_path):
     got = read_label_png(tmp_path / "eval" / "pred" / f"{ids[0]}.png")
     assert got.shape == (corpus.size, corpus.size)
     assert (tmp_path / "eval" / "table1.csv").is_file()
-    with pytest.raises(QparseError, match="another config"):
+    with pytest.raises(QparseError, match=r"cannot resume with other settings \(epochs: \d+ in the checkpoint, 3 now\)"):
         train_parametric(corpus, tmp_path / "full", _cfg(corpus, epochs=3), progress=False, resume=True)
 
 

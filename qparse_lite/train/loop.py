@@ -41,7 +41,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -192,8 +192,10 @@ def _load_for_resume(
     ck = load_checkpoint(
         ck_path, dev, fix=f"delete {ck_path} and train again without --resume, or restore the file from a copy"
     )  # fmt: skip
+    # a field the kit added after the run started had its default value in that run
+    saved = {**{f.name: f.default for f in fields(Profile) if f.default is not MISSING}, **ck["profile"]}
     check_resume(
-        ck_path, _settings(ck["profile"], ck["variant"], ck.get("holdout")),
+        ck_path, _settings(saved, ck["variant"], ck.get("holdout")),
         _settings(prof.to_dict(), resolve_variant(variant), holdout_label), ignore=RESUME_IGNORES,
         fix="resume with the settings the run started with (see its run.json), or train into another --out",
     )  # fmt: skip

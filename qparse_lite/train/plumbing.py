@@ -114,7 +114,7 @@ def read_log_rows(path: str | Path) -> list[dict[str, str]]:
 # -- checkpoints --------------------------------------------------------------------------------------
 
 
-def _disk_full(e: BaseException) -> bool:
+def _disk_full(e: BaseException | None) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -144,8 +144,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], *, resume_command: 
                     f"{path}: the checkpoint read back ({len(back)} bytes) differs from the one written "
                     f"({len(data)} bytes); the previous checkpoint is kept. Fix: check the disk of {path.parent}."
                 )
-    except OSError as e:
-        if not _disk_full(e):
+    except (OSError, QparseError) as e:  # qparse_lite.io reports a full disk as a QparseError caused by the OSError
+        if not _disk_full(e if isinstance(e, OSError) else e.__cause__):
             raise
         free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
         then = f", then {resume_command}" if resume_command else ""
