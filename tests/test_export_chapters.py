@@ -188,3 +188,26 @@ def test_relative_links_follow_the_copy(tmp_path):
         "see [the budget](../size_budget.md#top), [web](https://x.org/a) and [here](#sec)"
     )
     assert exp.relink("![f](fig.png)", src, dst) == "![f](../../../notebooks/fig.png)"
+
+
+def test_solutions_notebook_follows_the_notebook_rules():
+    """notebooks/solutions.ipynb: stored without outputs, the five parameters, a section per chapter; nbval
+    runs it (make test's glob is the folder) but qparse reproduce does not (it lists NN_*.ipynb only)."""
+    from qparse_lite.pipeline.reproduce import NOTEBOOK_DIR, list_notebooks
+
+    path = NOTEBOOK_DIR / "solutions.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    names = [line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line]
+    assert names == ["profile", "data_root", "device", "seed", "output_dir"]
+    headings = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    chapters = list_notebooks()
+    assert path not in chapters
+    for ch in chapters:
+        assert f"## {ch.stem[:2]} ·" in headings, f"solutions.ipynb has no section for {ch.name}"
+    makefile = (NOTEBOOK_DIR.parent / "Makefile").read_text()
+    assert "-p no:randomly notebooks/\n" in makefile  # nbval collects every notebook of the folder
