@@ -41,7 +41,9 @@ def stage_figure(results: Path, ids: list[str] | None = None, n: int = 2) -> Pat
     gt_dir = results / "gt"
     missing = [d for d in STAGES.values() if not (results / d).is_dir()]
     if missing:
-        raise SystemExit(f"{results}: missing {', '.join(missing)}. Fix: pass the committed results/ccp folder.")
+        raise SystemExit(
+            f"{results}: missing {', '.join(missing)}. Fix: pass the committed results/ccp folder."
+        )
     if not ids:
         names = sorted(p.stem for p in gt_dir.glob("*.png"))
         ids = sorted(names, key=lambda x: (-len(np.unique(read_label_png(gt_dir / f"{x}.png"))), x))[:n]
