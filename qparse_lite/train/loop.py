@@ -273,7 +273,8 @@ def _setup(
 ) -> _Run:  # fmt: skip
     """The data (rank 0 prepares the corpus and KNN tables, the others wait and read), the training and
     validation pair samplers, the model and its optimiser."""
-    from qparse_lite.model.mcnn import build_model
+    from qparse_lite.model.mcnn import build_model, variant_family
+    from qparse_lite.train.trunk_pairs import trunk_setup
 
     def inputs() -> tuple[Any, np.ndarray, np.ndarray]:
         c = ensure_corpus(prof, out, corpus, data_root)
@@ -306,7 +307,10 @@ def _setup(
     k_val = min(prof.k_test, int(knn_va.shape[1]))
     val = val_set(val_sampler, k_val, prof.val_pairs, prof.seed + VAL_SEED_OFFSET, prof.xi1)
 
-    model = build_model(variant, input_size=int(corp.size), width=prof.width, dropout=prof.dropout).to(dev)
+    if variant_family(variant) == "trunk":  # issue 30: the trunk family trains on the corpus's cached trunk maps
+        model, sampler, val_sampler = trunk_setup(prof, variant, corp, sampler, val_sampler, dev)
+    else:
+        model = build_model(variant, input_size=int(corp.size), width=prof.width, dropout=prof.dropout).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt, sched, per_step = build_optimizer(
