@@ -8,7 +8,7 @@
 ``ccp``    the real-data reproduction on Clothing Co-Parsing (coarse labels); its training is a CPU budget
            of 5 × 40,960 pairs (AdamW, grouped batches, 1 thread): one model takes 20-23 min of one core
            with a second job on the other (measured: 1,213-1,377 s at load ≈ 3 on 2 cores), and the
-           notebooks train two side by side (``experiment.parallel_jobs``: cores ÷ threads), so the 7
+           notebooks train two side by side (``pipeline.scheduler.parallel_jobs``: cores ÷ threads), so the 7
            Table 1 models cost about 4 model-times of wall clock. On a GPU:
            ``budget="gpu"`` (``qparse train --profile ccp --set budget=gpu --device cuda``) — the paper's
            SGD at lr 5e-4 for 30 × 200,000 pairs (:data:`GPU_BUDGET`). Its displacement term is the

@@ -56,7 +56,7 @@ def test_train_many_side_by_side_gives_the_models_of_one_at_a_time(tmp_path):
     """Two models trained in two worker processes equal the same models trained in this process."""
     import torch
 
-    from qparse_lite.pipeline.workspace import parallel_jobs
+    from qparse_lite.pipeline.scheduler import parallel_jobs
 
     par = Workspace("quick", output_dir=tmp_path / "par", device="cpu", **SMALL)
     lines: list[str] = []

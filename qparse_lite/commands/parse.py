@@ -130,15 +130,14 @@ def _detector_names() -> list[str]:
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from qparse_lite.data.crops import corpus_crop
     from qparse_lite.data.photo import read_photo
     from qparse_lite.data.prepare import Corpus
     from qparse_lite.errors import QparseError
     from qparse_lite.io import atomic_save_image, atomic_write_json
     from qparse_lite.parse.parser import MCNNParser, overlay, parse_photo
-    from qparse_lite.profiles import Profile
-    from qparse_lite.retrieval.features import corpus_features, get_extractor
+    from qparse_lite.retrieval.features import corpus_features
     from qparse_lite.runinfo import get_device
-    from qparse_lite.train.checkpoint import load_model
 
     out = Path(args.out)
     names_of = output_names(args.images)  # checked before any work: unique, never an input photo
@@ -146,36 +145,15 @@ def _run(args: argparse.Namespace) -> int:
     apply_threads(args)
     device = get_device(args.device)
     corpus = Corpus.load(args.corpus)
-    net, tn, meta = load_model(args.model, map_location=device)
-    prof = Profile(**meta["profile"])
-    if meta["label_set"]["names"] != list(corpus.label_set.names):
-        raise QparseError(f"{args.model}: trained on another label set than {args.corpus}. Fix: use its corpus.")
-    from qparse_lite.data.crops import check_crop, corpus_crop
-
-    check_crop(meta["crop"], corpus, str(args.model),
-               f"pass the corpus it was trained on (qparse prepare --crop {meta['crop']}) as --corpus")  # fmt: skip
-
-    from qparse_lite.parse.defaults import resolve_postprocess
-
-    post = resolve_postprocess("mcnn", prof, args.model, xi1=args.xi1, xi2=args.xi2, n_segments=args.n_segments,
-                               displacement_scale=args.displacement_scale)  # fmt: skip
-    print(post.describe(), file=sys.stderr)
-    v = post.values
-    parser = MCNNParser(
-        net, tn, corpus, xi1=v["xi1"], xi2=v["xi2"], erosion=prof.erosion_px, device=device,
-        superpixel_method="slic" if v["n_segments"] else None, n_segments=int(v["n_segments"]) or 200,
-        displacement_scale=v["displacement_scale"],
+    parser = MCNNParser.from_run(
+        args.model, corpus, device=device, xi1=args.xi1, xi2=args.xi2, n_segments=args.n_segments,
+        displacement_scale=args.displacement_scale,
+        fix="pass the corpus it was trained on (qparse prepare --crop {crop}) as --corpus",
     )  # fmt: skip
-    features = args.features or prof.features
-    if features == "oracle":
-        raise QparseError("oracle features need ground truth; a photo has none. Fix: --features hog-color")
-    head = Path(args.model) / "retrieval_head.pt"  # a learned retrieval head shipped with the model
-    if features == "efficientnet-lite0-learned" and head.is_file():
-        extractor = get_extractor(features, head=head, device=device)
-    elif features.startswith("efficientnet"):
-        extractor = get_extractor(features, corpus=corpus, device=device)
-    else:
-        extractor = get_extractor(features, corpus=corpus)
+    post = parser.resolved
+    print(post.describe(), file=sys.stderr)
+    features = args.features or parser.profile.features
+    extractor = parser.photo_extractor(features)
     from qparse_lite.data.person import PERSON_HEAD_FILE, get_detector
 
     person_head = Path(args.model) / PERSON_HEAD_FILE

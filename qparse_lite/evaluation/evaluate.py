@@ -273,29 +273,16 @@ def evaluate(
         if model is None:
             raise QparseError("qparse evaluate --method mcnn needs --model RUN (a qparse train folder)")
         from qparse_lite.parse.parser import MCNNParser
-        from qparse_lite.profiles import Profile
-        from qparse_lite.train.checkpoint import load_model
 
-        net, tn, meta = load_model(model, map_location=device)
-        check_crop(meta["crop"], corpus, str(model), "evaluate it on a corpus prepared with "
-                   f"qparse prepare --crop {meta['crop']}, or train a model on this corpus")
-        prof = Profile(**meta["profile"])
-        variant = meta["variant"]
-        if meta["label_set"]["names"] != list(corpus.label_set.names):
-            raise QparseError(
-                f"{model}: trained on label set {meta['label_set']['name']}, the corpus {corpus.path} has "
-                f"{corpus.label_set.name}. Fix: evaluate on the corpus the model was trained with."
-            )
-        post = resolve_postprocess("mcnn", prof, model, xi1=xi1, xi2=xi2, n_segments=n_segments,
-                                   displacement_scale=displacement_scale)  # fmt: skip
-        v = post.values
-        n_segments = int(v["n_segments"])
-        superpixel_method = superpixel_method if n_segments else None
-        parser = MCNNParser(
-            net, tn, corpus, xi1=v["xi1"], xi2=v["xi2"], erosion=prof.erosion_px if erosion is None else erosion,
-            superpixel_method=superpixel_method, n_segments=n_segments, background=background, device=device,
-            displacement_scale=v["displacement_scale"],
+        parser = MCNNParser.from_run(
+            model, corpus, device=device, xi1=xi1, xi2=xi2, n_segments=n_segments,
+            displacement_scale=displacement_scale, erosion=erosion, superpixel_method=superpixel_method,
+            background=background,
+            fix="evaluate it on a corpus prepared with qparse prepare --crop {crop}, or train a model on this corpus",
         )  # fmt: skip
+        prof, variant, post = parser.profile, parser.meta["variant"], parser.resolved
+        n_segments = int(post.values["n_segments"])
+        superpixel_method = parser.superpixel_method
         features = features or prof.features
     elif method == "parametric":
         if model is None:

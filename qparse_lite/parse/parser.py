@@ -19,6 +19,7 @@ For a test image I and its K nearest corpus images g_1..g_K:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,83 @@ class MCNNParser:
         self.device, self.batch_size = device, batch_size
         self._to_input = image_to_input
         self.mean = torch.from_numpy(np.array(corpus.mean, np.float32)).to(device).permute(2, 0, 1)
+        # set by from_run: the run folder, its Profile, the checkpoint's metadata, the resolved post-processing
+        self.run: Path | None = None
+        self.profile: Any = None
+        self.meta: dict[str, Any] = {}
+        self.resolved: Any = None
+
+    @classmethod
+    def from_run(
+        cls, run: str | Path, corpus: Any, *, device: str = "cpu", xi1: float | None = None,
+        xi2: float | None = None, n_segments: int | None = None, displacement_scale: float | None = None,
+        erosion: int | None = None, superpixel_method: str | None = "slic", background: str = "geodesic",
+        batch_size: int = 2048, fix: str | None = None,
+    ) -> MCNNParser:  # fmt: skip
+        """The parser of a trained run folder (``qparse train``, a notebook's ``models/<variant>``): the kit's
+        one way from a run to a parser (``qparse evaluate``, ``qparse parse``, ``Workspace.parser``).
+
+        Loads the checkpoint (:func:`qparse_lite.train.checkpoint.load_model`), refuses a ``corpus`` of another
+        label set or crop mode (``fix``: the remedy the message proposes; ``{crop}`` in it is the run's crop mode), warns when the run stopped before
+        its profile's epochs, and resolves the post-processing values (ξ1, ξ2, superpixels, displacement
+        scale) by :func:`qparse_lite.parse.defaults.resolve_postprocess`: an argument that is not None, else
+        the run's ``postprocess.json``, else its profile; ``erosion`` defaults to the profile's. With
+        ``n_segments`` 0 there is no superpixel smoothing. The parser keeps ``run``, ``profile`` (the run's
+        :class:`~qparse_lite.profiles.Profile`), ``meta`` (the checkpoint's) and ``resolved`` (the
+        post-processing values resolved, with the source of each: a ``parse.defaults.Resolved``).
+        """
+        import warnings
+
+        from qparse_lite.data.crops import check_crop
+        from qparse_lite.errors import QparseError
+        from qparse_lite.parse.defaults import resolve_postprocess
+        from qparse_lite.profiles import Profile
+        from qparse_lite.train.checkpoint import load_model
+
+        net, tn, meta = load_model(run, map_location=device)
+        fix = (fix or "use the corpus the model was trained with (qparse prepare --crop {crop})").format(crop=meta["crop"])
+        check_crop(meta["crop"], corpus, str(run), fix)
+        if meta["label_set"]["names"] != list(corpus.label_set.names):
+            raise QparseError(
+                f"{run}: trained on label set {meta['label_set']['name']}, the corpus "
+                f"{getattr(corpus, 'path', '(in memory)')} has {corpus.label_set.name}. Fix: {fix}."
+            )
+        known = set(Profile.__dataclass_fields__)  # a field an older kit had and this one dropped is ignored
+        prof = Profile(**{k: v for k, v in meta["profile"].items() if k in known})
+        if int(meta["epoch"]) < prof.epochs:
+            warnings.warn(
+                f"{run}: an incomplete run, trained {meta['epoch']} of its {prof.epochs} epochs (interrupted?); "
+                f"its scores are not those of the finished model. Fix: finish it with the qparse train command "
+                f"that made it plus --resume.",
+                stacklevel=2,
+            )
+        post = resolve_postprocess("mcnn", prof, run, xi1=xi1, xi2=xi2, n_segments=n_segments,
+                                   displacement_scale=displacement_scale)  # fmt: skip
+        v = post.values
+        parser = cls(
+            net, tn, corpus, xi1=v["xi1"], xi2=v["xi2"], erosion=prof.erosion_px if erosion is None else erosion,
+            superpixel_method=superpixel_method if int(v["n_segments"]) else None, n_segments=int(v["n_segments"]),
+            background=background, device=device, batch_size=batch_size, displacement_scale=v["displacement_scale"],
+        )  # fmt: skip
+        parser.run, parser.profile, parser.meta, parser.resolved = Path(run), prof, meta, post
+        return parser
+
+    def photo_extractor(self, features: str | None = None) -> Any:
+        """The retrieval features for photos parsed with this run's parser (made by :meth:`from_run`):
+        ``features`` (default: the run's profile's); ``efficientnet-lite0-learned`` uses the head shipped in
+        the run folder (``retrieval_head.pt``) when there is one, else the one trained on the corpus."""
+        from qparse_lite.errors import QparseError
+        from qparse_lite.retrieval.features import get_extractor
+
+        features = features or self.profile.features
+        if features == "oracle":
+            raise QparseError("oracle features need ground truth; a photo has none. Fix: --features hog-color")
+        head = self.run / "retrieval_head.pt"
+        if features == "efficientnet-lite0-learned" and head.is_file():
+            return get_extractor(features, head=head, device=self.device)
+        if features.startswith("efficientnet"):
+            return get_extractor(features, corpus=self.corpus, device=self.device)
+        return get_extractor(features, corpus=self.corpus)
 
     # -- stage 1: the M-CNN over all K×L pairs --------------------------------------------------------
     @torch.no_grad()

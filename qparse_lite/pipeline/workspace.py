@@ -27,46 +27,14 @@ import numpy as np
 
 from qparse_lite.errors import QparseError
 from qparse_lite.io import atomic_path, atomic_write_text
+from qparse_lite.pipeline.scheduler import mcnn_job, parallel_jobs, parametric_job, run_side_by_side
 from qparse_lite.profiles import Profile, get_profile
 from qparse_lite.runinfo import PACKAGE_ROOT, get_device, set_seed
 
-__all__ = ["Workspace", "default_output_dir", "parallel_jobs", "validate_parameters", "CCP_ROOT_ENV"]
+__all__ = ["Workspace", "default_output_dir", "validate_parameters", "CCP_ROOT_ENV"]
 
 #: Environment variable naming a CCP folder, the default ``data_root`` of the ccp profile.
 CCP_ROOT_ENV = "QPARSE_CCP_ROOT"
-
-
-def parallel_jobs(profile: Profile, device: str = "cpu", n: int | None = None) -> int:
-    """How many trainings :meth:`Workspace.train_many` runs at once.
-
-    On the CPU a training of the quick/ccp profiles uses ``profile.threads`` torch threads (1: grouped
-    batches of small convolutions gain little from a second thread), so the free cores train that many
-    models side by side: ``cores // threads`` (2 on the 2-core machine the ccp profile is sized for). On
-    a GPU, or with torch's default threads (``threads = 0``, the GPU budget), one at a time. ``n`` caps it
-    (the number of models left to train). Every training is seeded on its own, so running them side by
-    side changes their wall time, not their results.
-    """
-    if device.startswith("cuda") or profile.threads <= 0:
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    jobs = max(1, cores // profile.threads)
-    return max(1, min(jobs, n)) if n is not None else jobs
-
-
-def _train_job(out: str, profile: Profile, data_root: str | None, device: str, variant: str,
-               holdout_label: str | None) -> str:  # fmt: skip
-    """One training of :meth:`Workspace.train_many`, in its own process (module level: picklable)."""
-    ws = Workspace(profile, output_dir=out, data_root=data_root, device=device)
-    return str(ws.train(variant, holdout_label, progress=False))
-
-
-def _parametric_job(corpus_dir: str, run: str, config: Any, device: str, profile: str) -> dict[str, Any]:
-    """One training of :meth:`Workspace.train_parametric_many`, in its own process."""
-    from qparse_lite.baselines.parametric import train_parametric
-    from qparse_lite.data.prepare import Corpus
-
-    return train_parametric(Corpus.load(corpus_dir), run, config, device=device, profile=profile, resume=True,
-                            progress=False)  # fmt: skip
 
 
 def validate_parameters(
@@ -254,7 +222,7 @@ class Workspace:
         log: Any = print,
     ) -> dict[str, Path]:  # fmt: skip
         """Train (or resume, or reuse) several M-CNN variants, ``jobs`` at a time (default
-        :func:`parallel_jobs`); returns ``{variant: run folder}`` in the order given. See
+        :func:`~qparse_lite.pipeline.scheduler.parallel_jobs`); returns ``{variant: run folder}`` in the order given. See
         :meth:`train_side_by_side`."""
         return self.train_side_by_side(variants, holdout_label=holdout_label, jobs=jobs, log=log)
 
@@ -271,7 +239,8 @@ class Workspace:
     ) -> dict[str, Path]:  # fmt: skip
         """Train M-CNN ``variants`` (into ``models/<variant>[-without-<holdout_label>]``) and parametric
         baselines ``{name: ParametricConfig}`` (into ``models/<name>``), ``jobs`` at a time (default
-        :func:`parallel_jobs`: the cores the profile's one-thread trainings leave free).
+        :func:`~qparse_lite.pipeline.scheduler.parallel_jobs`: the cores the profile's one-thread trainings
+        leave free) by :func:`~qparse_lite.pipeline.scheduler.run_side_by_side`.
 
         A complete folder is reused (an M-CNN with all the profile's epochs, a parametric run with its
         ``run.json``); an interrupted one resumes exactly (each training writes an atomic checkpoint per
@@ -281,54 +250,37 @@ class Workspace:
         gets a line per reused model, one when the trainings start and one as each ends. Returns
         ``{variant or name: run folder}`` in the order given.
         """
-        import time
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from multiprocessing import get_context
-
         runs: dict[str, Path] = {}
-        tasks: dict[str, tuple[Any, tuple, Any]] = {}  # name → (worker function, its args, the same here)
-        data_root = str(self.data_root) if self.data_root else None
+        todo: dict[str, Any] = {}  # name → ParametricConfig, or None for an M-CNN variant
         for v in dict.fromkeys(variants):
             runs[v] = self.run_dir(v, holdout_label)
             if self.is_trained(v, holdout_label):
                 log(f"{v:>11}: complete in {runs[v]}, reused")
             else:
-                args = (str(self.out), self.profile, data_root, self.device, v, holdout_label)
-                tasks[v] = (_train_job, args, lambda v=v: self.train(v, holdout_label, progress=False))
+                todo[v] = None
         for name, cfg in (parametric or {}).items():
             runs[name] = self.out / "models" / name
             if (runs[name] / "run.json").is_file():
                 log(f"{name}: complete in {runs[name]}, reused")
             else:
-                args = (str(self.out / "corpus"), str(runs[name]), cfg, self.device, self.profile.name)
-                tasks[name] = (_parametric_job, args, lambda r=runs[name], c=cfg: self._train_parametric(r, c))
-        if not tasks:
+                todo[name] = cfg
+        if not todo:
             return runs
-        _ = self.corpus  # prepared here, once
-        if any(fn is _train_job for fn, _, _ in tasks.values()):
-            _ = self.knn("train"), self.knn("val", k=self.profile.k_train)
-        jobs = parallel_jobs(self.profile, self.device, len(tasks)) if jobs is None else max(1, jobs)
+        corpus, corpus_dir, dev, p = self.corpus, str(self.out / "corpus"), self.device, self.profile  # prepared once
+        tasks: dict[str, tuple[Any, tuple, tuple]] = {}  # name → (job, its worker args, its args here)
+        for name, cfg in todo.items():
+            if cfg is None:
+                knn_tr, knn_va = self.knn("train"), self.knn("val", k=p.k_train)
+                tasks[name] = (mcnn_job, (str(runs[name]), p, name, corpus_dir, knn_tr, knn_va, dev, holdout_label),
+                               (runs[name], p, name, corpus, knn_tr, knn_va, dev, holdout_label))  # fmt: skip
+            else:
+                tasks[name] = (parametric_job, (corpus_dir, str(runs[name]), cfg, dev, p.name),
+                               (corpus, runs[name], cfg, dev, p.name))  # fmt: skip
+        jobs = parallel_jobs(p, dev, len(tasks)) if jobs is None else max(1, jobs)
         kind = "models" if len(tasks) > 1 else "model"
-        log(f"training {len(tasks)} {kind}, {jobs} at a time ({self.profile.threads} thread(s) each): {', '.join(tasks)}")
-        t0 = time.perf_counter()
-        if jobs == 1:
-            for name, (_, _, here) in tasks.items():
-                here()  # in this process, on its loaded corpus (no worker, no second load)
-                log(f"{name:>11}: done ({time.perf_counter() - t0:.0f} s since the start)")
-            return runs
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(fn, *args): name for name, (fn, args, _) in tasks.items()}
-            for fut in as_completed(futures):
-                fut.result()  # a failed training raises here, with its own message
-                log(f"{futures[fut]:>11}: done ({time.perf_counter() - t0:.0f} s since the start)")
+        log(f"training {len(tasks)} {kind}, {jobs} at a time ({p.threads} thread(s) each): {', '.join(tasks)}")
+        run_side_by_side(tasks, jobs, log)
         return runs
-
-    def _train_parametric(self, run: Path, config: Any) -> dict[str, Any]:
-        """One parametric training in this process (the in-process twin of ``_parametric_job``)."""
-        from qparse_lite.baselines.parametric import train_parametric
-
-        return train_parametric(self.corpus, run, config, device=self.device, profile=self.profile.name, resume=True,
-                                progress=False)  # fmt: skip
 
     def model(self, variant: str | None = None, holdout_label: str | None = None) -> tuple[Any, Any, dict]:
         """(model, TargetNorm, meta) of a trained variant, training it first when needed."""
@@ -337,13 +289,12 @@ class Workspace:
         return load_model(self.train(variant, holdout_label), map_location=self.device)
 
     def parser(self, variant: str | None = None, holdout_label: str | None = None, **kw: Any) -> Any:
-        """An :class:`~qparse_lite.parse.parser.MCNNParser` for a trained variant with the profile's ξ1, ξ2, erosion."""
+        """An :class:`~qparse_lite.parse.parser.MCNNParser` for a trained variant (trained first when needed), by
+        :meth:`~qparse_lite.parse.parser.MCNNParser.from_run`: the profile's ξ1, ξ2, erosion and superpixels
+        (or the run's ``postprocess.json`` when ``qparse tune`` wrote one); ``kw`` overrides any of them."""
         from qparse_lite.parse.parser import MCNNParser
 
-        model, tn, _ = self.model(variant, holdout_label)
-        p = self.profile
-        opts = {"xi1": p.xi1, "xi2": p.xi2, "erosion": p.erosion_px, "device": self.device, **kw}
-        return MCNNParser(model, tn, self.corpus, **opts)
+        return MCNNParser.from_run(self.train(variant, holdout_label), self.corpus, **{"device": self.device, **kw})
 
     def describe(self) -> str:
         """A short Markdown summary of the workspace (profile, folder, device)."""

@@ -240,8 +240,10 @@ DIFFERS_BY_DESIGN: dict[str, list[str]] = {
     ],
 }  # fmt: skip
 """Per file of a run folder, the fields two runs with the same seed and settings may not share: wall-clock
-times and where/when/on what the run ran. Every other field — weights, optimiser and RNG states, losses,
-metrics — is equal (on the CPU; tests/test_train.py checks it). Recorded in every ``run.json``."""
+times and where/when/on what the run ran (a field at any depth: the LR-ASPP's log rows, also kept in its
+checkpoint, carry ``train_s``). Every other field — weights, optimiser and RNG states, losses, metrics — is
+equal on the CPU, and with these fields set equal the checkpoints are the same bytes
+(tests/test_train_faults.py checks it for the M-CNN). Recorded in every ``run.json``."""
 
 
 def finish_run_record(out: str | Path, rec: dict[str, Any], *, resumed: bool) -> dict[str, Any]:
