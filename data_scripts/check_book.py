@@ -174,9 +174,8 @@ class Checker:
         while state["typeset"] < state["math"] and time.monotonic() < end:
             time.sleep(0.25)
             state = self.dt.evaluate(_STATE)
-        while not all(i["ok"] for i in state["images"]) and time.monotonic() < min(
-            end, time.monotonic() + 10
-        ):
+        images_by = min(end, time.monotonic() + 10)  # images get 10 s more after the math
+        while not all(i["ok"] for i in state["images"]) and time.monotonic() < images_by:
             time.sleep(0.25)
             state = self.dt.evaluate(_STATE)
         return state
