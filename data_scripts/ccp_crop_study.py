@@ -74,23 +74,26 @@ def row_of(spec: str) -> tuple[dict, dict]:
 
 
 def plot(df: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    settings = [(c, s) for s in sorted(df["size"].unique()) for c in ("square", "warp")]
-    methods = [m for m in METHODS.values() if m in set(df["method"])]
+    """Full-resolution average F1 per method, one bar per (crop, size); cells not run yet are marked n/a."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    sizes = sorted(df["size"].unique())
+    settings = [(c, s) for s in sizes for c in ("square", "warp")]
+    methods = list(METHODS.values())
     w = 0.8 / len(settings)
     for j, (c, s) in enumerate(settings):
         vals = [df[(df.method == m) & (df.crop == c) & (df["size"] == s)].full_avg_f1 for m in methods]
         ys = [float(v.iloc[0]) if len(v) else np.nan for v in vals]
         xs = np.arange(len(methods)) + (j - (len(settings) - 1) / 2) * w
-        ax.bar(xs, ys, w, label=f"{c} {s} px", hatch="//" if c == "warp" else None,
-               color=plt.cm.tab20(2 * sorted(df["size"].unique()).index(s) + (c == "warp")))  # fmt: skip
+        ax.bar(xs, ys, w, label=f"{c} {s} px", hatch="//" if c == "warp" else None, edgecolor="k", lw=0.4,
+               color=plt.cm.tab20(2 * sizes.index(s) + (c == "warp")))  # fmt: skip
         for x, y in zip(xs, ys, strict=True):
-            if np.isnan(y):
-                ax.text(x, 0.5, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+            ax.text(x, (0.3 if np.isnan(y) else y + 0.3), "n/a" if np.isnan(y) else f"{y:.1f}", ha="center",
+                    va="bottom", fontsize=6, rotation=90)  # fmt: skip
     ax.set_xticks(np.arange(len(methods)), methods)
-    ax.set_ylabel("avg F1 (%), full resolution, val")
-    ax.set_title("CCP validation, maps pasted back into the photos", fontsize=9)
-    ax.legend(fontsize=7, ncols=2)
+    ax.set_ylabel("avg F1 (%), full resolution")
+    ax.set_ylim(0, np.nanmax(df.full_avg_f1) * 1.25)
+    ax.set_title("CCP validation (100 photos): label maps pasted back into the photos", fontsize=9)
+    ax.legend(fontsize=7, ncols=4, loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
