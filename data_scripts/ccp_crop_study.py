@@ -9,11 +9,14 @@ numbers compare across crops and sizes: they are scored on the same pixels (docs
 Usage::
 
     python data_scripts/ccp_crop_study.py METHOD:CROP:SIZE=EVAL_DIR[:RUN_DIR] ...
+    python data_scripts/ccp_crop_study.py --ceiling CROP:SIZE=CORPUS ...
 
 ``RUN_DIR`` (a ``qparse train`` or ``qparse baseline train`` folder) adds its training wall time. Writes
 ``results/ccp/crop/crop.csv`` (one row per cell: full-resolution and crop-level scores, the person's share of
 the crop and its median box inside the crop on the val split, wall times), ``crop_per_label.csv``
-(full-resolution F1 per label), ``crop.md`` and ``crop.png``.
+(full-resolution F1 per label), ``crop.md`` and ``crop.png``. ``--ceiling`` writes ``crop_ceiling.csv``: the
+full-resolution scores of a perfect parser at the crop (the corpus's own S×S ground truth pasted back), i.e.
+what the crop geometry and size alone cost at the photos' resolution.
 """
 
 from __future__ import annotations
@@ -115,7 +118,28 @@ def main(specs: list[str]) -> pd.DataFrame:
     return df
 
 
+def ceiling(specs: list[str], split: str = "val") -> pd.DataFrame:
+    """Full-resolution scores of the corpus's own S×S ground truth pasted back (``CROP:SIZE=CORPUS``)."""
+    from qparse_lite.evaluate import evaluate_parser, full_resolution_gt
+    from qparse_lite.prepare import Corpus, source_dataset
+
+    rows = []
+    for spec in specs:
+        key, _, path = spec.partition("=")
+        crop, size = key.split(":")
+        c = Corpus.load(path, verify=False)
+        sc = evaluate_parser(lambda i, c=c: np.asarray(c.labels[i]), c, c.split(split), c.label_set,
+                             full_gt=full_resolution_gt(c, source_dataset(c)), progress=False)["full_resolution"]  # fmt: skip
+        rows.append({"crop": crop, "size": int(size), "split": split, "full_avg_f1": sc["avg_f1"],
+                     "full_fg_accuracy": sc["fg_accuracy"], "full_accuracy": sc["accuracy"]})  # fmt: skip
+    df = pd.DataFrame(rows)
+    df.to_csv(OUT / "crop_ceiling.csv", index=False, float_format="%.2f")
+    return df
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("specs", nargs="+", help="METHOD:CROP:SIZE=EVAL_DIR[:RUN_DIR]")
-    print(main(ap.parse_args().specs).to_string(index=False))
+    ap.add_argument("specs", nargs="+", help="METHOD:CROP:SIZE=EVAL_DIR[:RUN_DIR] (with --ceiling: CROP:SIZE=CORPUS)")
+    ap.add_argument("--ceiling", action="store_true", help="score a perfect parser at each corpus's crop")
+    a = ap.parse_args()
+    print((ceiling(a.specs) if a.ceiling else main(a.specs)).to_string(index=False))
