@@ -9,11 +9,14 @@ numbers compare across crops and sizes: they are scored on the same pixels (docs
 Usage::
 
     python data_scripts/ccp_crop_study.py METHOD:CROP:SIZE=EVAL_DIR[:RUN_DIR] ...
+    python data_scripts/ccp_crop_study.py --ceiling CROP:SIZE=CORPUS ...
 
 ``RUN_DIR`` (a ``qparse train`` or ``qparse baseline train`` folder) adds its training wall time. Writes
 ``results/ccp/crop/crop.csv`` (one row per cell: full-resolution and crop-level scores, the person's share of
 the crop and its median box inside the crop on the val split, wall times), ``crop_per_label.csv``
-(full-resolution F1 per label), ``crop.md`` and ``crop.png``.
+(full-resolution F1 per label), ``crop.md`` and ``crop.png``. ``--ceiling`` writes ``crop_ceiling.csv``: the
+full-resolution scores of a perfect parser at the crop (the corpus's own S×S ground truth pasted back), i.e.
+what the crop geometry and size alone cost at the photos' resolution.
 """
 
 from __future__ import annotations
@@ -74,23 +77,26 @@ def row_of(spec: str) -> tuple[dict, dict]:
 
 
 def plot(df: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    settings = [(c, s) for s in sorted(df["size"].unique()) for c in ("square", "warp")]
-    methods = [m for m in METHODS.values() if m in set(df["method"])]
+    """Full-resolution average F1 per method, one bar per (crop, size); cells not run yet are marked n/a."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    sizes = sorted(df["size"].unique())
+    settings = [(c, s) for s in sizes for c in ("square", "warp")]
+    methods = list(METHODS.values())
     w = 0.8 / len(settings)
     for j, (c, s) in enumerate(settings):
         vals = [df[(df.method == m) & (df.crop == c) & (df["size"] == s)].full_avg_f1 for m in methods]
         ys = [float(v.iloc[0]) if len(v) else np.nan for v in vals]
         xs = np.arange(len(methods)) + (j - (len(settings) - 1) / 2) * w
-        ax.bar(xs, ys, w, label=f"{c} {s} px", hatch="//" if c == "warp" else None,
-               color=plt.cm.tab20(2 * sorted(df["size"].unique()).index(s) + (c == "warp")))  # fmt: skip
+        ax.bar(xs, ys, w, label=f"{c} {s} px", hatch="//" if c == "warp" else None, edgecolor="k", lw=0.4,
+               color=plt.cm.tab20(2 * sizes.index(s) + (c == "warp")))  # fmt: skip
         for x, y in zip(xs, ys, strict=True):
-            if np.isnan(y):
-                ax.text(x, 0.5, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+            ax.text(x, (0.3 if np.isnan(y) else y + 0.3), "n/a" if np.isnan(y) else f"{y:.1f}", ha="center",
+                    va="bottom", fontsize=6, rotation=90)  # fmt: skip
     ax.set_xticks(np.arange(len(methods)), methods)
-    ax.set_ylabel("avg F1 (%), full resolution, val")
-    ax.set_title("CCP validation, maps pasted back into the photos", fontsize=9)
-    ax.legend(fontsize=7, ncols=2)
+    ax.set_ylabel("avg F1 (%), full resolution")
+    ax.set_ylim(0, np.nanmax(df.full_avg_f1) * 1.25)
+    ax.set_title("CCP validation (100 photos): label maps pasted back into the photos", fontsize=9)
+    ax.legend(fontsize=7, ncols=4, loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -112,7 +118,28 @@ def main(specs: list[str]) -> pd.DataFrame:
     return df
 
 
+def ceiling(specs: list[str], split: str = "val") -> pd.DataFrame:
+    """Full-resolution scores of the corpus's own S×S ground truth pasted back (``CROP:SIZE=CORPUS``)."""
+    from qparse_lite.data.prepare import Corpus, source_dataset
+    from qparse_lite.evaluation.evaluate import evaluate_parser, full_resolution_gt
+
+    rows = []
+    for spec in specs:
+        key, _, path = spec.partition("=")
+        crop, size = key.split(":")
+        c = Corpus.load(path, verify=False)
+        sc = evaluate_parser(lambda i, c=c: np.asarray(c.labels[i]), c, c.split(split), c.label_set,
+                             full_gt=full_resolution_gt(c, source_dataset(c)), progress=False)["full_resolution"]  # fmt: skip
+        rows.append({"crop": crop, "size": int(size), "split": split, "full_avg_f1": sc["avg_f1"],
+                     "full_fg_accuracy": sc["fg_accuracy"], "full_accuracy": sc["accuracy"]})  # fmt: skip
+    df = pd.DataFrame(rows)
+    df.to_csv(OUT / "crop_ceiling.csv", index=False, float_format="%.2f")
+    return df
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("specs", nargs="+", help="METHOD:CROP:SIZE=EVAL_DIR[:RUN_DIR]")
-    print(main(ap.parse_args().specs).to_string(index=False))
+    ap.add_argument("specs", nargs="+", help="METHOD:CROP:SIZE=EVAL_DIR[:RUN_DIR] (with --ceiling: CROP:SIZE=CORPUS)")
+    ap.add_argument("--ceiling", action="store_true", help="score a perfect parser at each corpus's crop")
+    a = ap.parse_args()
+    print((ceiling(a.specs) if a.ceiling else main(a.specs)).to_string(index=False))

@@ -24,6 +24,12 @@ precision@9 closes about two thirds of the gap from random to the oracle, on qui
 the paper's AlexNet fc7 needs a download, and the kit's ``hog-color`` barely beats random).
 ``atr``    the paper's scale (ATR, 227×227, ~5 M pairs × 50 epochs, docs/paper.md §1.9).
 
+Every profile crops ``square`` (``crop``: the person box + margin made square; ``warp`` resizes it to S×S
+without keeping the aspect, as the paper's R-CNN boxes, docs/paper.md §1.1). On CCP's validation split, scored
+at the photos' resolution, the warp crop is ahead for label transfer (+2.5 avg F1 at 113 px, +1.8 at 145 px);
+the LR-ASPP and M-CNN cells of that study are not all run yet, so the ccp profile keeps ``square`` at 113 px
+(``results/ccp/crop/README.md``).
+
 A notebook's ``profile`` parameter picks one of these; any field can be overridden by name
 (``get_profile("quick", epochs=2)``).
 """
