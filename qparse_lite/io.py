@@ -165,8 +165,9 @@ def _verify_image(tmp: Path, target: Path, fmt: str, size: tuple[int, int]) -> N
         f.seek(max(0, nbytes - 16))
         if not f.read().endswith(_END_MARKERS[fmt]):
             problem = f"no {fmt} end marker"
-    if not problem:
+    if not problem:  # our own file: no decompression-bomb limit (a photo's size was checked when it was read)
         truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             with Image.open(tmp) as im:
                 if im.format != fmt or im.size != size:
@@ -179,6 +180,7 @@ def _verify_image(tmp: Path, target: Path, fmt: str, size: tuple[int, int]) -> N
             problem = f"does not decode: {e}"
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = truncated
+            Image.MAX_IMAGE_PIXELS = limit
     if problem:
         from qparse_lite.errors import QparseError
 

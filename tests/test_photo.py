@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -121,6 +122,18 @@ def test_atomic_save_image_round_trips_png_and_jpeg(tmp_path):
     with Image.open(tmp_path / "o.jpg") as im:
         assert im.format == "JPEG" and im.size == (50, 30)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l.png", "o.jpg"]  # no temporary files left
+
+
+def test_the_writer_verifies_an_image_larger_than_pils_bomb_limit(tmp_path, monkeypatch):
+    """Its own file is verified whatever PIL's decompression-bomb limit (a photo is checked when it is read)."""
+    from qparse_lite.io import atomic_save_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1500 px is "a bomb" to PIL now
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        atomic_save_image(tmp_path / "big.png", _photo())
+        atomic_save_image(tmp_path / "big.jpg", _photo())
+    assert Image.MAX_IMAGE_PIXELS == 100
 
 
 def _truncating_save(monkeypatch, keep: int = 0) -> None:
