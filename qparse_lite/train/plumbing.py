@@ -173,7 +173,7 @@ def load_checkpoint(
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a broken file
         raise QparseError(
             f"{path}: unreadable checkpoint ({path.stat().st_size:,} bytes; truncated or corrupt: "
-            f"{type(e).__name__}: {str(e)[:200]}). Fix: {fix}."
+            f"{type(e).__name__}: {str(e).split('. ')[0][:200]}). Fix: {fix}."
         ) from e
     if not isinstance(ck, dict):
         raise QparseError(f"{path}: not a checkpoint of this kit ({type(ck).__name__}). Fix: {fix}.")
