@@ -24,7 +24,7 @@ from qparse_lite.train.loss import matching_loss
 from qparse_lite.train.pairs import DeviceCorpus
 from qparse_lite.train.sampler import PairSampler
 from qparse_lite.train.trunk_cache import trunk_maps
-from qparse_lite.train.trunk_pairs import TrunkPairSampler
+from qparse_lite.train.trunk_pairs import LabelShares, TrunkPairSampler
 
 F = 64  # trunk input side in these tests: maps 16, 8, 4, 2
 
@@ -219,4 +219,7 @@ def test_trunk_pairs_are_the_samplers_pairs(people):
         rows = data.row(b.index.knn, 2 * b.index.zoom_g + b.index.flip)
         share = (data.labels[rows].long() == b.label[:, None, None]).float().mean((1, 2))
         torch.testing.assert_close(b.R.masks[5].mean((1, 2, 3)), share, atol=0.05, rtol=0)
+        for lvl in (2, 3, 4, 5):  # the precomputed tables (stride ≥ 8) hold exactly the per-batch numbers
+            side = cfg.map_size(lvl)
+            assert torch.equal(b.R.masks[lvl], LabelShares.pool(data.labels[rows], b.label, side)), lvl
     assert torch.equal(plain.generator.get_state(), ts.state_dict()["generator"])

@@ -26,7 +26,7 @@ from qparse_lite.train.pairs import PairIndex
 from qparse_lite.train.sampler import PairSampler
 from qparse_lite.train.trunk_cache import TrunkMaps
 
-__all__ = ["TrunkBatch", "TrunkPairSampler", "trunk_setup"]
+__all__ = ["LabelShares", "TrunkBatch", "TrunkPairSampler", "trunk_setup"]
 
 
 class TrunkBatch(NamedTuple):
@@ -43,6 +43,39 @@ class TrunkBatch(NamedTuple):
     group: Tensor | None = None
 
 
+class LabelShares:
+    """The share of each label in every cell of every corpus row's (augmented) label map at a trunk level,
+    computed once per level (``adaptive_avg_pool2d`` of the one-hot map, the same numbers as per batch) for the
+    levels of stride ≥ 8 (float32, 4·N × L × s × s: 200 MB at stride 8 for CCP); stride 4 is pooled per batch."""
+
+    PRECOMPUTE_FROM_LEVEL = 3
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self._levels: dict[int, Tensor] = {}
+
+    @staticmethod
+    def pool(labels: Tensor, label: Tensor, side: int) -> Tensor:
+        """B×1×side×side shares of ``label`` (B) in ``labels`` (B×S×S)."""
+        onehot = (labels == label.to(labels.dtype)[:, None, None]).float()[:, None]
+        return F.adaptive_avg_pool2d(onehot, side)
+
+    def __call__(self, rows: Tensor, label: Tensor, level: int, side: int) -> Tensor:
+        """B×1×side×side shares of ``label`` in the label maps of DeviceCorpus ``rows``."""
+        d = self.data
+        if level < self.PRECOMPUTE_FROM_LEVEL:
+            return self.pool(d.labels[rows], label, side)
+        if level not in self._levels:
+            n, L = d.labels.shape[0], d.num_labels
+            table = torch.empty(n, L, side, side, dtype=torch.float32, device=d.device)
+            for st in range(0, n, 64):
+                lab = d.labels[st : st + 64]
+                for j in range(L):
+                    table[st : st + 64, j] = self.pool(lab, torch.full((len(lab),), j, device=d.device), side)[:, 0]
+            self._levels[level] = table
+        return self._levels[level][rows, label][:, None]
+
+
 class TrunkPairSampler:
     """The pairs of ``sampler`` as cached trunk maps for a model of config ``cfg`` (see the module docstring).
 
@@ -50,7 +83,9 @@ class TrunkPairSampler:
     ``state_dict``, ...) are the wrapped sampler's.
     """
 
-    def __init__(self, sampler: PairSampler, maps: TrunkMaps, cfg: TrunkConfig) -> None:
+    def __init__(
+        self, sampler: PairSampler, maps: TrunkMaps, cfg: TrunkConfig, shares: LabelShares | None = None
+    ) -> None:
         if sampler.shift_px:
             raise QparseError("the trunk family does not support shift > 0 (its maps are cached per crop). "
                               "Fix: --set shift=0")  # fmt: skip
@@ -58,11 +93,12 @@ class TrunkPairSampler:
             raise QparseError(f"trunk maps of {maps.n} images for a corpus of {sampler.data.n}. Fix: rebuild the "
                               "trunk cache of this corpus.")  # fmt: skip
         self.sampler, self.maps, self.cfg = sampler, maps, cfg
+        self.shares = shares if shares is not None and shares.data is sampler.data else LabelShares(sampler.data)
         self.channels = {lvl: cfg.in_channel(lvl) for lvl in cfg.levels}
         self._mean = {lvl: maps.mean(lvl, k) for lvl, k in self.channels.items()}
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("sampler", "maps", "cfg", "channels", "_mean"):
+        if name in ("sampler", "maps", "cfg", "channels", "_mean", "shares"):
             raise AttributeError(name)
         return getattr(self.sampler, name)
 
@@ -79,13 +115,11 @@ class TrunkPairSampler:
         if grouped:
             rI, group = torch.unique(rI, return_inverse=True)
         urows, row = torch.unique(rG, return_inverse=True)
-        onehot = (d.labels[rG].long() == lab[:, None, None]).float()[:, None]  # B×1×S×S
         I, maps, masks = {}, {}, {}
         for lvl, k in self.channels.items():
-            side = self.cfg.map_size(lvl)
             I[lvl] = self.maps.rows(lvl, rI, k).to(dev)
             maps[lvl] = self.maps.rows(lvl, urows, k).to(dev)
-            masks[lvl] = F.adaptive_avg_pool2d(onehot, side)
+            masks[lvl] = self.shares(rG, lab, lvl, self.cfg.map_size(lvl))  # l's share of each cell of g_k
         R = RegionMaps(maps, {lvl: m.to(dev) for lvl, m in self._mean.items()}, masks, row, vg)
         c, t, has_t = s.targets(idx)
         return TrunkBatch(I, R, c, t, has_t, lab, idx, group)
@@ -125,4 +159,5 @@ def trunk_setup(
     maps = trunk_maps(corpus, getattr(prof, "feature_size", None) or None, progress=progress)
     model = build_model(variant, input_size=maps.input_size, dropout=prof.dropout).to(device)
     cfg = model.cfg  # type: ignore[attr-defined]
-    return model, TrunkPairSampler(sampler, maps, cfg), TrunkPairSampler(val_sampler, maps, cfg)
+    shares = LabelShares(sampler.data)  # one table for both samplers (they share the DeviceCorpus)
+    return model, TrunkPairSampler(sampler, maps, cfg, shares), TrunkPairSampler(val_sampler, maps, cfg, shares)
