@@ -3,6 +3,10 @@
 Usage: ``python data_scripts/ccp_tune_postprocessing.py OUT MODEL CORPUS``. Writes ``OUT/mcnn_val_tuning.csv``
 (every value tried, :func:`qparse_lite.evaluation.evaluate.tune_postprocessing`) and ``OUT/tuning.json`` (the chosen values;
 label transfer gets the same kind of budget: its superpixel count, 0 = none).
+
+Superseded by ``qparse tune --model RUN --corpus CORPUS --split val`` (:mod:`qparse_lite.evaluation.tuning`:
+the same coordinate ascent, the segment counts with 0 = none added, written into ``RUN/postprocess.json``
+that ``qparse evaluate`` and ``qparse parse`` read). Kept because ``results/ccp/tuning/`` came from it.
 """
 
 from __future__ import annotations

@@ -158,3 +158,96 @@ def test_the_ccp_profile_is_the_studied_setting():
     paper = last[(last.disp_loss == "l2") & (last.label_power == 0.0)]
     assert len(chosen) == 3 and len(paper) == 2
     assert chosen.disp_err_below_trivial.min() > paper.disp_err_below_trivial.max()
+
+
+# -- every committed CCP row: re-derived from its label maps, its command, its model's profile and recipe -------
+RECIPES = {
+    "in-sample neighbours, Eq. (1) square, equal label shares": {"disp_loss": "l2", "label_power": 0.0, "oof": False},
+    "out-of-fold neighbours, Huber, sqrt-count label shares": {"disp_loss": "huber", "label_power": 0.5, "oof": True},
+}
+"""The two recipes of the committed M-CNN rows (results/ccp/rows.csv): the run record's profile fields, and
+whether its commit has out-of-fold training neighbours (d90ac44, ``LearnedRetrievalExtractor.out_of_fold``)."""
+OOF_COMMIT = "d90ac44"
+
+
+def _rows():
+    return list(csv.DictReader((RESULTS / "rows.csv").open()))
+
+
+def _git_is_ancestor(old: str, new: str) -> bool | None:
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "merge-base", "--is-ancestor", old, new], cwd=RESULTS, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {0: True, 1: False}.get(r.returncode)  # another code: no git history here
+
+
+@pytest.mark.parametrize("row", _rows(), ids=lambda r: r["key"])
+def test_committed_row_is_its_label_maps_its_command_and_its_recipe(row, capsys):
+    """Each row of results/ccp/rows.csv: re-scoring pred/<key>/ gives tables/<key>_table1.csv and the number the
+    README shows; its `qparse evaluate` command, resolved as the command resolves it (flag > the model's
+    postprocess.json > the run's profile), gives the post-processing its scores.json records (no hidden flag);
+    the model folder it names was trained by the profile, variant and seed its train command names, with the
+    recipe the row states, at a recorded commit (the one its `git checkout` names)."""
+    import re
+    import shlex
+
+    from qparse_lite.cli import build_parser, main
+    from qparse_lite.parse.defaults import KNOBS, resolve_postprocess, run_profile
+    from qparse_lite.profiles import get_profile, profile_for_dataset
+
+    key, model = row["key"], row["model"]
+    table = next(csv.DictReader((RESULTS / "tables" / f"{key}_table1.csv").open()))
+    assert main(["score", "--pred", str(RESULTS / "pred" / key), "--gt", str(RESULTS / "gt"), "--labels", "ccp-coarse",
+                 "--json"]) == 0  # fmt: skip
+    got = json.loads(capsys.readouterr().out)
+    for k in ("accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"):
+        assert got[k] == pytest.approx(float(table[k]), abs=0.006), k
+    assert f"{got['avg_f1']:.2f}" in (RESULTS.parent.parent / "README.md").read_text(), f"{key}: not in README.md"
+    assert row["evaluate"] in (RESULTS / "README.md").read_text(), f"{key}: command not in results/ccp/README.md"
+    # the evaluate command, parsed by qparse itself, resolves to what scores.json recorded
+    run_dir = RESULTS / "models" / model if model else None
+    words = shlex.split(row["evaluate"].replace("RUN", str(run_dir)))
+    assert words[:2] == ["qparse", "evaluate"]
+    args = build_parser().parse_args(words[1:])
+    rec = json.loads((RESULTS / "tables" / f"{key}_scores.json").read_text())["run"]
+    assert (args.split, args.k, args.method) == (rec["split"], rec["k"], rec["method"]) == ("test", 9, rec["method"])
+    if args.method in KNOBS:
+        prof = run_profile(run_dir) if run_dir else profile_for_dataset("ccp")
+        flags = {"xi1": args.xi1, "xi2": args.xi2, "displacement_scale": args.displacement_scale,
+                 "n_segments": 0 if args.superpixels == "none" else args.n_segments}  # fmt: skip
+        post = resolve_postprocess(args.method, prof, run_dir, **{k: flags[k] for k in KNOBS[args.method]})
+        parser = rec["parser"]
+        assert (parser["superpixels"] is None) == (post.values["n_segments"] == 0), key
+        if parser["superpixels"]:
+            assert parser["n_segments"] == post.values["n_segments"], key
+        for k in ("xi1", "xi2", "displacement_scale"):
+            if k in post.values and parser.get(k) is not None:
+                assert parser[k] == pytest.approx(post.values[k]), (key, k)
+        if rec.get("postprocess"):  # recorded since `qparse tune`: the same values, the same sources
+            assert rec["postprocess"]["values"] == post.values and rec["postprocess"]["sources"] == post.sources
+    if not model:
+        assert not row["train"] and not row["recipe"]
+        return
+    # the model folder: trained by the profile / variant / seed the train command names, with the stated recipe
+    run = json.loads((run_dir / "run.json").read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}", run["git_commit"]), f"{model}: no clean git commit recorded"
+    train = shlex.split(row["train"]) if row["train"] else []
+    if "&&" in train:
+        checkout, train = train[: train.index("&&")], train[train.index("&&") + 1 :]
+        assert checkout[:2] == ["git", "checkout"] and run["git_commit"].startswith(checkout[2]), key
+    if train:
+        targs = build_parser().parse_args(train[1:])
+        assert run["profile"] == targs.profile
+        prof = get_profile(targs.profile)
+        if "variant" in run:
+            assert run.get("variant") == (targs.variant or prof.variant)
+            assert run["profile_fields"]["seed"] == (targs.seed if targs.seed is not None else prof.seed)
+        if "&&" not in row["train"] and row["recipe"] in RECIPES:  # no checkout: the profile as it is now
+            assert (prof.disp_loss, prof.label_power) == (RECIPES[row["recipe"]]["disp_loss"], RECIPES[row["recipe"]]["label_power"])
+    if row["recipe"] in RECIPES:
+        want, fields = RECIPES[row["recipe"]], run["profile_fields"]
+        assert (fields.get("disp_loss") or "l2", fields["label_power"]) == (want["disp_loss"], want["label_power"]), key
+        assert _git_is_ancestor(OOF_COMMIT, run["git_commit"]) in (want["oof"], None), key

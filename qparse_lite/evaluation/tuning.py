@@ -86,6 +86,8 @@ def tune_run(
             chosen, table = tune_postprocessing(parser, corpus, split, nb, MCNN_GRID, k=k, limit=limit,
                                                 progress=progress)  # fmt: skip
         rows = table.to_dict("records")
+        for r in rows:  # the grid's own value (a DataFrame column of ints and None/floats turns 200 into 200.0)
+            r["value"] = next(v for v in MCNN_GRID[r["parameter"]] if v == r["value"])
         last = list(MCNN_GRID)[-1]
         best = next(r for r in rows if r["parameter"] == last and r["value"] == chosen[last])
         out["mcnn"] = {"values": {n: chosen[n] for n in KNOBS["mcnn"]}, "score": _metrics(best), "table": rows,
