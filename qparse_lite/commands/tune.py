@@ -8,6 +8,8 @@ from qparse_lite.commands.common import add_device, add_features, add_progress, 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from qparse_lite.parse.defaults import KNOBS
+
     p = sub.add_parser(
         "tune",
         help="choose ξ1, ξ2, SLIC segments and displacement scale on the validation split; writes RUN/postprocess.json",
@@ -22,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_split(p, default="val", help="split to choose on (default val; test is refused)")
     p.add_argument("--k", type=int, default=None, help="KNN images per image (default: the run's profile's k_test)")
     add_features(p, help="retrieval features (default: the run's profile's)")
-    p.add_argument("--method", action="append", choices=["mcnn", "label-transfer"], default=None,
-                   help="what to tune (repeatable; default both)")  # fmt: skip
+    p.add_argument("--only", action="append", choices=list(KNOBS), default=None,
+                   help="tune only this method's values (repeatable; default: the M-CNN's and label transfer's)")  # fmt: skip
     p.add_argument("--knn-dir", default=None, help="neighbour cache folder (default MODEL/knn_tune)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images (needs --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="print the choice, write nothing")
@@ -37,11 +39,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from qparse_lite.data.prepare import Corpus
     from qparse_lite.evaluation.tuning import tune_run
+    from qparse_lite.parse.defaults import KNOBS
     from qparse_lite.runinfo import get_device
 
     res = tune_run(
         args.model, Corpus.load(args.corpus), split=args.split, k=args.k, features=args.features,
-        methods=tuple(args.method or ("mcnn", "label-transfer")), device=get_device(args.device),
+        methods=tuple(args.only or KNOBS), device=get_device(args.device),
         knn_dir=args.knn_dir, limit=args.limit, progress=progress(args), write=not args.dry_run,
     )  # fmt: skip
     for method in ("mcnn", "label-transfer"):

@@ -157,7 +157,7 @@ def resolve_postprocess(
             values[k], sources[k] = tuned[k], "model"
         else:
             values[k], sources[k] = prof[k], "profile"
-    file = str(Path(model_dir) / POSTPROCESS_FILE) if tuned else None
+    file = str(Path(model_dir) / POSTPROCESS_FILE) if "model" in sources.values() else None
     return Resolved(method, values, sources, file)
 
 
