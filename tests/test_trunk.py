@@ -70,8 +70,8 @@ def test_shapes_and_parameter_counts(variant):
     n = 0
     cross = sorted(cfg.cross_layers)
     for i, j in enumerate(cross):
-        n += 9 * 2 * k[j] * c[j] + c[j] + (9 * c[cross[i - 1]] * c[j] if i else 0)
-    fusion = (k[5] + (c[5] if cross else 0)) * s5
+        n += 9 * (2 * k[j] + 1) * c[j] + c[j] + (9 * c[cross[i - 1]] * c[j] if i else 0)  # +1: the region's mask
+    fusion = (k[5] + 1 + (c[5] if cross else 0)) * s5
     n += fusion * h + h + h * 5 + 5
     assert sum(p.numel() for p in m.parameters()) == n
     macs = trunk_macs(m)
@@ -115,14 +115,20 @@ def test_grouped_equals_ungrouped_loss_and_gradients(variant):
         torch.testing.assert_close(grad_g[name], grad_u[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
-def test_region_is_the_masked_neighbour_on_the_mean():
+def test_region_is_the_neighbours_masked_average_and_its_mask():
     cfg = TrunkConfig(input_size=F)
     R = _regions(cfg, 4, 3, 0)
     R.masks[5][:] = 0.0
-    R.masks[5][0] = 1.0
+    R.masks[5][0, 0, 0, 1] = 1.0  # pair 0: one cell
+    R.masks[5][1, 0] = 0.5  # pair 1: half of every cell; pairs 2, 3: no pixel of l
     at = R.at(5)
-    torch.testing.assert_close(at[0], R.maps[5][R.row[0]])  # all of l: the neighbour
-    torch.testing.assert_close(at[1:], R.mean[5][R.mean_row[1:]])  # none of l: the mean image
+    k = cfg.in_channel(5)
+    assert at.shape == (4, k + 1, 2, 2) and torch.equal(at[:, k:], R.masks[5])
+    g = R.maps[5][R.row]
+    torch.testing.assert_close(at[0, :k], g[0, :, 0, 1][:, None, None].expand(k, 2, 2))
+    torch.testing.assert_close(at[1, :k], g[1].mean((1, 2))[:, None, None].expand(k, 2, 2))
+    mu = R.mean[5][R.mean_row[2:]].mean((2, 3))  # no l: the mean image's
+    torch.testing.assert_close(at[2:, :k], mu[:, :, None, None].expand(2, k, 2, 2))
 
 
 # -- the cache ----------------------------------------------------------------------------------------

@@ -15,10 +15,11 @@ region, and x^C the cross maps of the previous, finer cross level::
 
 (∗_2: stride 2, from stride 2^{ℓ−1} to 2^ℓ), then ``fc([|x^I_5 − x^R_5|, x^C_5]) → 5``.
 
-The region g_kl enters as the neighbour's maps masked by the label's mask at each level, the mean image's
-maps elsewhere (:class:`RegionMaps`): ``x^R_ℓ = m_ℓ ⊙ x_ℓ(g_k) + (1 − m_ℓ) ⊙ x_ℓ(μ)`` with m_ℓ the share of
-label l in each cell — the analogue of g_kl(p) = g_k(p) on l, μ(p) elsewhere (§1.3). The cached maps are an
-affine function of the trunk's (a PCA), so this equals the PCA of the masked trunk maps exactly.
+The region g_kl enters through the neighbour's maps masked by the label's mask m_ℓ (the share of label l in
+each cell of g_k's augmented label map): as its descriptor r_ℓ = Σ_p m_ℓ(p)·x_ℓ(g_k)(p) / Σ_p m_ℓ(p) — the
+neighbour's map averaged over l's pixels, what the region looks like to the trunk — at every cell, with m_ℓ
+itself as one more channel, where the region lies in g_k (:class:`RegionMaps`). The cached maps are an affine
+function of the trunk's (a PCA), so r_ℓ is the PCA of the masked-average trunk map exactly.
 """
 
 from __future__ import annotations
@@ -51,21 +52,29 @@ from torch import Tensor, nn
 #     layer ℓ − 1): a frozen trunk has no useful level below stride 4 (stride 2 is 16 channels at 112², four
 #     times the area), and the previous cross level still enters through a stride-2 convolution, as in Eq. (2);
 #   * the frozen maps are cached through a fixed per-level PCA (fit on the train split's unaugmented maps,
-#     whitened, :mod:`qparse_lite.train.trunk_cache`) to k_ℓ = 8, 16, 32, 64 channels: training then runs only
+#     whitened, :mod:`qparse_lite.train.trunk_cache`) to 8, 16, 32, 64 channels, of which the model reads the
+#     leading k_ℓ = 8, 16, 16, 32 (explained variance in the cache's meta.json): training then runs only
 #     the cross filters, the fusion and the fc layers (the issue's "cheap enough to converge"); a trainable
 #     1×1 adapter on the raw 320-channel map would cost more per pair than everything else together
 #     (measured: 924 pairs/s for "w/o cross" with adapters vs the target of 3,000). The PCA is affine, so the
 #     region's masking commutes with it;
-#   * cross maps c_ℓ = 8, 16, 32, 32 at width 1 (the paper's count per path, halved at stride 32 where the
-#     fusion's fc pays for every map), 3×3 kernels, padding 1 (the trunk maps already have receptive fields
+#   * cross maps c_ℓ = 8, 16, 16, 32 at width 1 (small enough for the speed target: 3×3 convolutions at
+#     28² and 14² cost most of a pair), 3×3 kernels, padding 1 (the trunk maps already have receptive fields
 #     of 43 .. ~600 px; a 3×3 at stride 32 spans 96 px, 43 % of a 224 crop: the far range); the stride-2 step
 #     from level ℓ − 1 has no bias (b_ℓ sits on the same-level term);
-#   * fusion |x^I_5 − x^R_5| (k_5 maps) stacked with x^C_5 → fc 128 (width 1, ReLU) → 5 linear outputs;
+#   * fusion |x^I_5 − x^R_5| (k_5 maps) stacked with the region's mask and x^C_5 → fc 128 (width 1, ReLU) →
+#     5 linear outputs;
 #   * Siamese [2]: each image's level-5 map flattened → fc (linear responses, shared), |e(I) − e(g_kl)| → 5:
 #     it differs from "w/o cross" only in where the difference is taken, as in the from-scratch family;
-#   * the region g_kl: the neighbour's maps masked by l's share of every cell, the mean image's maps elsewhere
-#     (:class:`RegionMaps`). The alternative, the trunk run on the region image g_kl itself, costs a trunk pass
-#     per (image, variant, label) — ~57 k passes on CCP — and was not measured (see results/ccp/trunk/).
+#   * the region g_kl, measured on the CCP validation split at 400 steps of "w/o cross" (results/ccp/trunk/):
+#     (b1) the neighbour's maps blended by l's share of every cell with the mean image's maps,
+#     m ⊙ x(g_k) + (1 − m) ⊙ x(μ), the literal analogue of g_kl — the training loss of c did not move from the
+#     constant predictor's (l covers 1.5 % of the stride-32 cells on average: the region drowns in μ); (b2) the
+#     region's descriptor r (the neighbour's map averaged over l's pixels, broadcast) with the mask as a channel
+#     — it learns (validation label-level AUC 0.655 vs 0.551 for b1, 0.527 for b1 with the mask channel),
+#     so it is the one kept. (a), the trunk run on the
+#     region image g_kl itself, costs a trunk pass per (image, variant, label) — ~64 k passes on CCP, ~7 h on
+#     this machine's share of a core — and was not measured;
 # Sizes scale with ``width``: c_ℓ(w) = max(2, nearest even to c_ℓ·w), fc max(8, round(h·w)).
 # ---------------------------------------------------------------------------------------------------
 
@@ -162,7 +171,7 @@ class TrunkConfig:
 
 @dataclass
 class RegionMaps:
-    """The regions g_kl of a batch as masked cached maps, gathered once per distinct neighbour.
+    """The regions g_kl of a batch: the maps of their neighbours, gathered once per distinct neighbour, and l's masks.
 
     Attributes:
         maps: level → U×k×s×s maps of the batch's distinct neighbour rows (image, variant).
@@ -181,10 +190,15 @@ class RegionMaps:
         return int(self.row.shape[0])
 
     def at(self, level: int) -> Tensor:
-        """B×k×s×s: ``m ⊙ x(g_k) + (1 − m) ⊙ x(μ)`` for every pair at ``level``."""
+        """B×(k+1)×s×s, the region at ``level`` as the model reads it: its descriptor r = Σ_p m(p)·x(g_k)(p) /
+        Σ_p m(p), the mean of the neighbour's map over l's pixels (the mean image's map where g_k lacks l), at
+        every cell, and the mask m itself as the last channel (where the region lies in g_k)."""
         m = self.masks[level]
         g = self.maps[level].index_select(0, self.row)
-        return torch.lerp(self.mean[level].index_select(0, self.mean_row), g, m)
+        area = m.sum((2, 3), keepdim=True)
+        r = (m * g).sum((2, 3), keepdim=True) / area.clamp_min(1e-6)
+        r = torch.where(area > 0, r, self.mean[level].index_select(0, self.mean_row).mean((2, 3), keepdim=True))
+        return torch.cat([r.expand_as(g), m], dim=1)
 
 
 def _regions(R: RegionMaps | Maps, level: int) -> Tensor:
@@ -217,7 +231,7 @@ class TrunkMCNN(nn.Module):
 
     ``I``: level → N×k×s×s cached maps of the test images (N = B without ``group``; with ``group`` (B long),
     pair b reads row ``group[b]`` and the I-term of every cross filter runs once per image, with gradients).
-    ``R``: the regions, a :class:`RegionMaps` or level → B×k×s×s explicit maps. Modules: ``cross`` (the two
+    ``R``: the regions, a :class:`RegionMaps` or level → B×(k+1)×s×s explicit maps (:meth:`RegionMaps.at`). Modules: ``cross`` (the two
     same-level terms of Eq. 2 as one convolution over ``[x^I, x^R]``, with the bias), ``down`` (the stride-2
     term from the previous cross level), ``fc`` and ``out``.
     """
@@ -231,12 +245,12 @@ class TrunkMCNN(nn.Module):
         self.down = nn.ModuleDict()
         prev = None
         for j in sorted(cfg.cross_layers):
-            self.cross[str(j)] = nn.Conv2d(2 * cfg.in_channel(j), cfg.channel(j), 3, padding=1)
+            self.cross[str(j)] = nn.Conv2d(2 * cfg.in_channel(j) + 1, cfg.channel(j), 3, padding=1)
             if prev is not None:
                 self.down[str(j)] = nn.Conv2d(cfg.channel(prev), cfg.channel(j), 3, stride=2, padding=1, bias=False)
             prev = j
         s5 = cfg.map_size(5)
-        self.fusion_channels = cfg.in_channel(5) + (cfg.channel(5) if cfg.cross_layers else 0)
+        self.fusion_channels = cfg.in_channel(5) + 1 + (cfg.channel(5) if cfg.cross_layers else 0)
         self.fusion_dim = self.fusion_channels * s5 * s5
         self.fc = _fc((self.fusion_dim, *cfg.fc_widths), cfg.dropout, last_relu=True)
         self.out = nn.Linear(cfg.fc_widths[-1], cfg.n_outputs)
@@ -263,7 +277,9 @@ class TrunkMCNN(nn.Module):
         """(B, 5) for the pairs (I[b] or I[group[b]], R[b]); see the class docstring."""
         xC = self.cross_path(I, R, group)
         x5 = I[5] if group is None else I[5].index_select(0, group)
-        fused = (x5 - _regions(R, 5)).abs()
+        r5 = _regions(R, 5)
+        k = x5.shape[1]
+        fused = torch.cat([(x5 - r5[:, :k]).abs(), r5[:, k:]], dim=1)  # |x5(I) − x5(g_kl)| and the region's mask
         if 5 in xC:
             fused = torch.cat([fused, xC[5]], dim=1)
         return self.out(self.fc(torch.flatten(fused, 1)))
@@ -279,14 +295,15 @@ class TrunkSiamese(nn.Module):
             raise ValueError("TrunkSiamese needs arch='siamese'")
         self.cfg = cfg
         s5 = cfg.map_size(5)
-        self.fusion_dim = cfg.in_channel(5) * s5 * s5
+        self.fusion_dim = (cfg.in_channel(5) + 1) * s5 * s5
         self.branch_fc = _fc((self.fusion_dim, *cfg.fc_widths), cfg.dropout, last_relu=False)
         self.out = nn.Linear(cfg.fc_widths[-1], cfg.n_outputs)
         _init(self, self.out)
 
     def forward(self, I: Maps, R: RegionMaps | Maps, group: Tensor | None = None) -> Tensor:
         """(B, 5) = (c, t1..t4); each test image embedded once with ``group``."""
-        eI = self.branch_fc(torch.flatten(I[5], 1))
+        x5 = I[5]
+        eI = self.branch_fc(torch.flatten(torch.cat([x5, torch.ones_like(x5[:, :1])], 1), 1))  # I: all of the image
         if group is not None:
             eI = eI.index_select(0, group)
         return self.out((eI - self.branch_fc(torch.flatten(_regions(R, 5), 1))).abs())
@@ -308,7 +325,7 @@ def trunk_macs(model: nn.Module) -> dict[str, float]:
     for j in cfg.cross_layers:
         s2, c, k = cfg.map_size(j) ** 2, cfg.channel(j), cfg.in_channel(j)
         per_image += s2 * 9 * k * c
-        per_pair += s2 * 9 * k * c
+        per_pair += s2 * 9 * (k + 1) * c  # the region and its mask
         if str(j) in model.down:  # type: ignore[operator]
             per_pair += s2 * 9 * model.down[str(j)].in_channels * c  # type: ignore[index]
     lin = [m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
