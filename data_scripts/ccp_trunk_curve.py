@@ -1,11 +1,12 @@
 """Compute curve of the trunk M-CNN family on CCP (issue 30): `qparse train` at several budgets, one job at a time.
 
     python data_scripts/ccp_trunk_curve.py run --corpus CORPUS --knn KNN_TRAIN --val-knn KNN_VAL \\
-        --runs RUNS --variant trunk-cross54 --epochs 1 2 5 10 30 [--set FIELD=VALUE ...]
+        --runs RUNS --variant trunk-cross5 --pairs 1366 4552 13653 40960 122880 [--set FIELD=VALUE ...]
     python data_scripts/ccp_trunk_curve.py collect --runs RUNS --presence PRESENCE_JSON --out results/ccp/trunk
 
-``run`` trains one run folder per budget (``RUNS/<variant>-e<E>``: the ccp profile with ``--epochs E``, i.e.
-E × 40,960 pairs with its own cosine schedule), 1 thread, sequentially, and records each command and its wall
+``run`` trains one run folder per budget (``RUNS/<variant>-p<P>``: the ccp profile's 5 epochs of P pairs, as
+``results/ccp/compute.*`` does for the from-scratch model; or ``-e<E>``: E epochs of 40,960), each with its own
+cosine schedule, 1 thread, sequentially, and records each command and its wall
 time in ``RUNS/commands.json``. ``collect`` writes ``curve.csv`` and ``curve.md``: per budget the validation
 per-label AUC of ĉ_l (``final_val.val_auc_macro``), the pooled label-level AUC, the displacement error and
 its share below the trivial predictor's, the training seconds — beside the frozen presence head's per-label
@@ -32,10 +33,12 @@ def run(a: argparse.Namespace) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     log_path = runs / "commands.json"
     done = json.loads(log_path.read_text()) if log_path.is_file() else []
-    for e in a.epochs:
-        out = runs / f"{a.variant}-e{e}{a.tag}"
+    budgets = [("e", e, ["--epochs", str(e)]) for e in a.epochs or []]
+    budgets += [("p", n, ["--set", f"pairs_per_epoch={n}"]) for n in a.pairs or []]
+    for kind, n, flags in budgets:
+        out = runs / f"{a.variant}-{kind}{n}{a.tag}"
         cmd = ["qparse", "train", "--profile", "ccp", "--variant", a.variant, "--corpus", a.corpus, "--knn", a.knn,
-               "--val-knn", a.val_knn, "--epochs", str(e), "--threads", "1", "--out", str(out), "--no-progress",
+               "--val-knn", a.val_knn, *flags, "--threads", "1", "--out", str(out), "--no-progress",
                *[x for s in a.set for x in ("--set", s)]]  # fmt: skip
         if (out / "run.json").is_file():
             continue
@@ -93,7 +96,8 @@ def main() -> None:
     r = sub.add_parser("run")
     for name in ("--corpus", "--knn", "--val-knn", "--runs", "--variant"):
         r.add_argument(name, required=True)
-    r.add_argument("--epochs", type=int, nargs="+", required=True)
+    r.add_argument("--epochs", type=int, nargs="+", help="budgets as epochs of the profile's pairs_per_epoch")
+    r.add_argument("--pairs", type=int, nargs="+", help="budgets as pairs_per_epoch at the profile's 5 epochs")
     r.add_argument("--set", action="append", default=[])
     r.add_argument("--tag", default="", help="suffix of the run folders (e.g. -seed1)")
     c = sub.add_parser("collect")
