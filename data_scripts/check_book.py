@@ -34,8 +34,12 @@ from pathlib import Path
 from typing import Any
 
 _STATE = """(() => {
-  const math = Array.from(document.querySelectorAll('span.math, div.math'));
-  const typeset = math.filter(e => e.querySelector('.MathJax, .MathJax_Display, .MathJax_SVG, .MathJax_CHTML'));
+  // Sphinx's math elements (MathJax's own output also uses class "math", inside .MathJax: not counted)
+  const math = Array.from(document.querySelectorAll('span.math, div.math'))
+    .filter(e => !e.parentElement.closest('.MathJax, .MathJax_Display, .MathJax_Preview'));
+  // typeset: MathJax's output is there and its preview (the raw TeX shown meanwhile) has been cleared
+  const typeset = math.filter(e => e.querySelector('.MathJax, .MathJax_Display, .MathJax_SVG, .MathJax_CHTML')
+    && !Array.from(e.querySelectorAll('.MathJax_Preview')).some(p => p.textContent.trim()));
   return {
     ready: document.readyState,
     math: math.length,
@@ -162,7 +166,7 @@ class Checker:
             self.ids[path] = parser.ids
         return self.ids[path]
 
-    def open(self, page: str, timeout: float = 60) -> dict[str, Any]:
+    def open(self, page: str, timeout: float = 120) -> dict[str, Any]:
         """Navigate to a page, wait for its load and for MathJax; return the page state."""
         self.dt.events.clear()
         nav = self.dt.call("Page.navigate", url=self.base + page)

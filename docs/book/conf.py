@@ -21,15 +21,22 @@ myst_dmath_double_inline = True
 nb_execution_mode = "off"
 nb_merge_streams = True
 nb_output_stderr = "show"
-
-# MathJax 2.7 from the jupyter-server-mathjax wheel, copied into _static/mathjax by the build script
 myst_update_mathjax = False  # no MathJax-3 `window.MathJax` object: it would replace the 2.7 configuration
+
+# MathJax 2.7 from the jupyter-server-mathjax wheel, copied into _static/mathjax by the build script. The wheel
+# ships its combined configuration (TeX + AMS, HTML-CSS output) and the STIX-Web fonts only (as Jupyter's
+# classic notebook used them).
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 mathjax2_config = {
     "tex2jax": {"processEscapes": True, "processEnvironments": True},
-    # the wheel ships the STIX-Web fonts only (as Jupyter's classic notebook used them)
     "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web", "imageFont": None},
     "MMLorHTML": {"prefer": "HTML"},
+    # one typesetting pass (no quick preview first: a chapter has a hundred formulas), and no hidden MathML
+    # copy (its styles would fetch TeX fonts the wheel does not ship)
+    "fast-preview": {"disabled": True},
+    "CHTML-preview": {"disabled": True},
+    "AssistiveMML": {"disabled": True},
+    "menuSettings": {"assistiveMML": False, "CHTMLpreview": False},
     "showProcessingMessages": False,
     "messageStyle": "none",
 }
