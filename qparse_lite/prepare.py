@@ -398,7 +398,7 @@ def source_dataset(corpus: Corpus, data_root: str | Path | None = None) -> Any:
             kw["include_chictopia"] = True
         if "--labels" in opts and name == "ccp":
             kw["labels"] = opts["--labels"]
-    root = data_root if data_root is not None else opts.get("--data-root")
+    root = data_root if data_root is not None else opts.get("--data-root", opts.get("--root"))  # --root: old caches
     ds = get_dataset(name, root=root, **kw)
     if list(ds.ids) != list(corpus.ids):
         raise QparseError(
