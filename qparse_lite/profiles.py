@@ -26,9 +26,9 @@ the paper's AlexNet fc7 needs a download, and the kit's ``hog-color`` barely bea
 
 Every profile crops ``square`` (``crop``: the person box + margin made square; ``warp`` resizes it to S×S
 without keeping the aspect, as the paper's R-CNN boxes, docs/paper.md §1.1). On CCP's validation split, scored
-at the photos' resolution, the warp crop is ahead for label transfer (+2.5 avg F1 at 113 px, +1.8 at 145 px);
-the LR-ASPP and M-CNN cells of that study are not all run yet, so the ccp profile keeps ``square`` at 113 px
-(``results/ccp/crop/README.md``).
+at the photos' resolution, the warp crop is ahead in every pair measured (label transfer +2.5 avg F1 at 113 px
+and +1.8 at 145 px, the default M-CNN +4.4 at 113 px); the LR-ASPP cells and the M-CNN at 145 px are not run yet,
+so the ccp profile keeps ``square`` at 113 px until they are (``results/ccp/crop/README.md``).
 
 A notebook's ``profile`` parameter picks one of these; any field can be overridden by name
 (``get_profile("quick", epochs=2)``).
