@@ -27,11 +27,12 @@ precision@9 closes about two thirds of the gap from random to the oracle, on qui
 the paper's AlexNet fc7 needs a download, and the kit's ``hog-color`` barely beats random).
 ``atr``    the paper's scale (ATR, 227×227, ~5 M pairs × 50 epochs, docs/paper.md §1.9).
 
-Every profile crops ``square`` (``crop``: the person box + margin made square; ``warp`` resizes it to S×S
-without keeping the aspect, as the paper's R-CNN boxes, docs/paper.md §1.1). On CCP's validation split, scored
-at the photos' resolution, the warp crop is ahead for label transfer (+2.5 avg F1 at 113 px, +1.8 at 145 px);
-the LR-ASPP and M-CNN cells of that study are not all run yet, so the ccp profile keeps ``square`` at 113 px
-(``results/ccp/crop/README.md``).
+``crop``: ``square`` (the person box + margin made square, the aspect kept; quick and atr) or ``warp`` (the box
+resized to S×S without keeping the aspect, as the paper's R-CNN boxes, docs/paper.md §1.1; ccp). On CCP's
+validation split, scored at the photos' resolution, warp beat square in all four pairs measured, covering the
+three methods at 113 px (label transfer +2.5 avg F1, the LR-ASPP +13.8, the default M-CNN +4.4; label transfer
++1.8 at 145 px), so ccp crops ``warp`` at 113 px (``results/ccp/crop/README.md``). The committed ccp models were
+trained on square corpora (their checkpoints say so): reproduce them with ``--crop square`` / ``--set crop=square``.
 
 A notebook's ``profile`` parameter picks one of these; any field can be overridden by name
 (``get_profile("quick", epochs=2)``).
@@ -168,6 +169,7 @@ PROFILES: dict[str, Profile] = {
         # post-processing fallbacks: the values `qparse tune` chose on the CCP val split for this recipe
         # (results/ccp/models/mcnn-oof/postprocess.json); the paper's are flags away (--xi1 0.8 --xi2 0.5 ...)
         xi1=0.3, xi2=0.2, n_segments=0, displacement_scale=0.75, lt_n_segments=0,
+        crop="warp",  # chosen on the CCP val split at full resolution: results/ccp/crop/README.md
     ),
     "atr": Profile(
         name="atr", dataset="atr", label_set="atr18", image_size=227, n_images=None,

@@ -197,3 +197,32 @@ def test_full_resolution_scores_agree_with_qparse_score(tiny_run, warp_twin, tmp
                  "--crop-level-only", "--no-progress"]) == 0  # fmt: skip
     assert "full_resolution" not in json.loads((out / "scores.json").read_text())
     assert not (out / "table1_full.csv").exists()
+
+
+def test_lraspp_run_and_person_head_of_another_crop_are_refused(tiny_run, tmp_path, capsys):
+    import types
+    from dataclasses import asdict
+
+    import torch
+
+    from qparse_lite.baselines.parametric import LRASPPNet, ParametricConfig
+    from qparse_lite.parse.parser import parse_photo
+
+    corpus, _ = tiny_run  # a square corpus
+    ls = corpus.label_set
+    run = tmp_path / "lraspp-warp"
+    run.mkdir()
+    net = LRASPPNet(ls.num_labels, pretrained=False)
+    torch.save({"kind": "parametric", "config": asdict(ParametricConfig(num_labels=ls.num_labels)),
+                "model": net.state_dict(), "epoch": 1, "history": [], "train_s": 0.0, "crop": "warp",
+                "label_set": {"name": ls.name, "names": list(ls.names)}, "corpus_size": corpus.size},
+               run / "checkpoint.pt")  # fmt: skip
+    rc = main(["evaluate", "--method", "parametric", "--model", str(run), "--corpus", str(corpus.path),
+               "--out", str(tmp_path / "ev"), "--device", "cpu", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "crop 'warp'" in err and "--crop warp" in err
+    # a person head trained on a warp corpus, used to crop a photo for a square corpus
+    head = types.SimpleNamespace(name="fg-head", crop="warp", path="person_head.pt")
+    with pytest.raises(QparseError, match="person_head.pt: made on a corpus with crop 'warp'"):
+        parse_photo(types.SimpleNamespace(corpus=corpus), np.zeros((64, 48, 3), np.uint8), None, None, None,
+                    detector=head)  # fmt: skip

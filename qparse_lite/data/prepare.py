@@ -34,13 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from qparse_lite.data.crops import (
-    CROPS,
-    Box,
-    crop_resize,
-    human_crop_box,
-    person_crop_box,
-)
+from qparse_lite.data.crops import CROPS, Box, crop_resize, human_crop_box, person_crop_box
 from qparse_lite.data.person import detect_person
 from qparse_lite.errors import QparseError
 from qparse_lite.io import atomic_path, atomic_save_npy, atomic_write_json
@@ -383,7 +377,7 @@ def source_dataset(corpus: Corpus, data_root: str | Path | None = None) -> Any:
             kw["include_chictopia"] = True
         if "--labels" in opts and name == "ccp":
             kw["labels"] = opts["--labels"]
-    root = data_root if data_root is not None else opts.get("--data-root")
+    root = data_root if data_root is not None else opts.get("--data-root", opts.get("--root"))  # --root: old caches
     ds = get_dataset(name, root=root, **kw)
     if list(ds.ids) != list(corpus.ids):
         raise QparseError(

@@ -323,9 +323,12 @@ def evaluate(
 
         try:
             ds = source_dataset(corpus, data_root)
-        except QparseError:
+        except QparseError as e:
             if full_resolution:
                 raise
+            import warnings
+
+            warnings.warn(f"no full-resolution scores: {e}", stacklevel=2)
             ds = None
         if ds is None and full_resolution:
             raise QparseError(f"the corpus {corpus.path} records no dataset to re-open for full-resolution "
