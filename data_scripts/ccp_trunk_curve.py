@@ -2,7 +2,7 @@
 
     python data_scripts/ccp_trunk_curve.py run --corpus CORPUS --knn KNN_TRAIN --val-knn KNN_VAL \\
         --runs RUNS --variant trunk-cross5 --pairs 1366 4552 13653 40960 122880 [--set FIELD=VALUE ...]
-    python data_scripts/ccp_trunk_curve.py collect --runs RUNS --presence PRESENCE_JSON --out results/ccp/trunk
+    python data_scripts/ccp_trunk_curve.py collect --runs RUNS --out results/ccp/trunk
 
 ``run`` trains one run folder per budget (``RUNS/<variant>-p<P>``: the ccp profile's 5 epochs of P pairs, as
 ``results/ccp/compute.*`` does for the from-scratch model; or ``-e<E>``: E epochs of 40,960), each with its own
@@ -10,7 +10,8 @@ cosine schedule, 1 thread, sequentially, and records each command and its wall
 time in ``RUNS/commands.json``. ``collect`` writes ``curve.csv`` and ``curve.md``: per budget the validation
 per-label AUC of ĉ_l (``final_val.val_auc_macro``), the pooled label-level AUC, the displacement error and
 its share below the trivial predictor's, the training seconds — beside the frozen presence head's per-label
-AUC on the same validation split (``PRESENCE_JSON``, from the retrieval head of the corpus).
+AUC on the same validation pairs (the retrieval's head on the same trunk, measured by each run:
+``run.json`` ``presence_head_val``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ def run(a: argparse.Namespace) -> None:
 
 def collect(a: argparse.Namespace) -> None:
     runs, out = Path(a.runs), Path(a.out)
-    presence = json.loads(Path(a.presence).read_text()) if a.presence else {}
     cmds: dict[str, dict] = {}
     log = json.loads((runs / "commands.json").read_text()) if (runs / "commands.json").is_file() else []
     for c in log:
@@ -63,16 +63,17 @@ def collect(a: argparse.Namespace) -> None:
         r = json.loads((d / "run.json").read_text())
         fv = r["final_val"]
         rows.append({
-            "run": d.name, "variant": r["variant"], "epochs": r["epochs_done"], "pairs": fv["pairs_seen"],
+            "run": d.name, "variant": r["variant"], "seed": r["seed"], "epochs": r["epochs_done"],
+            "pairs": fv["pairs_seen"], "trunk_label": r["profile_fields"].get("trunk_label", "none"),
             "val_auc_macro": round(fv["val_auc_macro"], 4), "val_auc": round(fv["val_auc"], 4),
             "val_auc_vote_macro": round(fv["val_auc_vote_macro"], 4),
             "val_disp_err": round(fv["val_disp_err"], 5), "val_disp_err_trivial": round(fv["val_disp_err_trivial"], 5),
             "disp_err_below_trivial": round(fv["disp_err_below_trivial"], 4),
-            "presence_head_val_auc_macro": round(presence.get("val", {}).get("auc_macro", float("nan")), 4),
+            "presence_head_val_auc_macro": round(r.get("presence_head_val", {}).get("auc_macro", float("nan")), 4),
             "train_s": r.get("train_s"), "wall_s": cmds.get(d.name, {}).get("wall_s"),
             "command": cmds.get(d.name, {}).get("command", ""),
         })  # fmt: skip
-    rows.sort(key=lambda x: (x["variant"], x["pairs"]))
+    rows.sort(key=lambda x: (x["variant"], x["trunk_label"], x["pairs"], x["seed"]))
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -80,10 +81,10 @@ def collect(a: argparse.Namespace) -> None:
         w.writerows(rows)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "curve.csv", buf.getvalue())
-    lines = ["| run | pairs | val AUC per label | (vote) | presence head | val AUC pooled | disp err | below trivial | train s | wall s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["| run | seed | pairs | val AUC per label | (vote) | presence head | val AUC pooled | disp err | below trivial | train s | wall s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for x in rows:
-        lines.append(f"| {x['run']} | {x['pairs']:,} | {x['val_auc_macro']:.3f} | {x['val_auc_vote_macro']:.3f} | "
+        lines.append(f"| {x['run']} | {x['seed']} | {x['pairs']:,} | {x['val_auc_macro']:.3f} | {x['val_auc_vote_macro']:.3f} | "
                      f"{x['presence_head_val_auc_macro']:.3f} | {x['val_auc']:.3f} | {x['val_disp_err']:.4f} | "
                      f"{100 * x['disp_err_below_trivial']:.1f} % | {x['train_s']:.0f} | {x['wall_s'] or ''} |")  # fmt: skip
     atomic_write_text(out / "curve.md", "\n".join(lines) + "\n")
@@ -102,7 +103,6 @@ def main() -> None:
     r.add_argument("--tag", default="", help="suffix of the run folders (e.g. -seed1)")
     c = sub.add_parser("collect")
     c.add_argument("--runs", required=True)
-    c.add_argument("--presence", default=None)
     c.add_argument("--out", required=True)
     a = p.parse_args()
     (run if a.cmd == "run" else collect)(a)

@@ -97,6 +97,7 @@ class Profile:
     disp_loss: str = "l2"  # displacement penalty ρ: "l2" (Eq. (1)) | "huber" | "l1" (qparse_lite.train.loss)
     disp_weight: float = 1.0  # λ_t, weight of the displacement term (Eq. (1): 1)
     dropout: float = 0.0  # dropout after each hidden fc layer of the M-CNN (paper: not mentioned; 0 = none)
+    trunk_label: str = "one-hot"  # trunk family: the region's label l into the fusion, "one-hot" | "none" (= the paper)
     threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
     budget: str = "cpu"  # "cpu" | "gpu": the one switch that scales pairs/epochs to a GPU (GPU_BUDGET)
     # -- the corpus crop (qparse_lite.data.crops; docs/paper.md §1.1) --

@@ -71,7 +71,11 @@ def test_shapes_and_parameter_counts(variant):
     cross = sorted(cfg.cross_layers)
     for i, j in enumerate(cross):
         n += 9 * (2 * k[j] + 1) * c[j] + c[j] + (9 * c[cross[i - 1]] * c[j] if i else 0)  # +1: the region's mask
-    fusion = (k[5] + 1 + (c[5] if cross else 0)) * s5
+    if cfg.arch == "siamese":  # each side: mean and max over positions (2·k5) and the mask's 5 moments
+        fusion = 2 * k[5] + 5
+    else:  # I's mean and max, mean |x5(I) − r5|, r5, the mask's moments, x^C_5's mean, max and centroid (x, y)
+        fusion = 4 * k[5] + 5 + (4 * c[5] if cross else 0)
+    assert s5 == 4 and m.fusion_dim == fusion
     n += fusion * h + h + h * 5 + 5
     assert sum(p.numel() for p in m.parameters()) == n
     macs = trunk_macs(m)
@@ -85,15 +89,25 @@ def test_more_cross_levels_cost_more():
     assert macs == sorted(macs)
 
 
+@pytest.mark.parametrize("num_labels", [0, 18])
 @pytest.mark.parametrize("variant", TRUNK_VARIANTS)
-def test_grouped_equals_ungrouped_loss_and_gradients(variant):
+def test_grouped_equals_ungrouped_loss_and_gradients(variant, num_labels):
     """B_I images × B_R regions: the I-terms once per image, broadcast with gradients — the same loss (Eq. 1)
-    and gradients as every pair run on its own; region maps gathered once per neighbour equal explicit ones."""
+    and gradients as every pair run on its own; region maps gathered once per neighbour equal explicit ones.
+    With ``num_labels`` (the label input and readout) the regions carry their labels."""
     torch.manual_seed(0)
-    m = build_model(variant, input_size=F)
+    m = build_model(variant, input_size=F, num_labels=num_labels)
+    for p in m.parameters():  # the readout and the output layer start at zero: give them gradients to compare
+        if p.abs().sum() == 0:
+            torch.nn.init.normal_(p, std=0.1)
     cfg = m.cfg
     I = _maps(cfg, 3, 3)
     R = _regions(cfg, 12, 5, 4)
+    if num_labels:
+        R.label = torch.randint(1, num_labels, (12,), generator=torch.Generator().manual_seed(5))
+        explicit = RegionMaps({j: x[R.row] for j, x in R.maps.items()}, R.mean, R.masks, torch.arange(12), R.mean_row, R.label)
+    else:
+        explicit = {j: R.at(j) for j in cfg.levels}
     group = torch.arange(3).repeat_interleave(4)
     c, t, has_t = torch.randn(12), torch.randn(12, 4), torch.rand(12) < 0.6
 
@@ -102,7 +116,7 @@ def test_grouped_equals_ungrouped_loss_and_gradients(variant):
         if grouped:
             pred = m(I, R, group)
         else:
-            pred = m({j: x[group] for j, x in I.items()}, {j: R.at(j) for j in cfg.levels})
+            pred = m({j: x[group] for j, x in I.items()}, explicit)
         loss, _, _ = matching_loss(pred, c, t, has_t)
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}
@@ -164,7 +178,9 @@ def test_cache_layout_and_reload(people, monkeypatch):
         2: (4 * n + 4, 8, 16, 16), 3: (4 * n + 4, 16, 8, 8), 4: (4 * n + 4, 32, 4, 4), 5: (4 * n + 4, 64, 2, 2)}
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["key"]["corpus_fingerprint"] and len(meta["key"]["weights_sha256"]) == 64
-    assert set(meta["sha256"]) == {f"level{j}.npy" for j in (2, 3, 4, 5)}
+    assert set(meta["sha256"]) == {f"level{j}.npy" for j in (2, 3, 4, 5)} | {
+        f"pca{j}_{part}.npy" for j in (2, 3, 4, 5) for part in ("mean", "proj")}
+    assert {j: tuple(P.shape) for j, (_, P) in maps.pca.items()} == {2: (24, 8), 3: (40, 16), 4: (112, 32), 5: (1280, 64)}
     # four variants per image (original, mirror, zoom, zoomed mirror), each its own trunk pass; the PCA is
     # whitened on the train split's originals
     v = [maps.levels[3][i * n : (i + 1) * n] for i in range(4)]
@@ -229,3 +245,78 @@ def test_trunk_pairs_are_the_samplers_pairs(people):
             side = cfg.map_size(lvl)
             assert torch.equal(b.R.masks[lvl], LabelShares.pool(data.labels[rows], b.label, side)), lvl
     assert torch.equal(plain.generator.get_state(), ts.state_dict()["generator"])
+
+
+# -- parsing with a trunk model -------------------------------------------------------------------------
+
+
+def test_model_keeps_the_projection_and_encodes_like_the_cache(people):
+    """A trained model carries the cache's projection (buffers in its state dict), so its test path on an image
+    outside the cache gives the cache's maps: the same trunk, the same (x − μ) @ P, up to float16."""
+    corpus, _, maps = people
+    m = build_model("trunk-cross54", input_size=F, num_labels=corpus.label_set.num_labels)
+    with pytest.raises(ValueError, match="no projection"):
+        m.encode_images(torch.zeros(1, 3, 32, 32))
+    m.set_projection(maps.pca)
+    again = model_from_config(m.cfg.to_dict())
+    again.load_state_dict(m.state_dict())  # how a checkpoint is loaded: the projection comes with it
+    enc = again.encode_images(torch.from_numpy(np.asarray(corpus.images[:3])).permute(0, 3, 1, 2))
+    assert set(enc) == set(m.cfg.levels)
+    for lvl in m.cfg.levels:
+        k = m.cfg.in_channel(lvl)
+        diff = (enc[lvl] - maps.levels[lvl][:3, :k].float()).abs()  # the cache rounds the raw maps to float16
+        assert diff.mean() < 0.01 and diff.max() < 0.2, (lvl, diff.mean(), diff.max())  # (whitened: unit variance)
+
+
+def test_label_input_and_readout():
+    """With ``num_labels`` the fusion reads l one-hot and c gets the label readout w_l·z(I) + b_l: a function of
+    I and l alone, the same for every region of label l (the fc's part is zero when its output layer is)."""
+    cfg = TrunkConfig(input_size=F, num_labels=18)
+    m = TrunkMCNN(cfg)
+    R = _regions(cfg, 4, 2, 1)
+    I = _maps(cfg, 2, 0)
+    group = torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="label"):
+        m(I, R, group)
+    R.label = torch.tensor([1, 5, 5, 17])
+    assert m(I, R, group).shape == (4, 5)
+    torch.nn.init.zeros_(m.out.weight), torch.nn.init.zeros_(m.out.bias)
+    torch.nn.init.normal_(m.readout.weight)
+    out = m(I, R, group)
+    z = torch.cat([I[5].mean((2, 3)), I[5].amax((2, 3))], 1)  # I's level-5 maps pooled: mean, max
+    expect = (z @ m.readout.weight.T + m.readout.bias)[group, R.label]
+    torch.testing.assert_close(out[:, 0], expect) and torch.testing.assert_close(out[:, 1:], torch.zeros(4, 4))
+    assert sum(p.numel() for p in m.readout.parameters()) == 18 * (2 * cfg.in_channel(5) + 1)
+    with pytest.raises(ValueError, match="needs fusion='pool'"):
+        TrunkConfig(input_size=F, num_labels=18, fusion="flatten")
+
+
+def test_trunk_parser_scores_every_present_pair_as_the_model_does(people):
+    """TrunkParser's stage 1 on a corpus image equals the model run on the cached maps of the same pairs."""
+    from qparse_lite.parse.parser import TrunkParser
+    from qparse_lite.train.pairs import TargetNorm
+
+    corpus, _, maps = people
+    L = corpus.label_set.num_labels
+    torch.manual_seed(0)
+    m = build_model("trunk-cross54", input_size=F, num_labels=L).eval()
+    m.set_projection(maps.pca)
+    tn = TargetNorm()
+    parser = TrunkParser(m, tn, corpus, n_segments=0, superpixel_method=None)
+    nb = np.array([0, 3, 5])
+    present, c, t = parser.match(np.asarray(corpus.images[15]), nb)
+    assert present.shape == (3, L) and c.shape == (3, L) and t.shape == (3, L, 4)
+    assert (c[~present] == 0).all() and (c[:, 1:][present[:, 1:]] != 0).all()
+    k, lab = np.nonzero(present[:, 1:])
+    lab = lab + 1
+    y = torch.as_tensor(np.asarray(corpus.labels[nb])).long()
+    kk, ll = torch.as_tensor(k), torch.as_tensor(lab)
+    I = {j: maps.levels[j][15 : 16, : m.cfg.in_channel(j)].float() for j in m.cfg.levels}
+    Rm = {j: maps.levels[j][torch.as_tensor(nb), : m.cfg.in_channel(j)].float() for j in m.cfg.levels}
+    masks = {j: LabelShares.pool(y[kk], ll, m.cfg.map_size(j)) for j in m.cfg.levels}
+    R = RegionMaps(Rm, {j: maps.mean(j, m.cfg.in_channel(j)) for j in m.cfg.levels}, masks, kk, torch.zeros_like(kk), ll)
+    with torch.no_grad():
+        ref = m(I, R, torch.zeros_like(kk))[:, 0]
+    np.testing.assert_allclose(c[k, lab], ref.numpy(), atol=0.02, rtol=0.02)
+    st = parser.parse(np.asarray(corpus.images[15]), nb)
+    assert st.labels.shape == np.asarray(corpus.images[15]).shape[:2]

@@ -58,3 +58,13 @@ def test_trunk_training_resumes_exactly(tmp_path):
     assert 0 <= rec["final_val"]["val_auc_macro"] <= 1
     model, tn, meta = load_model(a)
     assert isinstance(model, TrunkMCNN) and meta["config"]["family"] == "trunk" and model.cfg.input_size == 64
+    assert bool(model.has_projection) and meta["config"]["num_labels"] == ATR18.num_labels  # the label readout
+    ph = rec["presence_head_val"]  # the retrieval's frozen presence head on the same scored (I, l)
+    assert set(ph) == {"auc_macro", "auc", "per_label"} and (np.isnan(ph["auc"]) or 0 <= ph["auc"] <= 1)
+    # a trained trunk run parses through the kit's one way from a run to a parser
+    from qparse_lite.parse.parser import MCNNParser, TrunkParser
+
+    parser = MCNNParser.from_run(a, corpus, n_segments=0)
+    assert isinstance(parser, TrunkParser)
+    st = parser.parse(np.asarray(corpus.images[17]), val_knn[0])
+    assert st.labels.shape == (32, 32) and st.c.shape == (4, ATR18.num_labels)

@@ -79,6 +79,13 @@ def evaluate_parser(
     return sc
 
 
+def feature_image(corpus: Any, i: int) -> np.ndarray | None:
+    """Corpus image ``i``'s F-px feature crop (what a trunk M-CNN reads, :class:`~qparse_lite.parse.parser.TrunkParser`),
+    or None for a corpus without feature crops."""
+    src = getattr(corpus, "feature_images", None)
+    return None if src is None else np.asarray(src[int(i)])
+
+
 def full_resolution_gt(corpus: Any, dataset: Any) -> Callable[[int], np.ndarray]:
     """``gt(i)``: the ground truth of corpus image ``i`` at its photo's own resolution, from ``dataset`` (the
     corpus's source, :func:`qparse_lite.data.prepare.source_dataset`), in the corpus's label set."""
@@ -178,7 +185,7 @@ def make_parser_fn(
     if method == "mcnn":
         if parser is None:
             raise ValueError("method 'mcnn' needs a parser")
-        return lambda i: parser.parse(np.asarray(corpus.images[i]), neighbours[rows[i]][:k]).labels
+        return lambda i: parser.parse(np.asarray(corpus.images[i]), neighbours[rows[i]][:k], feature_image(corpus, i)).labels
     if method == "label-transfer":
         lt = LabelTransfer(corpus.label_set.num_labels, superpixel_method, n_segments)
         return lambda i: lt(np.asarray(corpus.images[i]), np.asarray(corpus.labels[neighbours[rows[i]][:k]]))
@@ -206,7 +213,7 @@ def fig5_sweep(
     def parse_k(i: int, k: int) -> np.ndarray:
         if i not in cache:
             cache.clear()
-            cache[i] = parser.parse_k(np.asarray(corpus.images[i]), neighbours[rows[i]], ks)
+            cache[i] = parser.parse_k(np.asarray(corpus.images[i]), neighbours[rows[i]], ks, feature_image(corpus, i))
         return cache[i][k].labels
 
     return k_sweep(parse_k, corpus, idx, corpus.label_set, ks, progress=progress)
@@ -405,7 +412,7 @@ def parameter_sweep(
     cms = [ConfusionMatrix(corpus.label_set.num_labels) for _ in values]
     for i in tqdm(idx, desc=f"{name} sweep", mininterval=1.0, disable=None):
         image, nb = np.asarray(corpus.images[i]), neighbours[rows[int(i)]][:k]
-        present, c, t = parser.match(image, nb)
+        present, c, t = parser.match(image, nb, feature_image(corpus, i))
         gt = np.asarray(corpus.labels[i])
         for p, cm in zip(variants, cms, strict=True):
             cm.update(p.postprocess(image, nb, present, c, t).labels, gt)
@@ -458,7 +465,7 @@ def tune_postprocessing(
     matched = []
     for i in tqdm(idx, desc=f"match {split}", mininterval=1.0, disable=None if progress is None else not progress):
         image, nb = np.asarray(corpus.images[i]), neighbours[rows[int(i)]][:k]
-        matched.append((int(i), image, nb, *parser.match(image, nb)))
+        matched.append((int(i), image, nb, *parser.match(image, nb, feature_image(corpus, i))))
     chosen = {name: getattr(parser, name) for name in grid}
     out = []
     for name, values in grid.items():

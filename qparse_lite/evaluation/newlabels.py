@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from qparse_lite.errors import QparseError
+from qparse_lite.evaluation.evaluate import feature_image
 from qparse_lite.labels import LabelSet
 
 __all__ = [
@@ -231,7 +232,7 @@ def evaluate_label(
         if key not in cache:
             image = np.asarray(corpus.images[int(i)])
             if mcnn:
-                st = parse.parse(image, nb)
+                st = parse.parse(image, nb, feature_image(corpus, int(i)))
                 conf = float(st.label_confidence[lid]) if knn_has.any() else float("nan")
                 cache[key] = (st.labels, conf, bool(st.visible[lid]))
             else:

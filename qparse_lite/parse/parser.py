@@ -27,7 +27,7 @@ import torch
 
 from qparse_lite.parse import postprocess as pp
 
-__all__ = ["ParseStages", "MCNNParser", "PhotoParse", "label_boxes", "parse_photo", "paste_back", "overlay"]
+__all__ = ["ParseStages", "MCNNParser", "TrunkParser", "PhotoParse", "label_boxes", "parse_photo", "paste_back", "overlay"]
 
 
 def label_boxes(labels: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +92,8 @@ class MCNNParser:
 
         cfg = getattr(model, "cfg", None)
         size = getattr(cfg, "input_size", None)
+        if getattr(cfg, "family", None) == "trunk":
+            size = None  # a trunk model reads its F-px maps, whatever the corpus's S
         if size is not None and int(size) != int(corpus.size):
             from qparse_lite.errors import QparseError
 
@@ -163,6 +165,8 @@ class MCNNParser:
         post = resolve_postprocess("mcnn", prof, run, xi1=xi1, xi2=xi2, n_segments=n_segments,
                                    displacement_scale=displacement_scale)  # fmt: skip
         v = post.values
+        if getattr(net.cfg, "family", None) == "trunk" and not issubclass(cls, TrunkParser):
+            cls = TrunkParser  # noqa: PLW0642 — a trunk run parses with its own stage 1
         parser = cls(
             net, tn, corpus, xi1=v["xi1"], xi2=v["xi2"], erosion=prof.erosion_px if erosion is None else erosion,
             superpixel_method=superpixel_method if int(v["n_segments"]) else None, n_segments=int(v["n_segments"]),
@@ -190,8 +194,11 @@ class MCNNParser:
 
     # -- stage 1: the M-CNN over all K×L pairs --------------------------------------------------------
     @torch.no_grad()
-    def match(self, image: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """ĉ_kl and t̂_kl for every neighbour k and foreground label l; returns (present, c, t)."""
+    def match(
+        self, image: np.ndarray, neighbours: np.ndarray, feature_image: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ĉ_kl and t̂_kl for every neighbour k and foreground label l; returns (present, c, t).
+        ``feature_image`` (I's F-px feature crop) is read by :class:`TrunkParser` only."""
         dev, L = self.device, self.L
         nb_labels = np.asarray(self.corpus.labels[np.asarray(neighbours)])
         present, _ = label_boxes(nb_labels, L)
@@ -251,12 +258,15 @@ class MCNNParser:
             segments=segments, labels=np.asarray(labels, np.uint8),
         )  # fmt: skip
 
-    def parse(self, image: np.ndarray, neighbours: np.ndarray) -> ParseStages:
-        """All stages for one S×S×3 crop and its KNN corpus indices (nearest first)."""
-        present, c, t = self.match(image, neighbours)
+    def parse(self, image: np.ndarray, neighbours: np.ndarray, feature_image: np.ndarray | None = None) -> ParseStages:
+        """All stages for one S×S×3 crop and its KNN corpus indices (nearest first); ``feature_image``: see
+        :meth:`match`."""
+        present, c, t = self.match(image, neighbours, feature_image)
         return self.postprocess(image, neighbours, present, c, t)
 
-    def parse_k(self, image: np.ndarray, neighbours: np.ndarray, ks: Any) -> dict[int, ParseStages]:
+    def parse_k(
+        self, image: np.ndarray, neighbours: np.ndarray, ks: Any, feature_image: np.ndarray | None = None
+    ) -> dict[int, ParseStages]:
         """Parses with the first K neighbours for every K in ``ks`` (Fig. 5), matching only once.
 
         ĉ_kl and t̂_kl of a pair do not depend on the other neighbours, so the M-CNN runs over the
@@ -266,8 +276,92 @@ class MCNNParser:
         nb = np.asarray(neighbours)[: ks[-1]]
         if len(nb) < ks[-1]:
             raise ValueError(f"parse_k: {len(nb)} neighbours given, K up to {ks[-1]} asked for")
-        present, c, t = self.match(image, nb)
+        present, c, t = self.match(image, nb, feature_image)
         return {k: self.postprocess(image, nb[:k], present[:k], c[:k], t[:k]) for k in ks}
+
+
+class TrunkParser(MCNNParser):
+    """The parser of a trunk M-CNN (:mod:`qparse_lite.model.trunk`, issue 30): stage 1 reads the frozen trunk's
+    maps instead of images; stages 2-5 are :class:`MCNNParser`'s.
+
+    The test image I enters as its trunk maps at the model's input side F (224): from ``feature_image`` (the
+    corpus's F-px feature crop of I, or the photo cropped at F px, as the training cache saw it) when given, else
+    from the S×S crop resized to F. The regions g_kl are built as in training
+    (:class:`~qparse_lite.model.trunk.RegionMaps`): the maps of the neighbour g_k (its feature crop through the
+    trunk and the model's stored projection, computed once per neighbour and kept) and the share of l in every
+    cell of g_k's label map.
+    """
+
+    def __init__(self, model: torch.nn.Module, target_norm: Any, corpus: Any, **kwargs: Any) -> None:
+        cfg = model.cfg  # type: ignore[attr-defined]
+        if not bool(getattr(model, "has_projection", False)):
+            raise ValueError("a trunk model without its projection cannot parse (train it with qparse train)")
+        self._neighbour_maps: dict[int, dict[int, torch.Tensor]] = {}
+        self._mean_maps: dict[int, torch.Tensor] | None = None
+        super().__init__(model, target_norm, corpus, **kwargs)
+        self.levels = cfg.levels
+
+    def _source(self) -> Any:
+        """The corpus's F-px feature crops when it has them at the model's F, else its S×S crops."""
+        src = getattr(self.corpus, "feature_images", None)
+        F_ = self.model.cfg.input_size  # type: ignore[attr-defined]
+        return src if src is not None and np.asarray(src[:1]).shape[1] == F_ else self.corpus.images
+
+    def _encode(self, images: np.ndarray) -> dict[int, torch.Tensor]:
+        x = torch.from_numpy(np.array(images, np.uint8)).permute(0, 3, 1, 2)
+        return self.model.encode_images(x)  # type: ignore[operator]
+
+    def _maps_of(self, neighbours: np.ndarray) -> dict[int, torch.Tensor]:
+        """The neighbours' maps (level → K×k×s×s), each corpus image through the trunk once per parser."""
+        todo = sorted({int(n) for n in neighbours} - set(self._neighbour_maps))
+        if todo:
+            enc = self._encode(np.asarray(self._source()[np.asarray(todo)]))
+            for j, n in enumerate(todo):
+                self._neighbour_maps[n] = {lvl: enc[lvl][j] for lvl in self.levels}
+        return {lvl: torch.stack([self._neighbour_maps[int(n)][lvl] for n in neighbours]) for lvl in self.levels}
+
+    def _mean(self) -> dict[int, torch.Tensor]:
+        """The maps of the train split's mean crop μ (read only where g_k lacks l, which parsing never pairs)."""
+        if self._mean_maps is None:
+            src, train = self._source(), np.asarray(self.corpus.split("train"))
+            total = np.zeros(np.asarray(src[:1]).shape[1:], np.float64)
+            for st in range(0, len(train), 128):
+                total += np.asarray(src[train[st : st + 128]], np.float64).sum(0)
+            mean = np.round(total / max(len(train), 1)).clip(0, 255).astype(np.uint8)
+            self._mean_maps = self._encode(mean[None])
+        return self._mean_maps
+
+    @torch.no_grad()
+    def match(
+        self, image: np.ndarray, neighbours: np.ndarray, feature_image: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ĉ_kl and t̂_kl for every neighbour k and foreground label l; returns (present, c, t)."""
+        from qparse_lite.model.trunk import RegionMaps
+        from qparse_lite.train.trunk_pairs import LabelShares
+
+        dev, L = self.device, self.L
+        nb = np.asarray(neighbours)
+        nb_labels = np.asarray(self.corpus.labels[nb])
+        present, _ = label_boxes(nb_labels, L)
+        I = self._encode(np.asarray(image if feature_image is None else feature_image)[None])
+        maps, mean = self._maps_of(nb), self._mean()
+        y = torch.as_tensor(nb_labels, device=dev).long()
+        kk, ll = np.nonzero(present[:, 1:])  # only the (k, l) with l in g_k: the others are never read
+        ll = ll + 1
+        out = torch.zeros(len(kk), 5)
+        cfg = self.model.cfg  # type: ignore[attr-defined]
+        for s in range(0, len(kk), self.batch_size):
+            k_b = torch.as_tensor(kk[s : s + self.batch_size], dtype=torch.long)
+            l_b = torch.as_tensor(ll[s : s + self.batch_size], dtype=torch.long)
+            masks = {lvl: LabelShares.pool(y[k_b], l_b, cfg.map_size(lvl)) for lvl in self.levels}
+            R = RegionMaps(maps=maps, mean=mean, masks=masks, row=k_b, mean_row=torch.zeros_like(k_b), label=l_b)
+            out[s : s + len(k_b)] = self.model(I, R, torch.zeros_like(k_b)).float().cpu()
+        c_hat, t_hat = self.target_norm.denormalise(out[:, 0], out[:, 1:])
+        c = np.zeros((len(nb), L), np.float32)
+        t = np.zeros((len(nb), L, 4), np.float32)
+        c[kk, ll] = c_hat.cpu().numpy()
+        t[kk, ll] = t_hat.cpu().numpy()
+        return present, c, t
 
 
 # -- raw photos ----------------------------------------------------------------------------------------
@@ -385,7 +479,8 @@ def parse_photo(
     neighbours = np.asarray(database_indices)[rows[0]]
     tm["knn"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    present, c, t = parser.match(crop, neighbours)
+    fimg = crop_resize(work, None, box, fs)[0] if fs and isinstance(parser, TrunkParser) else None
+    present, c, t = parser.match(crop, neighbours, fimg)  # a trunk model reads the photo cropped at F px
     tm["match"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stages = parser.postprocess(crop, neighbours, present, c, t)

@@ -413,4 +413,10 @@ def _record(run: _Run, trivial: dict[str, Any], *, resume: bool, compile: bool, 
         torch_interop_threads=torch.get_num_interop_threads(), train_s=round(run.train_s, 3),
         parameters=sum(p.numel() for p in run.model.parameters()),
     )  # fmt: skip
+    from qparse_lite.model.mcnn import variant_family
+
+    if variant_family(run.model.variant) == "trunk" and history:  # issue 30: the bar ĉ_l is judged against
+        from qparse_lite.train.trunk_pairs import presence_head_val
+
+        rec["presence_head_val"] = presence_head_val(corp, run.val_sampler.sampler, run.val, run.tn, progress=False)
     finish_run_record(run.out, rec, resumed=resume)

@@ -28,12 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from qparse_lite.backbones import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     efficientnet_lite0,
     efficientnet_lite0_weights,
     sha256_file,
@@ -41,12 +38,12 @@ from qparse_lite.backbones import (
 from qparse_lite.data.crops import corpus_fingerprint
 from qparse_lite.errors import QparseError
 from qparse_lite.io import atomic_save_npy, atomic_write_json
-from qparse_lite.model.trunk import LEVELS, PCA_CHANNELS, TRUNK_NAME
+from qparse_lite.model.trunk import LEVELS, PCA_CHANNELS, TRUNK_NAME, trunk_input, trunk_pyramid
 from qparse_lite.train.pairs import zoom_out
 
-__all__ = ["CACHE_FORMAT", "TrunkMaps", "trunk_maps", "cache_key", "image_variants", "trunk_pyramid"]
+__all__ = ["CACHE_FORMAT", "TrunkMaps", "trunk_maps", "cache_key", "image_variants"]
 
-CACHE_FORMAT = "qparse-trunk-cache/1"
+CACHE_FORMAT = "qparse-trunk-cache/2"
 N_VARIANTS = 4
 
 
@@ -63,20 +60,6 @@ def cache_key(corpus: Any, input_size: int, weights: str | Path | None = None) -
     }  # fmt: skip
 
 
-def trunk_pyramid(net: Any, x: Tensor) -> dict[int, Tensor]:
-    """The last block output of EfficientNet-Lite0 at strides 4, 8, 16 and 32 (levels 2..5) of a normalised
-    N×3×F×F batch (no gradients)."""
-    out: dict[int, Tensor] = {}
-    with torch.no_grad():
-        h = net._swish(net._bn0(net._conv_stem(x)))
-        for block in net._blocks:
-            h = block(h)
-            level = round(np.log2(x.shape[-1] / h.shape[-1]))
-            if level in LEVELS:
-                out[level] = h  # later blocks of a stride overwrite earlier ones
-    return out
-
-
 def image_variants(images: Tensor, mean: Tensor) -> list[Tensor]:
     """The 4 augmentation variants of N×3×F×F uint8 crops, in DeviceCorpus order: original, mirror, ×1.2 zoom,
     zoomed mirror (the zoom's border is the mean image ``mean``, 3×F×F float in 0..255)."""
@@ -86,27 +69,21 @@ def image_variants(images: Tensor, mean: Tensor) -> list[Tensor]:
     return [images, mirrored, zoom_out(images, blank, mean_u8)[0], zoom_out(mirrored, blank, mean_u8)[0]]
 
 
-def _normalise(images: Tensor, size: int) -> Tensor:
-    x = images.float().div_(255.0)
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
 class TrunkMaps:
     """Cached trunk maps of a corpus (see the module docstring).
 
     Attributes:
         levels: level → float16 tensor ((4·N + 4)×k×s×s).
+        pca: level → (μ C, P C×k), the fixed projection: a new image's trunk map x gives (x − μ) @ P per cell
+            (:func:`qparse_lite.model.trunk.project`): a trained model keeps it, so it parses images outside the cache.
         n: N corpus images; input_size: F; key: :func:`cache_key`; meta: the cache's ``meta.json``;
         path: the cache folder (None in memory).
     """
 
     def __init__(self, levels: dict[int, Tensor], n: int, key: dict[str, Any], meta: dict[str, Any],
-                 path: Path | None = None) -> None:  # fmt: skip
+                 path: Path | None = None, pca: dict[int, tuple[Tensor, Tensor]] | None = None) -> None:  # fmt: skip
         self.levels, self.n, self.key, self.meta, self.path = levels, int(n), key, meta, path
+        self.pca = pca or {}  # level → (μ, P): cached map = (trunk map − μ) @ P per cell
         self.input_size = int(key["input_size"])
         for lvl, t in levels.items():
             if t.shape[0] != N_VARIANTS * (self.n + 1):
@@ -123,7 +100,7 @@ class TrunkMaps:
 
 
 def _build(corpus: Any, input_size: int, weights: str | Path | None, batch_size: int,
-           progress: bool | None) -> tuple[dict[int, Tensor], dict[str, Any]]:  # fmt: skip
+           progress: bool | None) -> tuple[dict[int, Tensor], dict[int, tuple[Tensor, Tensor]], dict[str, Any]]:  # fmt: skip
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -143,11 +120,11 @@ def _build(corpus: Any, input_size: int, weights: str | Path | None, batch_size:
     for s in chunks:
         batch = torch.from_numpy(np.array(src[s : s + batch_size], dtype=np.uint8)).permute(0, 3, 1, 2)
         for v, im in enumerate(image_variants(batch, mean)):
-            for lvl, m in trunk_pyramid(net, _normalise(im, input_size)).items():
+            for lvl, m in trunk_pyramid(net, trunk_input(im, input_size)).items():
                 per_variant[v][lvl].append(m.half())
             bar.update(len(im))
     for v, im in enumerate(image_variants(mean.round().clamp(0, 255).to(torch.uint8)[None], mean)):
-        for lvl, m in trunk_pyramid(net, _normalise(im, input_size)).items():
+        for lvl, m in trunk_pyramid(net, trunk_input(im, input_size)).items():
             per_variant[v][lvl].append(m.half())  # appended after the images: rows 4·N + v below
         bar.update(1)
     bar.close()
@@ -155,7 +132,7 @@ def _build(corpus: Any, input_size: int, weights: str | Path | None, batch_size:
         imgs = [torch.cat(per_variant[v][lvl][:-1]) for v in range(N_VARIANTS)]
         means = [per_variant[v][lvl][-1] for v in range(N_VARIANTS)]
         raw[lvl] = [torch.cat([*imgs, *means])]
-    levels, explained = {}, {}
+    levels, explained, pca = {}, {}, {}
     for lvl, k in zip(LEVELS, PCA_CHANNELS, strict=True):
         x = raw[lvl][0]
         fit = x[torch.from_numpy(train)].float()  # variant 0 rows = corpus indices
@@ -171,17 +148,23 @@ def _build(corpus: Any, input_size: int, weights: str | Path | None, batch_size:
             xs = x[s : s + 256].float().permute(0, 2, 3, 1) - mu.float()
             y[s : s + 256] = (xs @ proj).permute(0, 3, 1, 2).half()
         levels[lvl] = y
+        pca[lvl] = (mu.float(), proj)
         explained[str(lvl)] = float(evals[:k].sum() / evals.sum())
         del raw[lvl]
     info = {"explained_variance": explained, "trunk_channels": {str(lvl): int(levels[lvl].shape[1]) for lvl in levels},
             "source_side": int(side), "n_images": int(n), "build_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
-    return levels, info
+    return levels, pca, info
+
+
+def _param_files(lvl: int) -> tuple[str, str]:
+    """The files of a level's fixed projection (μ, P)."""
+    return f"pca{lvl}_mean.npy", f"pca{lvl}_proj.npy"
 
 
 def _refuse(folder: Path, what: str) -> QparseError:
     return QparseError(
-        f"{folder}: trunk-map cache {what}. Fix: delete {folder} (it is rebuilt from the corpus on next use) "
-        "or pass rebuild=True (qparse train --set ... rebuilds it with --rebuild-trunk-cache)."
+        f"{folder}: trunk-map cache {what}. Fix: delete {folder}; it is rebuilt from the corpus on next use "
+        "(in Python: trunk_maps(corpus, rebuild=True))."
     )
 
 
@@ -204,7 +187,16 @@ def _load(folder: Path, key: dict[str, Any], n: int) -> TrunkMaps:
         if sha256_file(f) != meta.get("sha256", {}).get(f.name):
             raise _refuse(folder, f"file {f.name} differs from its checksum in meta.json (changed or truncated)")
         levels[lvl] = torch.from_numpy(np.load(f, allow_pickle=False))
-    return TrunkMaps(levels, n, key, meta, folder)
+    pca = {}
+    for lvl in LEVELS:
+        parts = []
+        for name in _param_files(lvl):
+            f = folder / name
+            if not f.is_file() or sha256_file(f) != meta.get("sha256", {}).get(name):
+                raise _refuse(folder, f"misses {name} or it differs from its checksum in meta.json")
+            parts.append(torch.from_numpy(np.load(f, allow_pickle=False)))
+        pca[lvl] = (parts[0], parts[1])
+    return TrunkMaps(levels, n, key, meta, folder, pca)
 
 
 def trunk_maps(
@@ -237,16 +229,21 @@ def trunk_maps(
         except QparseError:
             if not rebuild:
                 raise
-    levels, info = _build(corpus, F_, weights, batch_size, progress)
+    levels, pca, info = _build(corpus, F_, weights, batch_size, progress)
     meta = {"key": key, **info}
     if path is None:
-        return TrunkMaps(levels, n, key, meta, None)
+        return TrunkMaps(levels, n, key, meta, None, pca)
     path.mkdir(parents=True, exist_ok=True)
     (path / "meta.json").unlink(missing_ok=True)  # written last: a half-written cache is never taken as one
     sums = {}
     for lvl, t in levels.items():
         f = atomic_save_npy(path / f"level{lvl}.npy", t.numpy())
         sums[f.name] = sha256_file(f)
+    for lvl, (mu, proj) in pca.items():
+        for name, t in zip(_param_files(lvl), (mu, proj), strict=True):
+            f = atomic_save_npy(path / name, t.numpy())
+            sums[f.name] = sha256_file(f)
     meta["sha256"] = sums
     atomic_write_json(path / "meta.json", meta)
-    return TrunkMaps(levels, n, key, meta, path)
+    return TrunkMaps(levels, n, key, meta, path, pca)
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -26,7 +27,7 @@ from qparse_lite.train.pairs import PairIndex
 from qparse_lite.train.sampler import PairSampler
 from qparse_lite.train.trunk_cache import TrunkMaps
 
-__all__ = ["LabelShares", "TrunkBatch", "TrunkPairSampler", "trunk_setup"]
+__all__ = ["LabelShares", "TrunkBatch", "TrunkPairSampler", "presence_head_val", "trunk_setup"]
 
 
 class TrunkBatch(NamedTuple):
@@ -120,7 +121,7 @@ class TrunkPairSampler:
             I[lvl] = self.maps.rows(lvl, rI, k).to(dev)
             maps[lvl] = self.maps.rows(lvl, urows, k).to(dev)
             masks[lvl] = self.shares(rG, lab, lvl, self.cfg.map_size(lvl))  # l's share of each cell of g_k
-        R = RegionMaps(maps, {lvl: m.to(dev) for lvl, m in self._mean.items()}, masks, row, vg)
+        R = RegionMaps(maps, {lvl: m.to(dev) for lvl, m in self._mean.items()}, masks, row, vg, lab)
         c, t, has_t = s.targets(idx)
         return TrunkBatch(I, R, c, t, has_t, lab, idx, group)
 
@@ -156,8 +157,34 @@ def trunk_setup(
     from qparse_lite.model.mcnn import build_model
     from qparse_lite.train.trunk_cache import trunk_maps
 
+    if prof.trunk_label not in ("one-hot", "none"):
+        raise QparseError(f"trunk_label = {prof.trunk_label!r}: choose 'one-hot' or 'none'. Fix: --set trunk_label=one-hot")
     maps = trunk_maps(corpus, getattr(prof, "feature_size", None) or None, progress=progress)
-    model = build_model(variant, input_size=maps.input_size, dropout=prof.dropout).to(device)
+    model = build_model(variant, input_size=maps.input_size, dropout=prof.dropout,
+                        num_labels=sampler.data.num_labels if prof.trunk_label == "one-hot" else 0)  # fmt: skip
+    model.set_projection(maps.pca)  # the checkpoint carries the cache's projection: it parses new images too
+    model = model.to(device)
     cfg = model.cfg  # type: ignore[attr-defined]
     shares = LabelShares(sampler.data)  # one table for both samplers (they share the DeviceCorpus)
     return model, TrunkPairSampler(sampler, maps, cfg, shares), TrunkPairSampler(val_sampler, maps, cfg, shares)
+
+
+def presence_head_val(corpus: Any, sampler: PairSampler, val: Any, tn: Any, progress: bool | None = None) -> dict[str, Any]:
+    """The frozen presence head the retrieval trains (:class:`~qparse_lite.retrieval.imagenet.LearnedRetrievalExtractor`,
+    a linear head on the same frozen trunk) scored as an M-CNN would be, on the same validation pairs: ĉ_kl := p̂_l(I)
+    for every scored pair (I, g_kl), so its label confidence ĉ_l = p̂_l(I) over the same (I, l) — the bar the
+    trunk family's ĉ_l is judged against (issue 30). Returns ``auc_macro``, ``auc`` and ``per_label`` AUCs."""
+    from qparse_lite.retrieval.features import get_extractor
+    from qparse_lite.train.engine import _metrics
+
+    ext = get_extractor("efficientnet-lite0-learned", corpus=corpus)
+    src = corpus.feature_images if getattr(corpus, "feature_images", None) is not None else corpus.images
+    q = val.pairs.query.numpy()
+    ids = np.unique(q)
+    p_hat, _ = ext.outputs(np.asarray(src[ids]), progress=progress)
+    row = {int(i): r for r, i in enumerate(ids)}
+    score = p_hat[[row[int(i)] for i in q], val.pairs.label.numpy()]
+    c, t, has_t = (x.cpu().numpy() for x in sampler.targets(val.pairs))
+    m = _metrics(val, tn, score, np.zeros_like(t), c, t, has_t)
+    return {"auc_macro": m["auc_macro"], "auc": m["auc"],
+            "per_label": {k: v["auc"] for k, v in m["per_label"].items()}}  # fmt: skip
