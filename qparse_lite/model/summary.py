@@ -1,12 +1,15 @@
-"""The M-CNN at a glance: parameter counts, a per-layer table (shapes, MACs) and receptive fields."""
+"""The M-CNN at a glance: parameter counts, a per-layer table (shapes, MACs), the multiply-adds per pair and
+per test image of either family (:func:`macs_split`, :func:`summary_table`) and receptive fields."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
 from qparse_lite.model.mcnn import MCNN, N_LAYERS, MCNNConfig
+from qparse_lite.model.trunk import trunk_macs
 
 # ---------------------------------------------------------------------------------------------------
 # inspection
@@ -28,6 +31,9 @@ def describe(model: nn.Module, input_size: int | None = None):
     import pandas as pd
 
     cfg: MCNNConfig = model.cfg  # type: ignore[assignment]
+    if _is_trunk(model):
+        raise ValueError("describe() covers the from-scratch family; for a trunk model use macs_split(model) or "
+                         "summary_table({name: model}) (the frozen trunk's maps are cached, not part of the model)")  # fmt: skip
     if input_size is not None and input_size != cfg.input_size:
         raise ValueError(
             f"model was built for input_size {cfg.input_size}, not {input_size} (its fc layers depend "
@@ -88,6 +94,48 @@ def describe(model: nn.Module, input_size: int | None = None):
     for col in ("kernel", "stride", "padding"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def _is_trunk(model: nn.Module) -> bool:
+    return getattr(model.cfg, "family", "scratch") == "trunk"
+
+
+def macs_split(model: nn.Module) -> dict[str, float]:
+    """Forward multiply-adds of either family: ``per_pair`` and ``per_image`` (the work that depends on the
+    test image I alone, computed once per image and shared by its K×L pairs), so B_I images × B_R regions
+    cost B_I·B_R·per_pair + B_I·per_image and an unshared pair costs their sum.
+
+    Trunk family: :func:`~qparse_lite.model.trunk.trunk_macs` (the frozen trunk's maps are cached: not counted).
+    From-scratch family: the rows of :func:`describe`; per image = the ``I`` rows (the single path; the
+    Siamese's branch fc too, which ``encode_test`` caches) plus, in every cross layer, the share P/(P+Q+T) of
+    the cross convolution that reads x^I (Eq. (2)'s I-term, :meth:`~qparse_lite.model.mcnn.MCNN.encode_test`).
+    """
+    if _is_trunk(model):
+        return trunk_macs(model)
+    rows = describe(model)
+    per_image = float(rows[rows.path == "I"].macs.sum())
+    for j in getattr(model.cfg, "cross_layers", ()) if isinstance(model, MCNN) else ():
+        p, q, t = model.cfg.cross_inputs(j)
+        per_image += float(rows[(rows.layer == f"conv{j}") & (rows.path == "C")].macs.sum()) * p / (p + q + t)
+    return {"per_pair": float(rows.macs.sum()) - per_image, "per_image": per_image}
+
+
+def summary_table(models: Mapping[str, nn.Module]):
+    """One row per named model of either family → pandas DataFrame with columns ``variant, family,
+    input_size, cross_layers, params`` (:func:`count_parameters`), ``macs_per_pair, macs_per_image``
+    (:func:`macs_split`) and ``macs_unshared`` (one pair with nothing shared: their sum)."""
+    import pandas as pd
+
+    rows = []
+    for name, model in models.items():
+        macs = macs_split(model)
+        rows.append(dict(
+            variant=name, family="trunk" if _is_trunk(model) else "scratch", input_size=model.cfg.input_size,
+            cross_layers=",".join(map(str, model.cfg.cross_layers)) or "-", params=count_parameters(model),
+            macs_per_pair=macs["per_pair"], macs_per_image=macs["per_image"],
+            macs_unshared=macs["per_pair"] + macs["per_image"],
+        ))  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def receptive_fields(model_or_cfg: nn.Module | MCNNConfig, input_size: int | None = None):
