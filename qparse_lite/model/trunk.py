@@ -68,7 +68,8 @@ from qparse_lite.backbones import IMAGENET_MEAN, IMAGENET_STD
 #     0.73 at 32 or 64 components, 0.72 at 128);
 #   * cross maps c_ℓ = 8, 16, 16, 32 at width 1 (small enough for the speed target: 3×3 convolutions at
 #     28² and 14² cost most of a pair), 3×3 kernels, padding 1 (the trunk maps already have receptive fields
-#     of 43 .. ~600 px; a 3×3 at stride 32 spans 96 px, 43 % of a 224 crop: the far range); the stride-2 step
+#     of 19, 67, 339 and 851 px at levels 2..5, :func:`qparse_lite.model.receptive.trunk_receptive_fields`;
+#     a 3×3 at stride 32 adds 64 px of centre offsets, 29 % of a 224 crop: the far range); the stride-2 step
 #     from level ℓ − 1 has no bias (b_ℓ sits on the same-level term);
 #   * level 5 is the trunk's 1,280-channel head features (the 1×1 head convolution on the last block: what
 #     the ImageNet classifier and the retrieval's presence head read) rather than the 320-channel block output.
@@ -535,7 +536,10 @@ def trunk_macs(model: nn.Module) -> dict[str, float]:
         per_pair += s2 * 9 * (k + 1) * c  # the region and its mask
         if str(j) in model.down:  # type: ignore[operator]
             per_pair += s2 * 9 * model.down[str(j)].in_channels * c  # type: ignore[index]
-    lin = [m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+    readout = getattr(model, "readout", None)
+    if readout is not None:  # the label readout: one read of I's pooled maps per test image
+        per_image += float(readout.in_features * readout.out_features)
+    lin = [m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear) and m is not readout]
     per_pair += float(sum(lin))
     if cfg.arch == "siamese":
         per_image += float(sum(lin[:-1]))
