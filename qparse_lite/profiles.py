@@ -29,10 +29,11 @@ the paper's AlexNet fc7 needs a download, and the kit's ``hog-color`` barely bea
 
 ``crop``: ``square`` (the person box + margin made square, the aspect kept; quick and atr) or ``warp`` (the box
 resized to S×S without keeping the aspect, as the paper's R-CNN boxes, docs/paper.md §1.1; ccp). On CCP's
-validation split, scored at the photos' resolution, warp beat square in all four pairs measured, covering the
-three methods at 113 px (label transfer +2.5 avg F1, the LR-ASPP +13.8, the default M-CNN +4.4; label transfer
-+1.8 at 145 px), so ccp crops ``warp`` at 113 px (``results/ccp/crop/README.md``). The committed ccp models were
-trained on square corpora (their checkpoints say so): reproduce them with ``--crop square`` / ``--set crop=square``.
+validation split, scored at the photos' resolution (``results/ccp/crop/README.md``: 3 methods × 2 crops × 2 sizes),
+warp beat square in every pair measured, and the default M-CNN parses best at 145 px (28.64 avg F1 against
+26.21 at 113 px; the mean of the three methods 32.48 against 32.10), so ccp crops ``warp`` at **145 px**. The
+committed ccp models were trained on square corpora at 113 px (their checkpoints say so): reproduce them with
+``--crop square --size 113`` / ``--set crop=square --set image_size=113``.
 
 A notebook's ``profile`` parameter picks one of these; any field can be overridden by name
 (``get_profile("quick", epochs=2)``).
@@ -163,14 +164,14 @@ PROFILES: dict[str, Profile] = {
         val_pairs=16_384, xi1=0.5,
     ),
     "ccp": Profile(
-        name="ccp", dataset="ccp", label_set="ccp-coarse", image_size=113, n_images=None,
+        name="ccp", dataset="ccp", label_set="ccp-coarse", image_size=145, n_images=None,
         features="efficientnet-lite0-learned", feature_size=224, k_train=30, k_test=9, variant="mcnn", width=0.5, epochs=5,
         pairs_per_epoch=40_960, batch_size=128, lr=3e-3, optimizer="adamw", val_pairs=16_384,
         disp_loss="huber", label_power=0.5,  # chosen on the CCP val split: results/ccp/disp_head.md
         # post-processing fallbacks: the values `qparse tune` chose on the CCP val split for this recipe
         # (results/ccp/models/mcnn-oof/postprocess.json); the paper's are flags away (--xi1 0.8 --xi2 0.5 ...)
         xi1=0.3, xi2=0.2, n_segments=0, displacement_scale=0.75, lt_n_segments=0,
-        crop="warp",  # chosen on the CCP val split at full resolution: results/ccp/crop/README.md
+        crop="warp",  # crop and size chosen on the CCP val split at full resolution: results/ccp/crop/README.md
     ),
     "atr": Profile(
         name="atr", dataset="atr", label_set="atr18", image_size=227, n_images=None,

@@ -95,9 +95,10 @@ from qparse_lite.model.trunk import TrunkConfig, trunk_model
 # then. Activations of a batch of 128 pairs (≈ 7 MB/pair forward, ×2 with gradients) are ≈ 1.8 GB, which
 # fits the 6 GB card. AlexNet itself is 0.72 GMAC per image.
 #
-# Small inputs (``input_size`` < 227, e.g. 64 in the quick profile, 113 in the ccp profile): every kernel
+# Small inputs (``input_size`` < 227, e.g. 64 in the quick profile, 145 in the ccp profile): every kernel
 # is scaled with the image, k_j(S) = max(3, nearest odd number to k_j(227)·S/227) (``scaled_kernels``):
 # S = 113 → 5,3,3,3,3 (RFs 5, 9, 17, 33, 65 = 4%, 8%, 15%, 29%, 58% — the same fractions as at 227);
+# S = 145 → 7,3,3,3,3;
 # S = 64 → 3,3,3,3,3 (RFs 3, 7, 15, 31, 63 = 5%, 11%, 23%, 48%, 98%: the floor of 3 — the smallest odd
 # kernel that still covers the pixels a stride-2 conv skips — makes the deep layers relatively larger).
 # Channels scale with ``width``: c_j(w) = max(2, nearest even number to c_j·w) (even, so that 1.5·c_j is
