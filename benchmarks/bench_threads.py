@@ -15,7 +15,8 @@ on a shared machine "idle" means "no spinner of ours", not an idle machine.
 Without ``--model``/``--corpus`` a small quick-profile model (64 px synthetic corpus, one short epoch) is
 trained once in ``--work`` (a few CPU minutes); the throughput of the CLI around it (person detector, features,
 KNN, M-CNN, post-processing, paste-back, two verified image writes) is what is measured. Without ``--photos``,
-``--n`` CCP-size (550×825) synthetic photos are made. Results: ``<out>/bench_threads.json`` and ``.md``.
+``--n`` CCP-size (550×825) synthetic photos are made. Results: ``<out>/<--name>.json`` and ``.md`` (default
+``bench_threads``).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--busy", type=int, nargs="+", default=[0, 1], help="cores kept busy (default 0 1)")
     ap.add_argument("--work", default="runs/bench-threads", help="scratch folder (tiny model, photos, outputs)")
     ap.add_argument("--out", default="benchmarks/results", help="results folder")
+    ap.add_argument("--name", default="bench_threads", help="file stem of the results (default bench_threads)")
     args = ap.parse_args(argv)
     work = Path(args.work)
     if args.model:
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     record = run_record(profile=None, seed=None, command="bench_threads", cores=os.cpu_count(),
                         photos_source=args.photos or "synthetic 550×825", n=len(photos))  # fmt: skip
     out = Path(args.out)
-    atomic_write_json(out / "bench_threads.json", {"rows": rows, "run": record})
+    atomic_write_json(out / f"{args.name}.json", {"rows": rows, "run": record})
     lines = ["# `qparse parse` photos/s against --threads", "",
              f"{len(photos)} photos ({args.photos or 'synthetic 550×825'}), {os.cpu_count()} cores, "
              f"`python benchmarks/bench_threads.py {' '.join(argv if argv is not None else sys.argv[1:])}`. "
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         t = "0 (torch: one per core)" if r["threads"] == 0 else str(r["threads"])
         lines.append(f"| {r['busy_cores']} | {t} | {r['load_1min_before']} | {r['photos_per_s']} | {r['loop_s']} |")
-    atomic_write_text(out / "bench_threads.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / f"{args.name}.md", "\n".join(lines) + "\n")
     print(f"wrote {out / 'bench_threads.json'} and .md")
     return 0
 

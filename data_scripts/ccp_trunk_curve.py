@@ -2,7 +2,7 @@
 
     python data_scripts/ccp_trunk_curve.py run --corpus CORPUS --knn KNN_TRAIN --val-knn KNN_VAL \\
         --runs RUNS --variant trunk-cross5 --pairs 1366 4552 13653 40960 122880 [--set FIELD=VALUE ...]
-    python data_scripts/ccp_trunk_curve.py collect --runs RUNS --out results/ccp/trunk
+    python data_scripts/ccp_trunk_curve.py collect --runs RUNS --out results/ccp/trunk [--eval RUN_NAME=EVAL_DIR ...]
 
 ``run`` trains one run folder per budget (``RUNS/<variant>-p<P>``: the ccp profile's 5 epochs of P pairs, as
 ``results/ccp/compute.*`` does for the from-scratch model; or ``-e<E>``: E epochs of 40,960), each with its own
@@ -11,7 +11,8 @@ time in ``RUNS/commands.json``. ``collect`` writes ``curve.csv`` and ``curve.md`
 per-label AUC of ĉ_l (``final_val.val_auc_macro``), the pooled label-level AUC, the displacement error and
 its share below the trivial predictor's, the training seconds — beside the frozen presence head's per-label
 AUC on the same validation pairs (the retrieval's head on the same trunk, measured by each run:
-``run.json`` ``presence_head_val``).
+``run.json`` ``presence_head_val``) — and, for the runs given an ``--eval`` folder (``qparse evaluate --split val``
+of that run), the parse's validation avg F1 at full resolution; ``curve.png`` draws them against the pairs.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def collect(a: argparse.Namespace) -> None:
     for c in log:
         parts = shlex.split(c["command"])
         cmds[Path(parts[parts.index("--out") + 1]).name] = c
+    evals = dict(x.split("=", 1) for x in a.eval)
     rows = []
     for d in sorted(runs.iterdir()):
         if not (d / "run.json").is_file():
@@ -70,6 +72,7 @@ def collect(a: argparse.Namespace) -> None:
             "val_disp_err": round(fv["val_disp_err"], 5), "val_disp_err_trivial": round(fv["val_disp_err_trivial"], 5),
             "disp_err_below_trivial": round(fv["disp_err_below_trivial"], 4),
             "presence_head_val_auc_macro": round(r.get("presence_head_val", {}).get("auc_macro", float("nan")), 4),
+            "val_full_avg_f1": _full_f1(evals.get(d.name)),
             "train_s": r.get("train_s"), "wall_s": cmds.get(d.name, {}).get("wall_s"),
             "command": cmds.get(d.name, {}).get("command", ""),
         })  # fmt: skip
@@ -81,14 +84,58 @@ def collect(a: argparse.Namespace) -> None:
         w.writerows(rows)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "curve.csv", buf.getvalue())
-    lines = ["| run | seed | pairs | val AUC per label | (vote) | presence head | val AUC pooled | disp err | below trivial | train s | wall s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["| run | seed | pairs | val avg F1 (full res.) | val AUC per label | (vote) | presence head | val AUC pooled | disp err | below trivial | train s | wall s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for x in rows:
-        lines.append(f"| {x['run']} | {x['seed']} | {x['pairs']:,} | {x['val_auc_macro']:.3f} | {x['val_auc_vote_macro']:.3f} | "
+        f1 = "" if x["val_full_avg_f1"] is None else f"{x['val_full_avg_f1']:.2f}"
+        lines.append(f"| {x['run']} | {x['seed']} | {x['pairs']:,} | {f1} | {x['val_auc_macro']:.3f} | {x['val_auc_vote_macro']:.3f} | "
                      f"{x['presence_head_val_auc_macro']:.3f} | {x['val_auc']:.3f} | {x['val_disp_err']:.4f} | "
                      f"{100 * x['disp_err_below_trivial']:.1f} % | {x['train_s']:.0f} | {x['wall_s'] or ''} |")  # fmt: skip
     atomic_write_text(out / "curve.md", "\n".join(lines) + "\n")
+    _plot(rows, out / "curve.png")
     print("\n".join(lines))
+
+
+def _full_f1(ev: str | None) -> float | None:
+    if not ev:
+        return None
+    return round(json.loads((Path(ev) / "scores.json").read_text())["full_resolution"]["avg_f1"], 2)
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    """Per-label AUC (with the presence head and the vote), displacement error below trivial and val avg F1
+    against the pairs trained, one line per variant (seed 0 runs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for variant in sorted({x["variant"] for x in rows}):
+        rs = sorted((x for x in rows if x["variant"] == variant and x["seed"] == 0 and x["trunk_label"] != "none"),
+                    key=lambda x: x["pairs"])  # fmt: skip
+        if len(rs) < 2:
+            continue
+        n = [x["pairs"] for x in rs]
+        axes[0].plot(n, [x["val_auc_macro"] for x in rs], "o-", label=f"{variant}: ĉ_l")
+        axes[0].plot(n, [x["presence_head_val_auc_macro"] for x in rs], "k--", lw=1, label="frozen presence head")
+        axes[0].plot(n, [x["val_auc_vote_macro"] for x in rs], "k:", lw=1, label="neighbour vote")
+        axes[1].plot(n, [100 * x["disp_err_below_trivial"] for x in rs], "o-", label=variant)
+        f1 = [(x["pairs"], x["val_full_avg_f1"]) for x in rs if x["val_full_avg_f1"] is not None]
+        if f1:
+            axes[2].plot(*zip(*f1, strict=True), "o-", label=variant)
+    titles = ("per-label AUC of ĉ_l (val)", "displacement error below trivial, %", "val avg F1, full resolution")
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("training pairs")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def main() -> None:
@@ -103,6 +150,7 @@ def main() -> None:
     r.add_argument("--tag", default="", help="suffix of the run folders (e.g. -seed1)")
     c = sub.add_parser("collect")
     c.add_argument("--runs", required=True)
+    c.add_argument("--eval", action="append", default=[], help="RUN_NAME=EVAL_DIR (a qparse evaluate --split val)")
     c.add_argument("--out", required=True)
     a = p.parse_args()
     (run if a.cmd == "run" else collect)(a)

@@ -54,8 +54,12 @@ def main() -> None:
         _copy(Path(head.path), a.out / "retrieval_head.pt")
     _copy(Path(person), a.out / PERSON_HEAD_FILE)
     meta = corpus.meta
+    args = list(meta.get("prepare_args") or [])
+    for flag, word in (("--data-root", "DIR"), ("--root", "DIR"), ("--out", "CORPUS")):  # no machine paths
+        if flag in args[:-1]:
+            args[args.index(flag) + 1] = word
     record = {
-        "command": meta.get("command"), "prepare_args": meta.get("prepare_args"),
+        "command": " ".join(["qparse", "prepare", *args, "--out", "CORPUS"]), "prepare_args": args,
         "dataset_version": meta.get("version"), "size": meta.get("size"), "feature_size": meta.get("feature_size"),
         "crop": meta.get("crop"), "margin": meta.get("margin"), "fingerprint": corpus_fingerprint(corpus),
         "checksums": meta.get("checksums"), "splits": {k: len(v) for k, v in meta.get("splits", {}).items()},

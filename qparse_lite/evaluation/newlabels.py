@@ -302,7 +302,7 @@ def fraction_sweep(
     ``n_test_images`` (F1 in %).
     """
     from qparse_lite.baselines.nonparametric import LabelTransfer
-    from qparse_lite.parse.parser import MCNNParser
+    from qparse_lite.parse.parser import make_parser
 
     if model is None and not label_transfer:
         raise ValueError("fraction_sweep: give a model, label_transfer=True, or both")
@@ -313,7 +313,7 @@ def fraction_sweep(
         kept = len(cf.meta["label_fraction"]["kept"])
         runs: list[tuple[str, bool | None, Any]] = []
         if model is not None:
-            parser = MCNNParser(model, target_norm, cf, superpixel_method=superpixel_method,
+            parser = make_parser(model, target_norm, cf, superpixel_method=superpixel_method,
                                 n_segments=n_segments, **dict(parser_kw or {}))  # fmt: skip
             runs.append((model_name, trained_on_label, parser))
         if label_transfer:

@@ -27,7 +27,7 @@ import torch
 
 from qparse_lite.parse import postprocess as pp
 
-__all__ = ["ParseStages", "MCNNParser", "TrunkParser", "PhotoParse", "label_boxes", "parse_photo", "paste_back", "overlay"]
+__all__ = ["ParseStages", "MCNNParser", "TrunkParser", "make_parser", "PhotoParse", "label_boxes", "parse_photo", "paste_back", "overlay"]
 
 
 def label_boxes(labels: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,9 +165,7 @@ class MCNNParser:
         post = resolve_postprocess("mcnn", prof, run, xi1=xi1, xi2=xi2, n_segments=n_segments,
                                    displacement_scale=displacement_scale)  # fmt: skip
         v = post.values
-        if getattr(net.cfg, "family", None) == "trunk" and not issubclass(cls, TrunkParser):
-            cls = TrunkParser  # noqa: PLW0642 — a trunk run parses with its own stage 1
-        parser = cls(
+        parser = make_parser(
             net, tn, corpus, xi1=v["xi1"], xi2=v["xi2"], erosion=prof.erosion_px if erosion is None else erosion,
             superpixel_method=superpixel_method if int(v["n_segments"]) else None, n_segments=int(v["n_segments"]),
             background=background, device=device, batch_size=batch_size, displacement_scale=v["displacement_scale"],
@@ -362,6 +360,13 @@ class TrunkParser(MCNNParser):
         c[kk, ll] = c_hat.cpu().numpy()
         t[kk, ll] = t_hat.cpu().numpy()
         return present, c, t
+
+
+def make_parser(model: torch.nn.Module, target_norm: Any, corpus: Any, **kwargs: Any) -> MCNNParser:
+    """The parser of a trained M-CNN of either family: :class:`TrunkParser` for a trunk model (its stage 1 reads
+    trunk maps), else :class:`MCNNParser`; ``kwargs`` are the post-processing values of :class:`MCNNParser`."""
+    family = getattr(getattr(model, "cfg", None), "family", None)
+    return (TrunkParser if family == "trunk" else MCNNParser)(model, target_norm, corpus, **kwargs)
 
 
 # -- raw photos ----------------------------------------------------------------------------------------
