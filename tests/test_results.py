@@ -43,7 +43,7 @@ def test_committed_model_loads_with_its_retrieval_head():
     assert head.dim == len(meta["label_set"]["names"])
 
 
-@pytest.mark.parametrize("detector", ["fg-head", "hog"])
+@pytest.mark.parametrize("detector", ["fg-head", "hog", "trunk-fg-head"])
 def test_committed_raw_photo_scores_rescore_from_the_full_size_maps(detector, capsys):
     from qparse_lite.cli import main
 

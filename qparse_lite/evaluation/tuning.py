@@ -25,7 +25,8 @@ from qparse_lite.runinfo import run_record
 __all__ = ["MCNN_GRID", "LT_GRID", "tune_run"]
 
 MCNN_GRID: dict[str, list[Any]] = {
-    "xi1": [0.8, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9],
+    # ξ1 down to 0.1: the choices of the from-scratch (0.3) and trunk (0.3) models sat at the old grid's low end
+    "xi1": [0.8, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9],
     "displacement_scale": [1.0, 0.0, 0.25, 0.5, 0.75, 1.25, 1.5],
     "n_segments": [200, 50, 100, 400, 800, 1600, 0],
     "xi2": [0.5, 0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6],
