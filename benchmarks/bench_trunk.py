@@ -56,12 +56,12 @@ def _sampler(corpus: Any, maps: Any, variant: str, batch: int, group: int, seed:
     knn = np.stack([rng.choice(tr[tr != q], 30, replace=False) for q in tr])  # random neighbours: same cost
     s = PairSampler(data, tr, knn, batch_size=batch, pairs_per_epoch=batch * 10_000, group_size=group,
                     seed=seed, label_power=0.5)  # fmt: skip
-    return TrunkPairSampler(s, maps, build_model(variant, input_size=maps.input_size).cfg)
+    return TrunkPairSampler(s, maps, build_model(variant, input_size=maps.input_size, num_labels=data.num_labels).cfg)
 
 
 def _trunk(sampler: TrunkPairSampler, variant: str, iters: int, warmup: int, fresh: bool, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
-    model = build_model(variant, input_size=sampler.maps.input_size).train()
+    model = build_model(variant, input_size=sampler.maps.input_size, num_labels=sampler.cfg.num_labels).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     fixed = sampler.next_batch()
     u = []

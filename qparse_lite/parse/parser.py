@@ -346,14 +346,14 @@ class TrunkParser(MCNNParser):
         y = torch.as_tensor(nb_labels, device=dev).long()
         kk, ll = np.nonzero(present[:, 1:])  # only the (k, l) with l in g_k: the others are never read
         ll = ll + 1
-        out = torch.zeros(len(kk), 5)
+        out = torch.zeros(len(kk), 5, device=dev)
         cfg = self.model.cfg  # type: ignore[attr-defined]
         for s in range(0, len(kk), self.batch_size):
-            k_b = torch.as_tensor(kk[s : s + self.batch_size], dtype=torch.long)
-            l_b = torch.as_tensor(ll[s : s + self.batch_size], dtype=torch.long)
+            k_b = torch.as_tensor(kk[s : s + self.batch_size], dtype=torch.long, device=dev)
+            l_b = torch.as_tensor(ll[s : s + self.batch_size], dtype=torch.long, device=dev)
             masks = {lvl: LabelShares.pool(y[k_b], l_b, cfg.map_size(lvl)) for lvl in self.levels}
             R = RegionMaps(maps=maps, mean=mean, masks=masks, row=k_b, mean_row=torch.zeros_like(k_b), label=l_b)
-            out[s : s + len(k_b)] = self.model(I, R, torch.zeros_like(k_b)).float().cpu()
+            out[s : s + len(k_b)] = self.model(I, R, torch.zeros_like(k_b)).float()
         c_hat, t_hat = self.target_norm.denormalise(out[:, 0], out[:, 1:])
         c = np.zeros((len(nb), L), np.float32)
         t = np.zeros((len(nb), L, 4), np.float32)
