@@ -11,6 +11,23 @@ REPO = Path(__file__).resolve().parent.parent
 CCP_MIRROR = Path(os.environ.get("QPARSE_CCP_ROOT", REPO.parent / "shared/datasets/clothing-co-parsing"))
 
 
+def resolve_dotted(ref: str) -> object | None:
+    """The object a dotted ``qparse_lite.x.y`` name refers to (a module, or a name inside the longest importable
+    module prefix), or None when it does not resolve: the one check behind the docs' and chapters' name tests."""
+    import importlib
+
+    parts = ref.split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            obj: object | None = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        for attr in parts[k:]:
+            obj = getattr(obj, attr, None)
+        return obj
+    return None
+
+
 @pytest.fixture(scope="session")
 def ccp_root() -> Path:
     """The CCP mirror (read-only; never write into it). Skips when it is not beside the repo."""

@@ -189,6 +189,8 @@ def test_chapters_name_the_package_as_it_is_laid_out(path: Path):
     import importlib
     import re
 
+    from conftest import resolve_dotted
+
     nb = nbformat.read(path, as_version=4)
     repo = NOTEBOOK_DIR.parent
     wrong = []
@@ -206,15 +208,6 @@ def test_chapters_name_the_package_as_it_is_laid_out(path: Path):
             if not (repo / ref).is_file():
                 wrong.append(f"cell {i}: {ref} does not exist")
         for ref in set(re.findall(r"qparse_lite(?:\.[A-Za-z_]\w*)+", c.source)):
-            parts, obj = ref.split("."), None
-            for k in range(len(parts), 0, -1):
-                try:
-                    obj = importlib.import_module(".".join(parts[:k]))
-                except ImportError:
-                    continue
-                for attr in parts[k:]:
-                    obj = getattr(obj, attr, None)
-                break
-            if obj is None:
+            if resolve_dotted(ref) is None:
                 wrong.append(f"cell {i}: {ref} does not resolve")
     assert wrong == [], f"{path.name}: " + "; ".join(wrong)
