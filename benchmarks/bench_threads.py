@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         t = "0 (torch: one per core)" if r["threads"] == 0 else str(r["threads"])
         lines.append(f"| {r['busy_cores']} | {t} | {r['load_1min_before']} | {r['photos_per_s']} | {r['loop_s']} |")
     atomic_write_text(out / f"{args.name}.md", "\n".join(lines) + "\n")
-    print(f"wrote {out / 'bench_threads.json'} and .md")
+    print(f"wrote {out / (args.name + '.json')} and .md")
     return 0
 
 
