@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from qparse_lite.backbones import efficientnet_lite0
 from qparse_lite.data.prepare import Corpus
-from qparse_lite.model.trunk import trunk_input, trunk_pyramid
+from qparse_lite.model.trunk import trunk_input
 from qparse_lite.train.matching_metrics import roc_auc
 
 
@@ -32,11 +32,11 @@ def pooled_features(corpus: Corpus, batch: int = 16) -> dict[str, np.ndarray]:
     src = corpus.feature_images
     for s in range(0, len(src), batch):
         x = torch.from_numpy(np.array(src[s : s + batch])).permute(0, 3, 1, 2)
-        with torch.no_grad():
+        with torch.no_grad():  # one trunk pass: the last block's output, then the head on it
             h = net._swish(net._bn0(net._conv_stem(trunk_input(x, 224))))
             for block in net._blocks:
                 h = block(h)
-            head = trunk_pyramid(net, trunk_input(x, 224))[5]
+            head = net._swish(net._bn1(net._conv_head(h)))  # what trunk_pyramid returns at level 5
         for name, m in (("block", h), ("head", head)):
             out[name].append(torch.cat([m.mean((2, 3)), m.amax((2, 3))], 1).numpy())
     return {k: np.concatenate(v) for k, v in out.items()}

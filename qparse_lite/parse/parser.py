@@ -300,10 +300,9 @@ class TrunkParser(MCNNParser):
         self.levels = cfg.levels
 
     def _source(self) -> Any:
-        """The corpus's F-px feature crops when it has them at the model's F, else its S×S crops."""
-        src = getattr(self.corpus, "feature_images", None)
-        F_ = self.model.cfg.input_size  # type: ignore[attr-defined]
-        return src if src is not None and np.asarray(src[:1]).shape[1] == F_ else self.corpus.images
+        """The corpus's F-px feature crops when it has them at the model's F, else its S×S crops (the images the
+        training cache read: ``Corpus.images_for``)."""
+        return self.corpus.images_for(self.model.cfg.input_size)  # type: ignore[attr-defined]
 
     def _encode(self, images: np.ndarray) -> dict[int, torch.Tensor]:
         x = torch.from_numpy(np.array(images, np.uint8)).permute(0, 3, 1, 2)
