@@ -269,6 +269,24 @@ def test_paper_names_join_table1():
         resolve_variant("cross 4,3")
 
 
+def test_trunk_variants_stand_for_the_paper_row_of_their_counterpart():
+    """Each trunk variant maps onto the paper row of the from-scratch variant with the same cross layers (and
+    arch); its row name is that row's plus the trunk suffix, so the two families' names never collide."""
+    from qparse_lite.model.mcnn import TRUNK_PAPER_NAMES, TRUNK_VARIANTS, method_name, paper_row
+
+    assert set(TRUNK_PAPER_NAMES) == set(TRUNK_VARIANTS)
+    assert paper_row("trunk-mcnn") == paper_row("mcnn") == "M-CNN"
+    assert paper_row("trunk-wo-cross") == "M-CNN (w/o cross)" and paper_row("trunk-siamese") == "Siamese [2]"
+    for v, name in TRUNK_PAPER_NAMES.items():
+        twin = resolve_variant(name)
+        assert VARIANTS[v]["cross_layers"] == VARIANTS[twin]["cross_layers"]
+        assert VARIANTS[v].get("arch") == VARIANTS[twin].get("arch")
+        assert method_name(v) == name + ", ImageNet trunk" and method_name(twin) == name
+    names = [method_name(v) for v in (*TABLE1_VARIANTS, *TRUNK_VARIANTS)]
+    assert len(set(names)) == len(names)
+    assert paper_row("no-such") == "" and method_name("no-such") == "M-CNN no-such"
+
+
 def test_config_validation_and_kernels():
     assert scaled_kernels(227) == (11, 5, 5, 5, 5)
     assert scaled_kernels(113) == (5, 3, 3, 3, 3)

@@ -201,3 +201,36 @@ def test_confidence_summary_on_hand_made_rows():
     assert s["conf_with"] == pytest.approx(0.65) and s["conf_without"] == pytest.approx(0.35)
     assert s["visible_with"] == 50.0 and s["visible_without"] == 50.0
     assert np.isnan(confidence_summary(rows[rows.has_label])["auc"])
+
+
+def test_a_trunk_model_sweeps_like_it_parses_the_corpus(tmp_path):
+    """``fraction_sweep`` takes a trunk M-CNN too (``make_parser`` gives its ``TrunkParser``): the corpus copies
+    share the feature crops the trunk reads, so a 100 % copy matches exactly as the corpus itself does, and the
+    sweep's 100 % row is ``evaluate_label`` on the corpus."""
+    import torch
+
+    from qparse_lite.model.mcnn import build_model
+    from qparse_lite.parse.parser import TrunkParser
+    from qparse_lite.train.pairs import TargetNorm
+    from qparse_lite.train.trunk_cache import trunk_maps
+
+    F = 64
+    c = _corpus(ATR18, {16: 6, 2: 10, 4: 8}, n_train=10, n_test=3)
+    c.feature_images = np.random.default_rng(1).integers(0, 255, size=(len(c.images), F, F, 3), dtype=np.uint8)
+    cf = corpus_with_label_fraction(c, "bag", 1.0)
+    assert cf.feature_images is c.feature_images and cf.images_for(F) is c.feature_images
+    torch.manual_seed(0)
+    m = build_model("trunk-cross54", input_size=F, num_labels=ATR18.num_labels).eval()
+    m.set_projection(trunk_maps(c, F, folder=tmp_path / "cache", progress=False).pca)
+    kw = {"xi1": 0.0, "erosion": 1, "n_segments": 0, "superpixel_method": None}
+    nb = np.tile(np.asarray(c.split("train"))[:4], (len(c.split("test")), 1))
+    i = int(c.split("test")[0])
+    for a, b in zip(TrunkParser(m, TargetNorm(), c, **kw).match(np.asarray(c.images[i]), nb[0], c.feature_images[i]),
+                    TrunkParser(m, TargetNorm(), cf, **kw).match(np.asarray(cf.images[i]), nb[0], cf.feature_images[i]),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+    df = fraction_sweep(c, "bag", [0.0, 1.0], nb, 4, model=m, target_norm=TargetNorm(), model_name="A'",
+                        parser_kw={"xi1": 0.0, "erosion": 1}, superpixel_method=None)  # fmt: skip
+    assert list(df.model) == ["A'", "A'"] and df.label_f1.iloc[0] == 0.0
+    full, _ = evaluate_label(TrunkParser(m, TargetNorm(), c, **kw), c, "bag", nb, 4)
+    assert df.label_f1.iloc[1] == pytest.approx(full["label_f1"]) and df.avg_f1.iloc[1] == pytest.approx(full["avg_f1"])

@@ -119,3 +119,69 @@ def test_only_yamaguchi_is_a_reported_only_row_of_table1():
     assert kit_rows <= set(t1.index)
     assert sorted(set(t1.index) - kit_rows) == ["Yamaguchi et al. [29]"]
     assert t1.loc["Yamaguchi et al. [29]", "avg_f1"] == 41.80
+
+
+# -- both M-CNN families in one run (notebook 05: the paper's networks from scratch and on the ImageNet trunk) --
+def _two_families() -> pd.DataFrame:
+    from qparse_lite.model.mcnn import method_name, paper_row
+
+    rows = [("mcnn", "scratch", 60.0), ("wo-cross", "scratch", 58.0), ("trunk-mcnn", "trunk", 50.0),
+            ("trunk-wo-cross", "trunk", 52.0)]  # fmt: skip
+    out = [{"method": method_name(v), "paper_method": paper_row(v), "family": fam, "accuracy": 90.0,
+            "fg_accuracy": 70.0, "avg_precision": f1, "avg_recall": f1, "avg_f1": f1, "hat": f1 / 2}
+           for v, fam, f1 in rows]  # fmt: skip
+    out.append({"method": "KNN label transfer (PaperDoll-like)", "paper_method": "PaperDoll [28]", "family": "",
+                "accuracy": 80.0, "fg_accuracy": 50.0, "avg_precision": 40.0, "avg_recall": 40.0, "avg_f1": 40.0,
+                "hat": 10.0})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def test_table1_puts_each_family_beside_the_same_paper_row():
+    df = side_by_side_table1(_two_families())
+    assert list(df.columns[:3]) == ["method", "family", "paper row"]
+    assert list(df["method"]) == ["M-CNN", "M-CNN (w/o cross)", "M-CNN, ImageNet trunk",
+                                  "M-CNN (w/o cross), ImageNet trunk", "KNN label transfer (PaperDoll-like)"]  # fmt: skip
+    assert list(df["paper row"]) == ["M-CNN", "M-CNN (w/o cross)", "M-CNN", "M-CNN (w/o cross)", "PaperDoll [28]"]
+    assert list(df["family"]) == ["from scratch (as published)"] * 2 + ["frozen ImageNet trunk"] * 2 + [""]
+    paper = reported.table1().set_index("method").avg_f1
+    assert df["avg_f1 (paper)"].iloc[2] == paper["M-CNN"] == df["avg_f1 (paper)"].iloc[0]
+    assert df["Δ avg_f1"].iloc[2] == pytest.approx(50.0 - paper["M-CNN"])
+    assert df["Δ avg_f1"].iloc[3] == pytest.approx(52.0 - paper["M-CNN (w/o cross)"])
+
+
+def test_table2_shows_a_paper_row_once_under_its_rows_of_both_families():
+    df = side_by_side_table2(_two_families())
+    assert list(df.columns) == ["method", "family", "source", "hat"]
+    assert list(zip(df["method"], df["source"], strict=True)) == [
+        ("M-CNN", "run"), ("M-CNN, ImageNet trunk", "run"), ("M-CNN", "paper"),
+        ("M-CNN (w/o cross)", "run"), ("M-CNN (w/o cross), ImageNet trunk", "run"), ("M-CNN (w/o cross)", "paper"),
+        ("KNN label transfer (PaperDoll-like)", "run"), ("PaperDoll [28]", "paper"),
+    ]  # fmt: skip
+    assert list(df["hat"].iloc[:2]) == [30.0, 25.0]
+    assert df["hat"].iloc[2] == reported.table2().set_index("method").loc["M-CNN", "hat"]
+
+
+def test_fig5_with_the_trunk_familys_sweep():
+    ours = pd.DataFrame({"k": [1, 3, 9], "avg_f1": [40.0, 45.0, 50.0]})
+    df = side_by_side_fig5(ours, pd.DataFrame({"k": [1, 3, 9], "avg_f1": [30.0, 35.0, 38.0]}))
+    assert list(df.columns) == ["k", "avg_f1 (run)", "avg_f1 (trunk run)", "avg_f1 (paper)"]
+    assert list(df["avg_f1 (trunk run)"]) == [30.0, 35.0, 38.0] and df["avg_f1 (paper)"].iloc[2] == 63.58
+
+
+def test_write_report_renders_both_families(tmp_path):
+    res = tmp_path / "results"
+    res.mkdir()
+    t = _two_families()
+    t.drop(columns="hat").to_csv(res / "table1.csv", index=False)  # as ws.save_table writes them
+    t[["method", "paper_method", "family", "hat"]].to_csv(res / "table2.csv", index=False)
+    pd.DataFrame({"k": [1, 9], "avg_f1": [40.0, 50.0]}).to_csv(res / "fig5.csv", index=False)
+    pd.DataFrame({"k": [1, 9], "avg_f1": [31.0, 37.0]}).to_csv(res / "fig5_trunk.csv", index=False)
+    text = write_report(tmp_path, "quick").read_text()
+    table1 = text.split("## Table 1")[1].split("## Table 2")[0]
+    assert "| method" in table1 and "| family" in table1 and "frozen ImageNet trunk" in table1
+    line = next(ln for ln in table1.splitlines() if ln.startswith("| M-CNN, ImageNet trunk "))
+    assert "| frozen ImageNet trunk" in line and "| M-CNN " in line and "62.81" in line and "-12.81" in line
+    assert text.count("| M-CNN (w/o cross), ImageNet trunk ") == 2  # Table 1 and Table 2
+    assert "avg_f1 (trunk run)" in text and "37.00" in text
+    lt = next(ln for ln in table1.splitlines() if ln.startswith("| KNN label transfer"))
+    assert "nan" not in lt.split("|")[2]  # a baseline's empty family is blank, not "nan"

@@ -270,7 +270,7 @@ def evaluate(
     from qparse_lite.data.crops import check_crop, corpus_crop
     from qparse_lite.evaluation.tables import json_safe
     from qparse_lite.io import atomic_write_json
-    from qparse_lite.model.mcnn import PAPER_NAMES
+    from qparse_lite.model.mcnn import method_name, paper_row
     from qparse_lite.runinfo import run_record
 
     t0 = time.perf_counter()
@@ -344,12 +344,12 @@ def evaluate(
     sc = evaluate_parser(fn, corpus, idx, corpus.label_set, out, desc=f"evaluate {method}", progress=progress,
                          full_gt=full_gt)  # fmt: skip
     label = name or {
-        "mcnn": PAPER_NAMES.get(variant or "", f"M-CNN {variant}"),
+        "mcnn": method_name(variant or ""),  # a trunk variant: its paper row + ", ImageNet trunk"
         "label-transfer": "KNN label transfer (PaperDoll-like)",
         "mean-label-map": "mean label map (prior)",
         "parametric": f"LR-ASPP on EfficientNet-Lite0 ({'ImageNet' if variant and 'scratch' not in variant else 'scratch'}; not in the paper)",
     }[method]
-    paper = {"mcnn": PAPER_NAMES.get(variant or "", ""), "label-transfer": "PaperDoll [28]"}.get(method, "")
+    paper = {"mcnn": paper_row(variant or ""), "label-transfer": "PaperDoll [28]"}.get(method, "")
     if method == "mcnn" and not superpixel_method and variant == "mcnn":
         paper = "M-CNN (w/o ss)"
     t1, t2 = tables([(label, paper, sc)], corpus.label_set)

@@ -144,8 +144,9 @@ def corpus_with_label_fraction(
     """An in-memory copy of ``corpus`` where only ``fraction`` of the ``split`` images containing ``label``
     keep its annotation; in the others its pixels become background (0).
 
-    Images (shared, not copied), the mean image, ids, boxes and splits are those of ``corpus``; only the label
-    maps are a modified copy, and only for ``split`` (the val/test ground truth is untouched).
+    Images and feature crops (shared, not copied; a trunk M-CNN reads the latter), the mean image, ids, boxes
+    and splits are those of ``corpus``; only the label maps are a modified copy, and only for ``split`` (the
+    val/test ground truth is untouched).
     ``meta["label_fraction"]`` records the label, fraction, seed and the kept images.
     """
     from qparse_lite.data.prepare import Corpus
@@ -166,10 +167,12 @@ def corpus_with_label_fraction(
             "images_with_label": int(len(with_label)), "kept": keep.tolist(),
         },
     }  # fmt: skip
-    return Corpus.from_arrays(
+    copy = Corpus.from_arrays(
         corpus.images, labels, corpus.label_set, dict(corpus.splits), mean=np.asarray(corpus.mean),
         ids=list(corpus.ids), boxes=np.asarray(corpus.boxes), meta=meta,
     )  # fmt: skip
+    copy.feature_images = getattr(corpus, "feature_images", None)  # shared: what a trunk M-CNN reads
+    return copy
 
 
 def label_f1_summary(scores: Mapping[str, Any], label: str) -> dict[str, float]:
@@ -287,9 +290,11 @@ def fraction_sweep(
         fractions: shares of the train images containing ``label`` that keep it (e.g. :data:`FRACTIONS`).
         neighbours: KNN corpus indices of ``split`` (rows in ``corpus.split(split)`` order; image features
             only, so valid for every copy); ``k``: neighbours used per image.
-        model, target_norm: a trained M-CNN (:func:`qparse_lite.train.loop.load_model`) parsed with
-            :class:`~qparse_lite.parse.parser.MCNNParser` (``parser_kw``: ``xi1``, ``xi2``, ``erosion``, ``device``,
-            ...); None skips the M-CNN. ``model_name`` and ``trained_on_label`` label its rows.
+        model, target_norm: a trained M-CNN of either family (:func:`qparse_lite.train.checkpoint.load_model`),
+            parsed with the parser :func:`~qparse_lite.parse.parser.make_parser` picks for it (``MCNNParser``, or
+            ``TrunkParser`` for a trunk model, which reads the corpus's feature crops); ``parser_kw``: ``xi1``,
+            ``xi2``, ``erosion``, ``device``, ...; None skips the M-CNN. ``model_name`` and ``trained_on_label``
+            label its rows.
         label_transfer: also run :class:`~qparse_lite.baselines.nonparametric.LabelTransfer` (non-parametric, no training)
             on the same corpora and neighbours.
         seed: draws the kept images (:func:`annotated_subset`).

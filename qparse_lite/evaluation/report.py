@@ -3,9 +3,15 @@
 The notebooks write their results into ``<run>/results/`` with these names (the contract):
 
 - ``table1.csv``: ``method, paper_method, accuracy, fg_accuracy, avg_precision, avg_recall, avg_f1``
-  (``paper_method`` is the row name in the paper's Table 1, empty when the paper has no such row);
-- ``table2.csv``: ``method, paper_method`` and one column of F1 per foreground label (``_`` for ``-``);
-- ``fig5.csv``: ``k, avg_f1``;
+  (``paper_method`` is the row name in the paper's Table 1, empty when the paper has no such row), and
+  optionally ``family``: :data:`FAMILIES` key of an M-CNN row (``scratch``: the paper's networks as published;
+  ``trunk``: the same rows on the frozen ImageNet trunk, :mod:`qparse_lite.model.trunk`), empty for a baseline.
+  A trunk row names the paper row of its from-scratch counterpart (``qparse_lite.model.mcnn.paper_row``), so
+  one paper row may stand beside one row of each family;
+- ``table2.csv``: ``method, paper_method`` (optionally ``family``) and one column of F1 per foreground label
+  (``_`` for ``-``);
+- ``fig5.csv``: ``k, avg_f1`` (the from-scratch default M-CNN); ``fig5_trunk.csv`` (optional): the same for
+  the trunk family's default;
 - ``ablations.csv`` (optional): ``ablation, setting, avg_f1, ...``;
 - ``new_labels.csv`` (optional, notebook 06).
 
@@ -24,9 +30,18 @@ import pandas as pd
 from qparse_lite.evaluation import reported
 from qparse_lite.io import atomic_write_text
 
-__all__ = ["side_by_side_table1", "side_by_side_table2", "side_by_side_fig5", "write_report", "ccp_table1", "write_ccp_report", "CCP_ROWS", "committed_results"]
+__all__ = ["side_by_side_table1", "side_by_side_table2", "side_by_side_fig5", "write_report", "ccp_table1", "write_ccp_report", "CCP_ROWS", "committed_results", "FAMILIES"]
 
 T1_COLS = ["accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"]
+
+FAMILIES: dict[str, str] = {"scratch": "from scratch (as published)", "trunk": "frozen ImageNet trunk"}
+"""The ``family`` column's keys (``qparse_lite.model.mcnn.variant_family``) and how the report names them."""
+
+
+def _family(r: pd.Series) -> str:
+    """A row's family in words ("" for a baseline or a table without the column)."""
+    f = r.get("family")
+    return FAMILIES.get(f, f) if isinstance(f, str) else ""
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -34,13 +49,16 @@ def _md(df: pd.DataFrame) -> str:
 
 
 def side_by_side_table1(ours: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: for each metric, this run, the paper, and the difference."""
+    """Table 1: for each metric, this run, the paper, and the difference; with a ``family`` column, it is kept
+    (in words, :data:`FAMILIES`) after ``method``, so each family's row stands beside the same paper row."""
     paper = reported.table1().set_index("method")
+    families = "family" in ours.columns
     rows = []
     for _, r in ours.iterrows():
         pm = r.get("paper_method")
         pm = pm if isinstance(pm, str) and pm in paper.index else None
-        row: dict[str, object] = {"method": r["method"], "paper row": pm or "—"}
+        row: dict[str, object] = {"method": r["method"], **({"family": _family(r)} if families else {}),
+                                  "paper row": pm or "—"}  # fmt: skip
         for c in T1_COLS:
             row[f"{c} (run)"] = r[c]
             row[f"{c} (paper)"] = paper.loc[pm, c] if pm else float("nan")
@@ -50,22 +68,40 @@ def side_by_side_table1(ours: pd.DataFrame) -> pd.DataFrame:
 
 
 def side_by_side_table2(ours: pd.DataFrame) -> pd.DataFrame:
-    """Table 2: per-label F1, a 'run' row and a 'paper' row per method, on the labels both share."""
+    """Table 2: per-label F1 on the labels both share: each run row, and under the run rows that stand for one
+    paper row (one per family, with a ``family`` column: kept, in words), that paper row once."""
     paper = reported.table2().set_index("method")
     labels = [c for c in ours.columns if c in paper.columns]
-    rows = []
-    for _, r in ours.iterrows():
+    fam = ["family"] if "family" in ours.columns else []
+
+    def key(r: pd.Series) -> str | None:
         pm = r.get("paper_method")
-        rows.append({"method": r["method"], "source": "run", **{c: r[c] for c in labels}})
-        if isinstance(pm, str) and pm in paper.index:
-            rows.append({"method": pm, "source": "paper", **{c: paper.loc[pm, c] for c in labels}})
-    return pd.DataFrame(rows, columns=["method", "source", *labels])
+        return pm if isinstance(pm, str) and pm in paper.index else None
+
+    rows, done, run_rows = [], set(), [r for _, r in ours.iterrows()]
+    for i, r in enumerate(run_rows):
+        pm = key(r)
+        if pm in done:
+            continue
+        group = [r] if pm is None else [q for q in run_rows[i:] if key(q) == pm]
+        for q in group:
+            rows.append({"method": q["method"], **({"family": _family(q)} if fam else {}), "source": "run",
+                         **{c: q[c] for c in labels}})  # fmt: skip
+        if pm is not None:
+            done.add(pm)
+            rows.append({"method": pm, **({"family": ""} if fam else {}), "source": "paper",
+                         **{c: paper.loc[pm, c] for c in labels}})  # fmt: skip
+    return pd.DataFrame(rows, columns=["method", *fam, "source", *labels])
 
 
-def side_by_side_fig5(ours: pd.DataFrame) -> pd.DataFrame:
-    """Fig. 5: avg F1 against K, with the two points the paper's text states."""
+def side_by_side_fig5(ours: pd.DataFrame, trunk: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Fig. 5: avg F1 against K, with the two points the paper's text states; with ``trunk`` (the trunk
+    family's default model swept over the same K), its avg F1 as ``avg_f1 (trunk run)`` beside this run's."""
     paper = reported.fig5().set_index("k")["avg_f1"]
     df = ours[["k", "avg_f1"]].rename(columns={"avg_f1": "avg_f1 (run)"}).copy()
+    if trunk is not None:
+        tr = trunk.set_index("k")["avg_f1"]
+        df["avg_f1 (trunk run)"] = [tr.get(k, float("nan")) for k in df["k"]]
     df["avg_f1 (paper)"] = [paper.get(k, float("nan")) for k in df["k"]]
     return df
 
@@ -98,14 +134,20 @@ def write_report(run_dir: str | Path, profile: str) -> Path:
             "> The ccp profile runs on Clothing Co-Parsing with the kit's coarse label set; the paper's "
             "tables are on ATR-18, so Table 2 compares only the labels both sets share.\n"
         )
+    trunk5 = pd.read_csv(res / "fig5_trunk.csv") if (res / "fig5_trunk.csv").exists() else None
     for name, title, fn in [
         ("table1.csv", "Table 1 — overall metrics (%)", side_by_side_table1),
         ("table2.csv", "Table 2 — per-label F1 (%)", side_by_side_table2),
-        ("fig5.csv", "Fig. 5 — average F1 against K", side_by_side_fig5),
+        ("fig5.csv", "Fig. 5 — average F1 against K", lambda df: side_by_side_fig5(df, trunk5)),
     ]:
         parts.append(f"## {title}\n")
         if (res / name).exists():
-            parts.append(_md(fn(pd.read_csv(res / name))) + "\n")
+            ours = pd.read_csv(res / name)
+            if "family" in ours.columns and name != "fig5.csv":
+                parts.append(f"Two families of M-CNN (`family`): {FAMILIES['scratch']} and the same rows on the "
+                             f"{FAMILIES['trunk']} (qparse_lite.model.trunk); each row stands beside the paper row "
+                             "it corresponds to.\n")  # fmt: skip
+            parts.append(_md(fn(ours)) + "\n")
         else:
             parts.append(f"_not produced in this run (`results/{name}` missing)_\n")
     for name, title in [("ablations.csv", "Ablations"), ("new_labels.csv", "New labels without retraining")]:

@@ -295,6 +295,27 @@ PAPER_NAMES: dict[str, str] = {
 """Variant key → the method name in ``table1_reported.csv`` / ``table2_reported.csv``.
 ("M-CNN (w/o ss)" is the ``mcnn`` network without superpixel smoothing: a post-processing variant.)"""
 
+TRUNK_PAPER_NAMES: dict[str, str] = {v: PAPER_NAMES[v.removeprefix("trunk-")] for v in TRUNK_VARIANTS}
+"""Trunk variant key → the paper's row it stands for: the row of its from-scratch counterpart (the same cross
+layers on the frozen ImageNet trunk: ``trunk-mcnn`` → "M-CNN", ``trunk-siamese`` → "Siamese [2]")."""
+
+TRUNK_SUFFIX = ", ImageNet trunk"
+"""What a trunk variant's row name adds to its paper row (``trunk-cross54`` → "M-CNN (cross 5,4), ImageNet trunk")."""
+
+
+def paper_row(variant: str) -> str:
+    """The paper's Table 1 row a variant key of either family stands for (:data:`PAPER_NAMES`,
+    :data:`TRUNK_PAPER_NAMES`); "" for a key of neither."""
+    return PAPER_NAMES.get(variant) or TRUNK_PAPER_NAMES.get(variant, "")
+
+
+def method_name(variant: str) -> str:
+    """The row name of a variant key in the kit's tables: the paper's name for the from-scratch family, the
+    same name plus :data:`TRUNK_SUFFIX` for the trunk family; ``"M-CNN <key>"`` for a key of neither."""
+    if variant in TRUNK_PAPER_NAMES:
+        return TRUNK_PAPER_NAMES[variant] + TRUNK_SUFFIX
+    return PAPER_NAMES.get(variant, f"M-CNN {variant}")
+
 
 def _norm_name(name: str) -> str:
     return re.sub(r"[\s_]+", "", name).lower()
