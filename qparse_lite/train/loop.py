@@ -297,7 +297,7 @@ def _setup(
 
     data = DeviceCorpus.from_corpus(corp, dev, augment=True, holdout=holdout)
     sampler = PairSampler(
-        data, q_tr, knn_tr, batch_size=prof.batch_size, pairs_per_epoch=prof.pairs_per_epoch,
+        data, q_tr, knn_tr, batch_size=prof.batch_size, pairs_per_epoch=prof.pairs_for(variant_family(variant)),
         seed=prof.seed, sampler=prof.sampler, neg_fraction=prof.neg_fraction,
         empty_fraction=prof.empty_fraction, label_power=prof.label_power, group_size=prof.group_size,
         augment=True, rank=dist.rank, world_size=dist.world_size, shift=prof.shift,
