@@ -34,7 +34,6 @@ def run(a: argparse.Namespace) -> None:
     runs = Path(a.runs)
     runs.mkdir(parents=True, exist_ok=True)
     log_path = runs / "commands.json"
-    done = json.loads(log_path.read_text()) if log_path.is_file() else []
     budgets = [("e", e, ["--epochs", str(e)]) for e in a.epochs or []]
     field = "trunk_pairs_per_epoch" if a.variant.startswith("trunk-") else "pairs_per_epoch"  # the family's budget
     budgets += [("p", n, ["--set", f"{field}={n}"]) for n in a.pairs or []]
@@ -47,8 +46,18 @@ def run(a: argparse.Namespace) -> None:
             continue
         t0 = time.perf_counter()
         r = subprocess.run([str(Path(sys.executable).parent / "qparse"), *cmd[1:]], check=False)
-        done.append({"command": shlex.join(cmd), "wall_s": round(time.perf_counter() - t0, 1), "rc": r.returncode})
-        atomic_write_json(log_path, done)
+        _append(log_path, {"command": shlex.join(cmd), "wall_s": round(time.perf_counter() - t0, 1), "rc": r.returncode})
+
+
+def _append(log_path: Path, entry: dict) -> None:
+    """Add one record to ``commands.json``, re-read under a lock, so two ``run`` jobs sharing one RUNS folder
+    keep each other's records."""
+    import fcntl
+
+    with open(log_path.with_name(log_path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = json.loads(log_path.read_text()) if log_path.is_file() else []
+        atomic_write_json(log_path, [*done, entry])
 
 
 def collect(a: argparse.Namespace) -> None:
