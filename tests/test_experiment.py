@@ -31,6 +31,21 @@ def test_workspace_caches_knn_and_reuses_a_complete_run(tmp_path):
         Workspace("quick", output_dir=tmp_path, device="cpu", **{**SMALL, "epochs": 2})
 
 
+def test_workspace_prepares_the_profiles_crop_and_refuses_another(tmp_path):
+    """The corpus a notebook prepares has the profile's crop (ccp: warp), and a folder holding a corpus of the
+    other crop is refused before any training (a ccp rerun once prepared square and failed in notebook 03)."""
+    import shutil
+
+    from qparse_lite.data.crops import corpus_crop
+
+    warp = Workspace("quick", output_dir=tmp_path / "w", device="cpu", **SMALL, crop="warp")
+    square = Workspace("quick", output_dir=tmp_path / "s", device="cpu", **SMALL)
+    assert corpus_crop(warp.corpus) == "warp" and corpus_crop(square.corpus) == "square"
+    shutil.copytree(tmp_path / "s" / "corpus", tmp_path / "x" / "corpus")
+    with pytest.raises(QparseError, match="'square' crop.*'warp'. Fix: delete"):
+        Workspace("quick", output_dir=tmp_path / "x", device="cpu", **SMALL, crop="warp").corpus  # noqa: B018
+
+
 def test_default_folder_names_the_profile_and_a_non_default_seed():
     assert default_output_dir("quick").name == "notebooks-quick"
     assert default_output_dir("quick", 0).name == "notebooks-quick"

@@ -166,16 +166,17 @@ class Workspace:
     @cached_property
     def corpus(self) -> Any:
         """The prepared corpus (``output_dir/corpus``; prepared on first use)."""
+        from qparse_lite.data.crops import corpus_crop
         from qparse_lite.data.prepare import Corpus, prepare_corpus
 
-        path = self.out / "corpus"
-        if not (path / "meta.json").is_file():
-            prepare_corpus(self.dataset(), self.profile.image_size, path, feature_size=self.profile.feature_size)
+        p, path = self.profile, self.out / "corpus"
+        if not (path / "meta.json").is_file():  # the profile's size, feature size and crop (docs/paper.md §1.1)
+            prepare_corpus(self.dataset(), p.image_size, path, feature_size=p.feature_size, crop=p.crop)
         corpus = Corpus.load(path)
-        if corpus.size != self.profile.image_size:
+        if (corpus.size, corpus_crop(corpus)) != (p.image_size, p.crop):
             raise QparseError(
-                f"{path}: corpus prepared at {corpus.size} px, profile {self.profile.name} wants "
-                f"{self.profile.image_size}. Fix: delete {path} or use another output_dir."
+                f"{path}: corpus prepared at {corpus.size} px with the {corpus_crop(corpus)!r} crop, profile "
+                f"{p.name} wants {p.image_size} px, {p.crop!r}. Fix: delete {path} or use another output_dir."
             )
         return corpus
 
