@@ -1,4 +1,4 @@
-"""The paper's claims, each judged on committed results with the uncertainty that decides it.
+"""The paper's claims, each judged on committed results with the uncertainty that decides it, for each M-CNN family.
 
 A claim that compares two parsers (``a`` beats ``b``) is judged by a paired bootstrap over the test
 images of the difference in average F1 (:func:`qparse_lite.evaluation.bootstrap.bootstrap_difference`, 95 % interval):
@@ -10,7 +10,24 @@ images of the difference in average F1 (:func:`qparse_lite.evaluation.bootstrap.
 The interval is over test images of one training seed per model; where several seeds exist their spread
 is reported beside it. Fig. 5's claim (K = 9 best, K = 1 competitive) and the new-label claim use their own
 rules, stated in :data:`CLAIMS`. Everything is computed from the files of a results folder (``pred/<key>/``,
-``gt/``, ``fig5.csv``, ``newlabels.csv``), so anyone can re-judge a claim from what is committed.
+``gt/``, ``tables/<key>_table1.csv``, ``fig5.csv``, ``fig5_trunk.csv``, ``newlabels.csv``), so anyone can
+re-judge a claim from what is committed.
+
+**Families.** Each claim is judged once per M-CNN family (``family`` column; the keys of
+:data:`qparse_lite.evaluation.report.FAMILIES`): ``scratch``, the paper's networks as published, and ``trunk``,
+the same cross-image ideas on the frozen ImageNet trunk (:mod:`qparse_lite.model.trunk`). :data:`CLAIMS` names
+the scratch keys; a trunk row reads each M-CNN key's **twin**, :func:`family_key`: the key's variant
+(:data:`qparse_lite.model.mcnn.TABLE1_VARIANTS`) gets the ``trunk-`` prefix of
+:data:`~qparse_lite.model.mcnn.TRUNK_VARIANTS` and keeps its suffix (``mcnn`` → ``trunk-mcnn``,
+``mcnn-tuned-wo-ss`` → ``trunk-mcnn-tuned-wo-ss``, ``siamese-seed1`` → ``trunk-siamese-seed1``); a key of no
+variant (the baselines: label transfer, the mean label map, :data:`DETERMINISTIC`) is the same in both
+families. Fig. 5's claim reads ``fig5.csv`` (scratch) or ``fig5_trunk.csv`` (the trunk family's default),
+the new-label claim the rows of :data:`NEWLABELS_METHODS` in ``newlabels.csv``.
+
+**Not applicable.** A claim whose variant has no twin in a family is not judged there: the trunk reads four
+levels (strides 4-32, the paper's conv2..conv5) and has no conv1 level, so "cross filters at conv1 hurt"
+(``cross54321``) is *not applicable* to the trunk family. *Not measured* means the results folder lacks a file
+the claim needs (for instance a folder with only scratch results yields every trunk row *not measured*).
 """
 
 from __future__ import annotations
@@ -20,7 +37,8 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["CLAIMS", "DETERMINISTIC", "judge_pair", "judge_claims", "seed_avg_f1", "seed_keys"]
+__all__ = ["CLAIMS", "DETERMINISTIC", "FIG5_FILES", "NEWLABELS_METHODS", "TRUNK_NEWLABELS_METHOD", "family_key",
+           "judge_pair", "judge_claims", "seed_avg_f1", "seed_keys"]
 
 CLAIMS: list[dict[str, Any]] = [
     {"claim": "M-CNN beats the non-parametric baseline (KNN label transfer)", "a": "mcnn", "b": "label-transfer",
@@ -88,6 +106,48 @@ def seed_avg_f1(results: str | Path, key: str) -> list[float]:
 DETERMINISTIC = frozenset({"label-transfer", "label-transfer-tuned", "mean-label-map"})
 """Result keys with no training seed (deterministic given the shared retrieval head and the corpus)."""
 
+FIG5_FILES: dict[str, str] = {"scratch": "fig5.csv", "trunk": "fig5_trunk.csv"}
+"""Fig. 5's sweep (``k, avg_f1, ...``) of each family's default model, in a results folder."""
+
+TRUNK_NEWLABELS_METHOD = "trunk M-CNN (no retraining)"
+"""``newlabels.csv``'s ``method`` of the trunk family's model trained without the held-out label, parsed with
+the label's annotations added to the corpus (notebook 06's A′, "<trunk variant> A′ (trained without <label>)")."""
+
+NEWLABELS_METHODS: dict[str, str] = {"scratch": "M-CNN (no retraining)", "trunk": TRUNK_NEWLABELS_METHOD}
+"""``newlabels.csv``'s ``method`` that the new-label claim reads, per family (scratch: notebook 06's model A,
+as ``data_scripts/ccp_new_labels.py`` names it)."""
+
+
+def family_key(key: str, family: str) -> str | None:
+    """The result key that stands for ``key`` (a scratch key of :data:`CLAIMS`) in ``family``; None if it has no twin.
+
+    The scratch family is ``key`` itself. In the trunk family an M-CNN key (a scratch variant of
+    :data:`~qparse_lite.model.mcnn.TABLE1_VARIANTS`, optionally followed by ``-<suffix>``: ``-wo-ss``, ``-tuned``,
+    ``-seed1``, ...) becomes its trunk variant (:data:`~qparse_lite.model.mcnn.TRUNK_VARIANTS`, the same name with
+    ``trunk-`` before it) with the same suffix, or None where no such variant exists (``cross54321``: the trunk
+    has no conv1 level); a key of no variant (a baseline) is the same in every family."""
+    from qparse_lite.model.mcnn import TABLE1_VARIANTS, TRUNK_VARIANTS
+
+    if family == "scratch" or key in DETERMINISTIC:
+        return key
+    if family != "trunk":
+        raise ValueError(f"unknown family {family!r}: 'scratch' or 'trunk'")
+    twins = {v.removeprefix("trunk-"): v for v in TRUNK_VARIANTS}  # the naming rule of mcnn.TRUNK_PAPER_NAMES
+    # the longest scratch variant that the key starts with ("cross54" before "cross5")
+    variant = max((v for v in TABLE1_VARIANTS if key == v or key.startswith(v + "-")), key=len, default=None)
+    if variant is None:
+        return key
+    return twins[variant] + key[len(variant) :] if variant in twins else None
+
+
+def _no_twin(key: str, family: str) -> str:
+    """Why ``key`` has no twin in ``family`` (the detail of a *not applicable* row)."""
+    from qparse_lite.model.trunk import LEVELS
+
+    strides = f"{2 ** min(LEVELS)}-{2 ** max(LEVELS)}"
+    return (f"no {family} twin of {key}: the trunk has {len(LEVELS)} levels (strides {strides}, the paper's "
+            f"conv{min(LEVELS)}..conv{max(LEVELS)}), no conv1 level for cross filters")  # fmt: skip
+
 
 def _with_seeds(results: Path, a: str, b: str, r: dict[str, Any]) -> None:
     """Add the per-seed differences to ``r`` where ``a`` has several training seeds and ``b`` has as many (seed i
@@ -110,8 +170,8 @@ def _with_seeds(results: Path, a: str, b: str, r: dict[str, Any]) -> None:
         r["detail"] += "; the seeds disagree"
 
 
-def _fig5(results: Path) -> dict[str, Any] | None:
-    path = results / "fig5.csv"
+def _fig5(results: Path, name: str = "fig5.csv") -> dict[str, Any] | None:
+    path = results / name
     if not path.is_file():
         return None
     df = pd.read_csv(path).set_index("k")["avg_f1"]
@@ -126,12 +186,12 @@ def _fig5(results: Path) -> dict[str, Any] | None:
             "rule": "K = 9 within 0.5 of the best K and K = 1 within 2 points of K = 9 (point estimates)"}  # fmt: skip
 
 
-def _newlabels(results: Path) -> dict[str, Any] | None:
+def _newlabels(results: Path, method: str = NEWLABELS_METHODS["scratch"]) -> dict[str, Any] | None:
     path = results / "newlabels.csv"
     if not path.is_file():
         return None
     df = pd.read_csv(path)
-    m = df[df["method"] == "M-CNN (no retraining)"].set_index("fraction")["label_f1"]
+    m = df[df["method"] == method].set_index("fraction")["label_f1"]
     if m.empty or 0.0 not in m.index or 1.0 not in m.index:
         return None
     gain = float(m[1.0] - m[0.0])
@@ -154,24 +214,40 @@ def _paper(c: dict[str, Any]) -> str:
     return f"Table 1 (ATR): {a} {t[a]:.2f} vs {b} {t[b]:.2f} avg F1 ({t[a] - t[b]:+.2f})"
 
 
+def _judge(
+    results: Path, c: dict[str, Any], family: str, n: int, seed: int, cache: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Claim ``c`` judged for ``family``: its numbers and verdict, or None when the results lack what it needs."""
+    if c.get("rule") == "fig5":
+        return _fig5(results, FIG5_FILES[family])
+    if c.get("rule") == "newlabels":
+        return _newlabels(results, NEWLABELS_METHODS[family])
+    a, b = family_key(c["a"], family), family_key(c["b"], family)
+    if a is None or b is None:
+        return {"verdict": "not applicable", "detail": _no_twin(c["a"] if a is None else c["b"], family)}
+    r = judge_pair(results, a, b, n=n, seed=seed, cache=cache)
+    if r is not None:
+        r["detail"] = (f"Δ avg F1 ({a} − {b}) {r['diff']:+.2f}, 95 % CI [{r['lo']:+.2f}, "
+                       f"{r['hi']:+.2f}] over {r['n_images']} test images")  # fmt: skip
+        _with_seeds(results, a, b, r)
+    return r
+
+
 def judge_claims(results: str | Path, n: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """One row per claim of :data:`CLAIMS`: the numbers that decide it and the verdict ("not measured"
-    when the results folder lacks what it needs)."""
+    """One row per claim of :data:`CLAIMS` and family (``claim, family, paper, this kit (CCP, 2 CPU cores),
+    verdict``; each claim's families in adjacent rows): the numbers that decide it and the verdict ("not
+    measured" when the results folder lacks what it needs, "not applicable" when the family has no twin of a
+    key, :func:`family_key`)."""
+    from qparse_lite.evaluation.report import FAMILIES
+
     results = Path(results)
     rows: list[dict[str, Any]] = []
     cache: dict[str, Any] = {}
     for c in CLAIMS:
-        if c.get("rule") == "fig5":
-            r = _fig5(results)
-        elif c.get("rule") == "newlabels":
-            r = _newlabels(results)
-        else:
-            r = judge_pair(results, c["a"], c["b"], n=n, seed=seed, cache=cache)
-            if r is not None:
-                r["detail"] = (f"Δ avg F1 ({c['a']} − {c['b']}) {r['diff']:+.2f}, 95 % CI [{r['lo']:+.2f}, "
-                               f"{r['hi']:+.2f}] over {r['n_images']} test images")  # fmt: skip
-                _with_seeds(results, c["a"], c["b"], r)
-        rows.append({"claim": c["claim"], "paper": _paper(c),
-                     "this kit (CCP, 2 CPU cores)": r["detail"] if r else "—",
-                     "verdict": r["verdict"] if r else "not measured"})  # fmt: skip
+        paper = _paper(c)
+        for family in FAMILIES:
+            r = _judge(results, c, family, n, seed, cache)
+            rows.append({"claim": c["claim"], "family": family, "paper": paper,
+                         "this kit (CCP, 2 CPU cores)": r["detail"] if r else "—",
+                         "verdict": r["verdict"] if r else "not measured"})  # fmt: skip
     return pd.DataFrame(rows)

@@ -30,7 +30,8 @@ import pandas as pd
 from qparse_lite.evaluation import reported
 from qparse_lite.io import atomic_write_text
 
-__all__ = ["side_by_side_table1", "side_by_side_table2", "side_by_side_fig5", "write_report", "ccp_table1", "write_ccp_report", "CCP_ROWS", "committed_results", "FAMILIES"]
+__all__ = ["side_by_side_table1", "side_by_side_table2", "side_by_side_fig5", "write_report", "ccp_table1",
+           "write_ccp_report", "CCP_ROWS", "committed_results", "FAMILIES", "claims_table", "CLAIMS_CHANGES_COLUMNS"]
 
 T1_COLS = ["accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"]
 
@@ -238,11 +239,50 @@ def write_label_map_figure(results: str | Path, n: int = 6) -> Path | None:
     return out
 
 
+CLAIMS_CHANGES_COLUMNS: list[str] = ["claim", "family", "previous verdict", "why"]
+"""The columns of a results folder's optional ``claims_changes.csv`` (:func:`claims_table`)."""
+
+
+def claims_table(claims: pd.DataFrame, changes: str | Path | None = None) -> pd.DataFrame:
+    """The claims table of ``report.md`` from :func:`qparse_lite.evaluation.claims.judge_claims`'s rows: each
+    claim's rows of both families together, the claim and its paper numbers written on the first of them only,
+    the family in words (:data:`FAMILIES`).
+
+    ``changes`` (optional; absent file or None: no such columns): a CSV, ``claims_changes.csv`` beside the
+    results, that says what changed from the previous setting and why, with the columns
+    :data:`CLAIMS_CHANGES_COLUMNS`: ``claim`` (the claim's text as in ``claims.csv``), ``family`` (its key,
+    ``scratch`` or ``trunk``), ``previous verdict`` (the verdict under the previous setting) and ``why`` (what
+    changed since, in words). Its ``previous verdict`` and ``why`` are joined onto the rows by (claim, family);
+    a claim and family with no row there gets empty cells. A row naming no judged (claim, family), or two rows
+    naming the same one, is an error (a stale or mistyped file)."""
+    df = claims.copy()
+    if changes is not None and Path(changes).is_file():
+        ch = pd.read_csv(changes, dtype=str, keep_default_na=False)
+        missing = [c for c in CLAIMS_CHANGES_COLUMNS if c not in ch.columns]
+        if missing:
+            raise ValueError(f"{changes}: no column {', '.join(missing)} (needs {', '.join(CLAIMS_CHANGES_COLUMNS)})")
+        ch = ch[CLAIMS_CHANGES_COLUMNS]
+        dup = ch[ch.duplicated(["claim", "family"])]
+        known = set(zip(df["claim"], df["family"], strict=True))
+        unknown = [(c, f) for c, f in zip(ch["claim"], ch["family"], strict=True) if (c, f) not in known]
+        if len(dup) or unknown:
+            bad = [*unknown, *zip(dup["claim"], dup["family"], strict=True)]
+            raise ValueError(f"{changes}: rows naming no judged (claim, family), or named twice: {bad}")
+        df = df.merge(ch, on=["claim", "family"], how="left").fillna({"previous verdict": "", "why": ""})
+    df = df.iloc[pd.factorize(df["claim"])[0].argsort(kind="stable")].reset_index(drop=True)
+    repeat = df["claim"].duplicated()  # a claim's second family: its claim and paper cells left empty
+    df.loc[repeat, ["claim", "paper"]] = ""
+    df["family"] = [FAMILIES.get(f, f) for f in df["family"]]
+    return df
+
+
 def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
     """Assemble ``results/report.md`` (and ``claims.csv``) from the committed files of a CCP results folder.
 
     Every number is read from a file beside it (tables, run records, the tuning and new-label CSVs, the
-    raw-photo scores); the claims are judged by :func:`qparse_lite.evaluation.claims.judge_claims`.
+    raw-photo scores); the claims are judged by :func:`qparse_lite.evaluation.claims.judge_claims` for each
+    family, and ``claims_changes.csv`` (optional, :func:`claims_table`: ``claim, family, previous verdict, why``)
+    adds to their table what changed from the previous setting and why.
     """
     from qparse_lite.evaluation.claims import judge_claims
 
@@ -288,8 +328,9 @@ def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
         parts.append("## Training runs (2 shared CPU cores; wall times measured under load)\n\n"
                      + _md(pd.DataFrame(recs)) + "\n")  # fmt: skip
     if (res / "fig5.csv").is_file():
-        parts.append("## Fig. 5: avg F1 against K (default M-CNN, test)\n\n"
-                     + _md(side_by_side_fig5(pd.read_csv(res / "fig5.csv"))) + "\n\n![Fig. 5](fig5.png)\n")  # fmt: skip
+        trunk5 = pd.read_csv(res / "fig5_trunk.csv") if (res / "fig5_trunk.csv").is_file() else None  # trunk default
+        fig5 = side_by_side_fig5(pd.read_csv(res / "fig5.csv"), trunk5)
+        parts.append("## Fig. 5: avg F1 against K (default M-CNN, test)\n\n" + _md(fig5) + "\n\n![Fig. 5](fig5.png)\n")
     tune = res / "tuning" / "tuning.json"
     if tune.is_file():
         tj = json.loads(tune.read_text())
@@ -328,12 +369,20 @@ def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
                      "2 CPU cores, every notebook from an empty folder; `reproduce/`)\n\n" + body)  # fmt: skip
     claims = judge_claims(res, n=n_bootstrap)
     atomic_write_text(res / "claims.csv", claims.to_csv(index=False))
+    table = claims_table(claims, res / "claims_changes.csv")
+    changed = ("The last two columns (`claims_changes.csv`) give a row's verdict under the previous setting and "
+               "why it changed.\n\n" if "why" in table.columns else "")  # fmt: skip
     parts.append("## The paper's claims, judged\n\nVerdicts from a paired bootstrap over the 100 test images "
                  f"({n_bootstrap} resamples, 95 % interval of the avg-F1 difference; `qparse_lite.evaluation.claims`): "
                  "*reproduced* if the interval lies above 0, *contradicted* if below, otherwise *not reproduced "
                  "at this budget*. The interval (seed 0's models) covers test-image sampling; where both sides "
                  "were trained with several seeds, the per-seed differences are shown and a verdict stands only "
-                 "if every seed's difference has its sign.\n\n" + claims.to_markdown(index=False) + "\n")  # fmt: skip
+                 "if every seed's difference has its sign.\n\n"
+                 f"Each claim is judged for both families: {FAMILIES['scratch']}, and the same networks on the "
+                 f"{FAMILIES['trunk']}, where each M-CNN row is read from its twin (`mcnn` → `trunk-mcnn`, "
+                 "`cross5` → `trunk-cross5`, ...; the baselines are shared). *Not applicable*: the family has no "
+                 "twin of the claim's network (the trunk has no conv1 level); *not measured*: this folder lacks "
+                 "the family's results.\n\n" + changed + _md(table) + "\n")  # fmt: skip
     parts.append("Published numbers for context only (other label sets, resolutions and metrics; never mixed "
                  "with the rows above): SCHP, ATR mIoU 82.29; a from-scratch U-Net++ on a 9-class CCP variant, "
                  "mIoU 55.3 and pixel accuracy 90.7.\n")  # fmt: skip
