@@ -11,7 +11,8 @@ features are trained with per-label binary cross-entropy on the train split's pr
 cosine, a fixed schedule: nothing is chosen on validation), BatchNorm kept at its ImageNet statistics. Beside
 it, the same linear layer on the frozen features, trained the same way. Every epoch prints the validation
 per-label AUC on all validation images and on the scored (I, l) (a neighbour among the first 9 of ``KNN_VAL``
-has l); the last epoch is the result. One torch thread.
+has l); the last epoch is the result. One torch thread. The presence targets and their scoring are
+``ccp_trunk_presence_probe.PresenceTask`` (this script imports it from its own folder).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ccp_trunk_presence_probe import PresenceTask
 from torch import nn
 
 from qparse_lite.backbones import efficientnet_lite0
 from qparse_lite.data.prepare import Corpus
 from qparse_lite.model.trunk import trunk_input
-from qparse_lite.train.matching_metrics import roc_auc
 
 
 class Top(nn.Module):
@@ -89,19 +90,8 @@ def main() -> None:
     t0 = time.perf_counter()
     corpus = Corpus.load(a.corpus)
     L = corpus.label_set.num_labels
-    labels = corpus.labels
-    present = np.stack([np.bincount(np.asarray(labels[i]).ravel(), minlength=L)[:L] > 0 for i in range(len(labels))])
-    train, val = np.asarray(corpus.split("train")), np.asarray(corpus.split("val"))
-    knn = np.load(a.knn_val)
-    if not np.array_equal(knn["queries"], val):
-        raise SystemExit(f"{a.knn_val}: its queries are not this corpus's validation split")
-    supported = present[knn["neighbours"][:, :9]].any(1)[:, 1:]
-    y_val = present[val][:, 1:]
-
-    def macro(score: np.ndarray, mask: np.ndarray | None) -> float:
-        aucs = [roc_auc(score[m, j], y_val[m, j]) for j in range(y_val.shape[1])
-                for m in [np.ones(len(y_val), bool) if mask is None else mask[:, j]]]  # fmt: skip
-        return float(np.nanmean([v for v in aucs if np.isfinite(v)]))
+    task = PresenceTask(corpus, a.knn_val)  # presence targets, splits and the scored (I, l)
+    present, train, val = task.present, task.train, task.val
 
     net = efficientnet_lite0()
     imgs = corpus.feature_images
@@ -145,7 +135,7 @@ def main() -> None:
             with torch.no_grad():
                 z = (top.fc(F_va) if not train_trunk else top(h_val)).numpy()
             print(f"{name} | epoch {ep + 1}/{a.epochs} | train BCE {tot / len(X):.4f} | val AUC per label: "
-                  f"all images {macro(z, None):.3f}, scored (I, l) {macro(z, supported):.3f} | "
+                  f"all images {task.macro(z):.3f}, scored (I, l) {task.macro(z, task.supported):.3f} | "
                   f"{time.perf_counter() - t1:.0f} s", flush=True)  # fmt: skip
 
 

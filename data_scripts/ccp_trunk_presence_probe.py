@@ -61,6 +61,35 @@ def probe(x: np.ndarray, present: np.ndarray, train: np.ndarray, val: np.ndarray
     return (X[val] @ W + b).detach().numpy()
 
 
+class PresenceTask:
+    """Label presence 1[l ∈ ϕ(I)] on a corpus, scored as the M-CNN's ĉ_l is: per-label ROC AUC on the validation
+    split, over all images or over the (I, l) where one of the first 9 neighbours in ``knn_val`` has l.
+
+    Shared by this probe and ``ccp_trunk_finetune_probe.py``.
+    """
+
+    def __init__(self, corpus: Corpus, knn_val: str) -> None:
+        L = corpus.label_set.num_labels
+        labels = corpus.labels
+        self.present = np.stack([np.bincount(np.asarray(labels[i]).ravel(), minlength=L)[:L] > 0
+                                 for i in range(len(labels))])  # fmt: skip
+        self.train, self.val = np.asarray(corpus.split("train")), np.asarray(corpus.split("val"))
+        knn = np.load(knn_val)
+        if not np.array_equal(knn["queries"], self.val):
+            raise SystemExit(f"{knn_val}: its queries are not this corpus's validation split")
+        nb = self.present[knn["neighbours"][:, :9]]
+        self.supported = nb.any(1)[:, 1:]  # (I, l): a neighbour has l
+        self.vote = nb.mean(1)[:, 1:]  # the neighbour vote
+        self.y = self.present[self.val][:, 1:]
+
+    def macro(self, score: np.ndarray, mask: np.ndarray | None = None) -> float:
+        """Per-label ROC AUC of ``score`` (len(val) × L−1) averaged over labels; ``mask``: only those (I, l)."""
+        y = self.y
+        aucs = [roc_auc(score[m, j], y[m, j]) for j in range(y.shape[1])
+                for m in [np.ones(len(y), bool) if mask is None else mask[:, j]]]  # fmt: skip
+        return float(np.nanmean([v for v in aucs if np.isfinite(v)]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("corpus")
@@ -69,29 +98,14 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     corpus = Corpus.load(a.corpus)
-    L = corpus.label_set.num_labels
-    labels = corpus.labels
-    present = np.stack([np.bincount(np.asarray(labels[i]).ravel(), minlength=L)[:L] > 0 for i in range(len(labels))])
-    train, val = np.asarray(corpus.split("train")), np.asarray(corpus.split("val"))
-    knn = np.load(a.knn_val)
-    if not np.array_equal(knn["queries"], val):
-        raise SystemExit(f"{a.knn_val}: its queries are not this corpus's validation split")
-    supported = present[knn["neighbours"][:, :9]].any(1)[:, 1:]  # (I, l): a neighbour has l
-    vote = present[knn["neighbours"][:, :9]].mean(1)[:, 1:]
-    y = present[val][:, 1:]
-
-    def macro(score: np.ndarray, mask: np.ndarray | None) -> float:
-        aucs = [roc_auc(score[m, j], y[m, j]) for j in range(y.shape[1])
-                for m in [np.ones(len(y), bool) if mask is None else mask[:, j]]]  # fmt: skip
-        return float(np.nanmean([v for v in aucs if np.isfinite(v)]))
-
-    print(f"neighbour vote, scored (I, l): {macro(vote, supported):.3f}")
+    task = PresenceTask(corpus, a.knn_val)
+    print(f"neighbour vote, scored (I, l): {task.macro(task.vote, task.supported):.3f}")
     feats = pooled_features(corpus)
     for name, x in feats.items():
         for l2 in a.l2:
-            z = probe(x, present, train, val, l2)
-            print(f"{name} mean+max, L2 {l2}: all val images {macro(z, None):.3f}, scored (I, l) {macro(z, supported):.3f}")
-
+            z = probe(x, task.present, task.train, task.val, l2)
+            print(f"{name} mean+max, L2 {l2}: all val images {task.macro(z):.3f}, "
+                  f"scored (I, l) {task.macro(z, task.supported):.3f}")
 
 if __name__ == "__main__":
     main()
