@@ -91,6 +91,9 @@ class Profile:
     n_segments: int = 200  # SLIC superpixels per crop (0 = no smoothing; the paper gives no count)
     displacement_scale: float = 1.0  # each KNN box moves by this × t̂ (1 = the paper; not a paper knob)
     lt_n_segments: int = 200  # KNN label transfer's SLIC superpixels (0 = no smoothing)
+    lt_rank_power: float = 1.0  # label transfer: neighbour k votes with (1+k)^(-γ) (0 = equal votes)
+    lt_bg_weight: float = 1.0  # label transfer: β on the background vote before the argmax (1 = none)
+    lt_min_share: float = 0.0  # label transfer: drop a label with mean vote < τ (0 = none)
     # -- training pairs, batches, schedule and threads (qparse_lite.train.pairs / qparse_lite.train.loop) --
     sampler: str = "natural"  # "natural" (balanced labels, natural P(c=1|l)) | "stratified" (the first scheme)
     neg_fraction: float = 0.4  # stratified only: share of c = 0 pairs with a real region
@@ -140,8 +143,8 @@ _WORDS = {"int": "an integer", "float": "a number", "str": "a string", "None": "
 _AT_LEAST_1 = ("image_size", "n_images", "k_train", "k_test", "epochs", "pairs_per_epoch", "batch_size", "val_pairs",
                "group_size", "feature_size", "trunk_pairs_per_epoch")  # fmt: skip
 _POSITIVE = ("lr", "width")
-_UNIT = ("xi1", "xi2", "neg_fraction", "empty_fraction", "warmup", "dropout", "shift")  # within [0, 1]
-_NON_NEGATIVE = ("threads", "erosion", "disp_weight")
+_UNIT = ("xi1", "xi2", "neg_fraction", "empty_fraction", "warmup", "dropout", "shift", "lt_min_share")  # within [0, 1]
+_NON_NEGATIVE = ("threads", "erosion", "disp_weight", "lt_rank_power", "lt_bg_weight")
 
 
 def _check_fields(p: Profile) -> None:

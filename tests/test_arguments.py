@@ -29,7 +29,8 @@ def _exit2(argv: list[str], capsys) -> str:
 
 @pytest.mark.parametrize("bad", [["--limit", "-1"], ["--limit", "0"], ["--k", "0"], ["--xi1", "-0.5"],
                                  ["--xi2", "2"], ["--n-segments", "-5"], ["--displacement-scale", "-1"],
-                                 ["--erosion", "-1"], ["--xi1", "nan"], ["--threads", "x"]])  # fmt: skip
+                                 ["--erosion", "-1"], ["--xi1", "nan"], ["--threads", "x"], ["--lt-rank-power", "-1"],
+                                 ["--lt-bg-weight", "-0.5"], ["--lt-min-share", "2"]])  # fmt: skip
 def test_evaluate_numbers_are_checked_when_parsed(tmp_path, capsys, bad):
     err = _exit2(["evaluate", *NOWHERE, "--out", str(tmp_path / "o"), *bad], capsys)
     assert f"argument {bad[0]}" in err and "database images" not in err

@@ -31,6 +31,93 @@ def test_transfer_votes_and_label_transfer():
     assert (lt(np.zeros((9, 9, 3), np.uint8), gt[None]) == gt).all()
 
 
+def _old_label_transfer(image, nb, num_labels, n_segments):
+    """The transfer as it was before its knobs: votes weighted 1/(1+k), argmax, SLIC majority (None: no SLIC)."""
+    from qparse_lite.parse.postprocess import superpixel_vote, superpixels
+
+    pred = transfer_votes(nb, num_labels, 1.0 / (1.0 + np.arange(nb.shape[0]))).argmax(0).astype(np.uint8)
+    if n_segments is None:
+        return pred
+    return superpixel_vote(pred, superpixels(image, method="slic", n_segments=n_segments), num_labels)
+
+
+def test_label_transfer_defaults_reproduce_the_untuned_parse_bit_for_bit():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (24, 24, 3)).astype(np.uint8)
+    nb = rng.integers(0, 6, (7, 24, 24)).astype(np.uint8)
+    for sp, ns in ((None, None), ("slic", 40)):
+        want = _old_label_transfer(image, nb, 6, ns)
+        got = LabelTransfer(6, sp, ns or 200)(image, nb)
+        assert got.dtype == np.uint8 and np.array_equal(got, want), sp
+    # the example tells the weightings apart: equal votes parse it differently
+    assert not np.array_equal(LabelTransfer(6, None, rank_power=0.0)(image, nb), _old_label_transfer(image, nb, 6, None))
+    # and the knobs at their defaults are a no-op on the decision, exactly
+    v = LabelTransfer(6).votes(nb)
+    assert np.array_equal(LabelTransfer(6, bg_weight=1.0, min_share=0.0).decide(v), v.argmax(0))
+
+
+def test_rank_power_zero_gives_equal_votes_and_one_the_1_over_1_plus_k_weights():
+    nb = np.array([1, 2, 2], np.uint8).reshape(3, 1, 1)  # the nearest says 1, the two others 2
+    eq = LabelTransfer(3, None, rank_power=0.0)
+    np.testing.assert_allclose(eq.votes(nb), transfer_votes(nb, 3))
+    np.testing.assert_allclose(eq.votes(nb)[:, 0, 0], [0.0, 1 / 3, 2 / 3], rtol=1e-6)
+    assert eq(np.zeros((1, 1, 3), np.uint8), nb)[0, 0] == 2  # equal votes: the majority
+    w = np.array([1.0, 1 / 2, 1 / 3])
+    np.testing.assert_allclose(LabelTransfer(3, None).votes(nb)[:, 0, 0], [0.0, w[0] / w.sum(), w[1:].sum() / w.sum()],
+                               rtol=1e-6)  # fmt: skip
+    assert LabelTransfer(3, None)(np.zeros((1, 1, 3), np.uint8), nb)[0, 0] == 1  # γ = 1: the nearest outweighs
+    with pytest.raises(ValueError, match="rank_power"):
+        LabelTransfer(3, rank_power=-1.0)
+
+
+def test_bg_weight_below_one_turns_background_pixels_into_foreground_and_one_turns_none():
+    # three pixels, five neighbours (equal votes): V_0 = 0.6 / 1.0 / 0.4 against label 3
+    nb = np.array([[0, 0, 0, 3, 3], [0, 0, 0, 0, 0], [3, 3, 3, 0, 0]], np.uint8).T.reshape(5, 1, 3)
+    image = np.zeros((1, 3, 3), np.uint8)
+    base = LabelTransfer(4, None, rank_power=0.0)(image, nb)
+    assert base.tolist() == [[0, 0, 3]]
+    assert np.array_equal(LabelTransfer(4, None, rank_power=0.0, bg_weight=1.0)(image, nb), base)
+    low = LabelTransfer(4, None, rank_power=0.0, bg_weight=0.5)(image, nb)
+    assert low.tolist() == [[3, 0, 3]]  # 0.5 × 0.6 < 0.4: foreground; a pixel no neighbour calls foreground stays
+    assert ((base > 0) <= (low > 0)).all()  # no foreground pixel turned background
+    assert (LabelTransfer(4, None, rank_power=0.0, bg_weight=2.0)(image, nb) == 0).all()  # β > 1: the other way
+
+
+def test_min_share_drops_a_rare_label_and_never_background():
+    nb = np.zeros((3, 10, 10), np.uint8)
+    nb[:, :, :5] = 3  # label 3 on half of the image: mean vote 0.5
+    nb[:, 0, 9] = 4  # label 4 on one pixel: mean vote 0.01
+    image = np.zeros((10, 10, 3), np.uint8)
+    kept = LabelTransfer(5, None, min_share=0.005)(image, nb)
+    assert kept[0, 9] == 4 and (kept[:, :5] == 3).all()
+    dropped = LabelTransfer(5, None, min_share=0.05)(image, nb)
+    assert dropped[0, 9] == 0 and (dropped[:, :5] == 3).all()  # the rare label is gone, the common one stays
+    assert np.array_equal(np.delete(dropped, 9, 1), np.delete(kept, 9, 1))
+    # background's share (here 0.1) is never dropped: its pixels stay background
+    nb2 = np.full((3, 10, 10), 3, np.uint8)
+    nb2[:, 0, :] = 0
+    out = LabelTransfer(5, None, min_share=0.2)(image, nb2)
+    assert (out[0] == 0).all() and (out[1:] == 3).all()
+
+
+def test_coordinate_ascent_goes_in_grid_order_and_ties_keep_the_first_value():
+    from qparse_lite.evaluation.evaluate import coordinate_ascent
+
+    grid = {"a": [1, 0, 2], "b": [0, 5]}
+    seen = []
+
+    def score(s):
+        seen.append(dict(s))
+        return {"avg_f1": -((s["a"] - 2) ** 2) + (1.0 if s["b"] == 5 and s["a"] == 2 else 0.0)}
+
+    chosen, table = coordinate_ascent(score, {"a": 1, "b": 0}, grid)
+    assert chosen == {"a": 2, "b": 5}
+    assert seen == [{"a": 1, "b": 0}, {"a": 0, "b": 0}, {"a": 2, "b": 0}, {"a": 2, "b": 0}, {"a": 2, "b": 5}]
+    assert table.parameter.tolist() == ["a"] * 3 + ["b"] * 2 and table.value.tolist() == [1, 0, 2, 0, 5]
+    flat, _ = coordinate_ascent(lambda s: {"avg_f1": 1.0}, {"a": 2, "b": 5}, grid)
+    assert flat == {"a": 1, "b": 0}  # ties: the first of each list (the default)
+
+
 def test_harness_scores_a_perfect_and_a_constant_parser(tiny_run):
     corpus, _ = tiny_run
     idx = corpus.split("test")
@@ -94,6 +181,9 @@ def test_evaluate_cli_errors(tiny_run, tmp_path, capsys):
     assert main(["evaluate", "--method", "label-transfer", "--corpus", str(corpus.path), "--fig5",
                  "--out", str(tmp_path / "z")]) == 2  # fmt: skip
     assert "--fig5" in capsys.readouterr().err
+    assert main(["evaluate", "--method", "mean-label-map", "--corpus", str(corpus.path), "--lt-bg-weight", "0.5",
+                 "--out", str(tmp_path / "w")]) == 2  # fmt: skip
+    assert "--lt-bg-weight" in capsys.readouterr().err and not (tmp_path / "w" / "scores.json").exists()
     assert ATR18.name == corpus.label_set.name
 
 

@@ -13,7 +13,9 @@ import pytest
 from qparse_lite.cli import main
 from qparse_lite.errors import QparseError
 from qparse_lite.parse.defaults import (
+    KNOBS,
     POSTPROCESS_FILE,
+    profile_values,
     read_postprocess,
     resolve_postprocess,
     run_profile,
@@ -38,12 +40,29 @@ def test_flag_beats_model_beats_profile_and_each_source_is_named(tmp_path):
     assert r.sources == {"xi1": "flag", "xi2": "model", "n_segments": "model", "displacement_scale": "model"}
     assert r.file == str(tmp_path / POSTPROCESS_FILE)
     assert "xi1 0.8 [flag]" in r.describe() and "xi2 0.1 [model]" in r.describe()
-    # label transfer has its own entry: none yet, so its profile value; then its own tuned value
+    # label transfer has its own entry: none yet, so its profile values; then its own tuned values
+    prof = replace(prof, lt_rank_power=0.5, lt_bg_weight=0.9, lt_min_share=0.01)
     lt = resolve_postprocess("label-transfer", prof, tmp_path)
-    assert lt.values == {"n_segments": 70} and lt.sources == {"n_segments": "profile"}
-    _tuned(tmp_path, {"n_segments": 400}, method="label-transfer")
-    assert resolve_postprocess("label-transfer", prof, tmp_path).values == {"n_segments": 400}
+    assert lt.values == {"rank_power": 0.5, "bg_weight": 0.9, "min_share": 0.01, "n_segments": 70}
+    assert set(lt.sources.values()) == {"profile"} and lt.file is None
+    tuned = {"rank_power": 2.0, "bg_weight": 0.7, "min_share": 0.02, "n_segments": 400}
+    _tuned(tmp_path, tuned, method="label-transfer")
+    lt = resolve_postprocess("label-transfer", prof, tmp_path)
+    assert lt.values == tuned and set(lt.sources.values()) == {"model"}
     assert resolve_postprocess("mcnn", prof, tmp_path).values["xi2"] == 0.1  # the other entry is kept
+    # each of label transfer's knobs: its flag beats the model's value, the others stay the model's
+    flags = {"rank_power": 0.0, "bg_weight": 0.6, "min_share": 0.05, "n_segments": 0}
+    for name, v in flags.items():
+        r = resolve_postprocess("label-transfer", prof, tmp_path, **{name: v})
+        assert r.values == {**tuned, name: v} and r.sources == {**dict.fromkeys(tuned, "model"), name: "flag"}, name
+        assert f"{name} {v} [flag]" in r.describe()
+    # a postprocess.json of an older kit (label transfer: segments only) leaves the new knobs to the profile
+    old = json.loads((tmp_path / POSTPROCESS_FILE).read_text())
+    old["methods"]["label-transfer"]["values"] = {"n_segments": 50}
+    (tmp_path / POSTPROCESS_FILE).write_text(json.dumps(old))
+    r = resolve_postprocess("label-transfer", prof, tmp_path, min_share=0.0)
+    assert r.values == {"rank_power": 0.5, "bg_weight": 0.9, "min_share": 0.0, "n_segments": 50}
+    assert r.sources == {"rank_power": "profile", "bg_weight": "profile", "min_share": "flag", "n_segments": "model"}
     with pytest.raises(QparseError, match="no post-processing value"):
         resolve_postprocess("label-transfer", prof, tmp_path, xi1=0.5)
 
@@ -84,8 +103,10 @@ def test_tune_then_evaluate_uses_the_model_values_and_records_their_source(run_c
     mc, lt = rec["methods"]["mcnn"], rec["methods"]["label-transfer"]
     assert mc["split"] == lt["split"] == "val" and mc["run"]["git_commit"] and mc["run"]["stage"] == "tune"
     assert set(mc["values"]) == {"xi1", "xi2", "n_segments", "displacement_scale"}
-    assert all(mc["values"][k] in mc["grid"][k] for k in mc["values"]) and set(lt["values"]) == {"n_segments"}
-    assert len(mc["table"]) == sum(len(v) for v in mc["grid"].values()) and len(lt["table"]) == len(lt["grid"]["n_segments"])
+    assert all(mc["values"][k] in mc["grid"][k] for k in mc["values"]) and set(lt["values"]) == set(KNOBS["label-transfer"])
+    assert all(lt["values"][k] in lt["grid"][k] for k in lt["values"])
+    assert len(mc["table"]) == sum(len(v) for v in mc["grid"].values())
+    assert len(lt["table"]) == sum(len(v) for v in lt["grid"].values())
     # the stored score is the chosen setting's: evaluate on val with no flags gives it back
     out = tmp_path / "ev"
     assert main(["evaluate", "--model", str(run), "--corpus", c, "--split", "val", *F, "--out", str(out)]) == 0
@@ -107,13 +128,60 @@ def test_tune_then_evaluate_uses_the_model_values_and_records_their_source(run_c
     assert main(["evaluate", "--method", "label-transfer", "--model", str(run), "--corpus", c, "--split", "val", *F,
                  "--out", str(out3)]) == 0  # fmt: skip
     sc3 = json.loads((out3 / "scores.json").read_text())
-    assert sc3["run"]["postprocess"]["sources"] == {"n_segments": "model"}
+    assert sc3["run"]["postprocess"]["sources"] == dict.fromkeys(KNOBS["label-transfer"], "model")
+    assert sc3["run"]["postprocess"]["values"] == lt["values"]
+    assert {k: sc3["run"]["parser"][k] for k in ("rank_power", "bg_weight", "min_share")} == {
+        k: lt["values"][k] for k in ("rank_power", "bg_weight", "min_share")}  # fmt: skip
     assert sc3["avg_f1"] == pytest.approx(lt["score"]["avg_f1"], abs=1e-6)
     out4 = tmp_path / "lt-profile"
     assert main(["evaluate", "--method", "label-transfer", "--corpus", c, "--split", "val", *F,
                  "--out", str(out4)]) == 0  # fmt: skip
     post4 = json.loads((out4 / "scores.json").read_text())["run"]["postprocess"]
-    assert post4["sources"] == {"n_segments": "profile"} and post4["values"]["n_segments"] == run_profile(run).lt_n_segments
+    assert set(post4["sources"].values()) == {"profile"}
+    assert post4["values"] == profile_values(run_profile(run), "label-transfer")
+
+
+def test_tune_only_label_transfer_chooses_its_four_knobs_by_coordinate_ascent(run_copy, tmp_path, capsys):
+    from qparse_lite.evaluation.tuning import LT_GRID
+
+    corpus, run = run_copy
+    c = str(corpus.path)
+    assert main(["tune", "--only", "label-transfer", "--model", str(run), "--corpus", c, *F,
+                 "--knn-dir", str(tmp_path / "knn"), "--no-progress"]) == 0  # fmt: skip
+    rec = json.loads((run / POSTPROCESS_FILE).read_text())
+    assert set(rec["methods"]) == {"label-transfer"}  # the M-CNN was not tuned
+    lt = rec["methods"]["label-transfer"]
+    assert list(lt["values"]) == list(KNOBS["label-transfer"]) and lt["grid"] == LT_GRID
+    assert "label-transfer: {" in capsys.readouterr().out
+    # every value of every knob was tried, in grid order; each knob took its best value, ties the earliest
+    table = lt["table"]
+    assert [(r["parameter"], r["value"]) for r in table] == [(n, v) for n, vs in LT_GRID.items() for v in vs]
+    for name in LT_GRID:
+        rows = [r for r in table if r["parameter"] == name]
+        assert len({round(r["avg_f1"], 6) for r in rows}) > 1, name  # each knob changes the parse here
+        best = max(r["avg_f1"] for r in rows)
+        assert lt["values"][name] == next(r["value"] for r in rows if r["avg_f1"] > best - 1e-9), name
+        # the later knobs were at their starting (profile) values, the earlier at their chosen ones
+        done = list(LT_GRID)[: list(LT_GRID).index(name)]
+        assert all(rows[0][d] == pytest.approx(lt["values"][d]) for d in done), name
+    assert lt["score"]["avg_f1"] == pytest.approx(max(r["avg_f1"] for r in table if r["parameter"] == "n_segments"))
+    # a flag on each knob is honoured and recorded (the chosen setting, given as flags, scores the same)
+    v = lt["values"]
+    out = tmp_path / "lt-flags"
+    assert main(["evaluate", "--method", "label-transfer", "--corpus", c, "--split", "val", *F, "--out", str(out),
+                 "--lt-rank-power", str(v["rank_power"]), "--lt-bg-weight", str(v["bg_weight"]),
+                 "--lt-min-share", str(v["min_share"]), "--n-segments", str(v["n_segments"])]) == 0  # fmt: skip
+    sc = json.loads((out / "scores.json").read_text())
+    assert sc["run"]["postprocess"]["sources"] == dict.fromkeys(KNOBS["label-transfer"], "flag")
+    assert sc["run"]["postprocess"]["values"] == pytest.approx(v)
+    assert sc["avg_f1"] == pytest.approx(lt["score"]["avg_f1"], abs=1e-6)
+    # and another value of a knob changes the parse the flag asks for
+    out2 = tmp_path / "lt-bg"
+    assert main(["evaluate", "--method", "label-transfer", "--corpus", c, "--split", "val", *F, "--out", str(out2),
+                 "--lt-bg-weight", "0.3", "--n-segments", "0"]) == 0  # fmt: skip
+    sc2 = json.loads((out2 / "scores.json").read_text())
+    assert sc2["run"]["parser"]["bg_weight"] == 0.3 and sc2["run"]["postprocess"]["sources"]["bg_weight"] == "flag"
+    assert sc2["fg_accuracy"] != pytest.approx(sc["fg_accuracy"])
 
 
 def test_untuned_run_falls_back_to_the_profile_it_was_trained_with(run_copy, tmp_path):

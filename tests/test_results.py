@@ -217,13 +217,14 @@ def test_committed_row_is_its_label_maps_its_command_and_its_recipe(row, capsys)
     if args.method in KNOBS:
         prof = run_profile(run_dir) if run_dir else profile_for_dataset("ccp")
         flags = {"xi1": args.xi1, "xi2": args.xi2, "displacement_scale": args.displacement_scale,
-                 "n_segments": 0 if args.superpixels == "none" else args.n_segments}  # fmt: skip
+                 "n_segments": 0 if args.superpixels == "none" else args.n_segments, "rank_power": args.lt_rank_power,
+                 "bg_weight": args.lt_bg_weight, "min_share": args.lt_min_share}  # fmt: skip
         post = resolve_postprocess(args.method, prof, run_dir, **{k: flags[k] for k in KNOBS[args.method]})
         parser = rec["parser"]
         assert (parser["superpixels"] is None) == (post.values["n_segments"] == 0), key
         if parser["superpixels"]:
             assert parser["n_segments"] == post.values["n_segments"], key
-        for k in ("xi1", "xi2", "displacement_scale"):
+        for k in ("xi1", "xi2", "displacement_scale", "rank_power", "bg_weight", "min_share"):
             if k in post.values and parser.get(k) is not None:
                 assert parser[k] == pytest.approx(post.values[k]), (key, k)
         if rec.get("postprocess"):  # recorded since `qparse tune`: the same values, the same sources

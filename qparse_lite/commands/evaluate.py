@@ -64,6 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-segments", type=nonneg_int, default=None,
                    help="SLIC superpixels per image, 0 = none (default: postprocess.json, else the profile; "
                         "label transfer: its own entry, else the profile's lt_n_segments)")  # fmt: skip
+    p.add_argument("--lt-rank-power", type=nonneg_float, default=None,
+                   help="label transfer only: neighbour k votes with weight (1+k)^-γ, 0 = equal votes (default: "
+                        "its entry in MODEL/postprocess.json, else the profile's lt_rank_power, 1)")  # fmt: skip
+    p.add_argument("--lt-bg-weight", type=nonneg_float, default=None,
+                   help="label transfer only: the background vote × β before the argmax, < 1 lets foreground win "
+                        "more pixels (default: postprocess.json, else the profile's lt_bg_weight, 1)")  # fmt: skip
+    p.add_argument("--lt-min-share", type=unit_float, default=None,
+                   help="label transfer only: drop a label whose mean vote over the image is below τ (default: "
+                        "postprocess.json, else the profile's lt_min_share, 0 = none)")  # fmt: skip
     p.add_argument("--displacement-scale", type=nonneg_float, default=None,
                    help="M-CNN: move each KNN box by this times the predicted displacement (default: "
                         "postprocess.json, else the profile; 1 = the paper)")  # fmt: skip
@@ -101,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
         n_segments=0 if args.superpixels == "none" else args.n_segments, background=args.background, fig5=args.fig5, limit=args.limit,
         displacement_scale=args.displacement_scale, progress=progress(args),
         full_resolution=False if args.crop_level_only else None, data_root=args.data_root,
+        rank_power=args.lt_rank_power, bg_weight=args.lt_bg_weight, min_share=args.lt_min_share,
     )  # fmt: skip
     post = res["run"].get("postprocess")
     if post:  # each value and its source: flag / model (postprocess.json) / profile

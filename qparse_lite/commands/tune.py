@@ -12,10 +12,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "tune",
-        help="choose ξ1, ξ2, SLIC segments and displacement scale on the validation split; writes RUN/postprocess.json",
+        help="choose the M-CNN's and label transfer's post-processing on the validation split; writes "
+        "RUN/postprocess.json",
         description="Parses the validation split with the M-CNN of --model once and chooses its post-processing "
         "by coordinate ascent over a fixed grid (ξ1, displacement scale, SLIC segment count with 0 = none, ξ2; "
-        "the paper's value first, ties keep it), and KNN label transfer's own segment count. Writes "
+        "the paper's value first, ties keep it), and KNN label transfer's own four by the same ascent (rank power, "
+        "background weight, minimum label share, segment count; the untuned value first). Writes "
         "MODEL/postprocess.json (values per method, the split, the grid, every score tried, a run record), "
         "which `qparse evaluate` and `qparse parse` use when no flag overrides a value. The test split is refused.",
     )

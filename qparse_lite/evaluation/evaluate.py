@@ -33,7 +33,7 @@ from qparse_lite.metrics import ConfusionMatrix, scores, table1_row, table2_row
 from qparse_lite.parse.defaults import resolve_postprocess
 from qparse_lite.retrieval.search import split_neighbours
 
-__all__ = ["evaluate_parser", "tables", "write_tables", "k_sweep", "make_parser_fn", "fig5_sweep", "plot_fig5", "evaluate", "parameter_sweep", "tune_postprocessing", "grid_edges", "FIG5_KS", "METHODS", "full_resolution_gt"]  # fmt: skip
+__all__ = ["evaluate_parser", "tables", "write_tables", "k_sweep", "make_parser_fn", "fig5_sweep", "plot_fig5", "evaluate", "parameter_sweep", "tune_postprocessing", "tune_label_transfer", "coordinate_ascent", "grid_edges", "FIG5_KS", "METHODS", "full_resolution_gt"]  # fmt: skip
 
 
 def evaluate_parser(
@@ -169,12 +169,14 @@ METHODS = ("mcnn", "label-transfer", "mean-label-map", "parametric")
 
 def make_parser_fn(
     method: str, corpus: Any, split: str, neighbours: np.ndarray, k: int, parser: Any = None,
-    superpixel_method: str | None = "slic", n_segments: int = 200,
+    superpixel_method: str | None = "slic", n_segments: int = 200, *, rank_power: float = 1.0,
+    bg_weight: float = 1.0, min_share: float = 0.0,
 ) -> Callable[[int], np.ndarray]:  # fmt: skip
     """``parse(i) -> H×W`` for corpus index ``i`` of ``split`` with one of :data:`METHODS`.
 
     ``mcnn`` needs ``parser`` (an :class:`~qparse_lite.parse.parser.MCNNParser`); ``label-transfer`` is
-    :class:`~qparse_lite.baselines.nonparametric.LabelTransfer` over the same K neighbours; ``mean-label-map`` the
+    :class:`~qparse_lite.baselines.nonparametric.LabelTransfer` over the same K neighbours, with its knobs
+    ``rank_power`` γ, ``bg_weight`` β, ``min_share`` τ, ``superpixel_method`` and ``n_segments``; ``mean-label-map`` the
     train split's per-pixel majority label (:func:`~qparse_lite.baselines.nonparametric.mean_label_map`); ``parametric``
     needs ``parser`` (a :class:`~qparse_lite.baselines.parametric.ParametricParser`, which ignores the neighbours and
     sees the corpus's feature crops when it has them).
@@ -187,7 +189,8 @@ def make_parser_fn(
             raise ValueError("method 'mcnn' needs a parser")
         return lambda i: parser.parse(np.asarray(corpus.images[i]), neighbours[rows[i]][:k], feature_image(corpus, i)).labels
     if method == "label-transfer":
-        lt = LabelTransfer(corpus.label_set.num_labels, superpixel_method, n_segments)
+        lt = LabelTransfer(corpus.label_set.num_labels, superpixel_method, n_segments, rank_power=rank_power,
+                           bg_weight=bg_weight, min_share=min_share)  # fmt: skip
         return lambda i: lt(np.asarray(corpus.images[i]), np.asarray(corpus.labels[neighbours[rows[i]][:k]]))
     if method == "parametric":
         if parser is None:
@@ -245,6 +248,7 @@ def evaluate(
     n_segments: int | None = None, background: str = "geodesic", fig5: bool = False, limit: int | None = None,
     name: str | None = None, displacement_scale: float | None = None, progress: bool | None = None,
     knn_dir: str | Path | None = None, full_resolution: bool | None = None, data_root: str | Path | None = None,
+    rank_power: float | None = None, bg_weight: float | None = None, min_share: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Evaluate a trained run (``method="mcnn"``, ``model`` = its folder) or a baseline on a corpus split.
 
@@ -257,6 +261,8 @@ def evaluate(
     at 227). ξ1, ξ2, ``n_segments`` (0 = no superpixel smoothing) and ``displacement_scale`` left at None are
     resolved by :func:`qparse_lite.parse.defaults.resolve_postprocess` (the model's ``postprocess.json``, else
     its profile; label transfer: its own entry); ``run.postprocess`` records each value and its source.
+    ``rank_power`` γ, ``bg_weight`` β and ``min_share`` τ are label transfer's own knobs (with ``n_segments``;
+    :class:`~qparse_lite.baselines.nonparametric.LabelTransfer`), resolved the same way; another method refuses them.
     Returns the scores with a ``run`` record.
 
     ``full_resolution`` (default: whenever the corpus's source dataset can be opened, from its ``meta.json``
@@ -276,6 +282,11 @@ def evaluate(
     t0 = time.perf_counter()
     out = Path(out)
     parser, prof, variant, post = None, None, None, None
+    lt_knobs = {"rank_power": rank_power, "bg_weight": bg_weight, "min_share": min_share}
+    if method != "label-transfer" and any(v is not None for v in lt_knobs.values()):
+        given = ", ".join(f"{n} (--lt-{n.replace('_', '-')})" for n, v in lt_knobs.items() if v is not None)
+        raise QparseError(f"{given}: label transfer's knobs; --method {method} has none. Fix: drop them, or "
+                          "--method label-transfer")  # fmt: skip
     if method == "mcnn":
         if model is None:
             raise QparseError("qparse evaluate --method mcnn needs --model RUN (a qparse train folder)")
@@ -313,16 +324,18 @@ def evaluate(
         from qparse_lite.profiles import profile_for_dataset
 
         lt_prof = run_profile(model) if model else profile_for_dataset(str(corpus.meta.get("dataset", "synthetic")))
-        post = resolve_postprocess("label-transfer", lt_prof, model, n_segments=n_segments)
+        post = resolve_postprocess("label-transfer", lt_prof, model, n_segments=n_segments, **lt_knobs)
         n_segments = int(post.values["n_segments"])
         superpixel_method = superpixel_method if n_segments else None
+        lt_knobs = {n: float(post.values[n]) for n in lt_knobs}
     if features is None:  # a baseline: the features of the profile whose dataset the corpus holds
         from qparse_lite.profiles import features_for_dataset
 
         features = features_for_dataset(str(corpus.meta.get("dataset", "synthetic")))
     kmax = max(k, *FIG5_KS) if fig5 else k
     nb = None if method == "parametric" else split_neighbours(corpus, split, kmax, features, Path(knn_dir or out / "knn"))
-    fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments or 200)
+    fn = make_parser_fn(method, corpus, split, nb, k, parser, superpixel_method, n_segments or 200,
+                        **{n: v for n, v in lt_knobs.items() if v is not None})  # fmt: skip
     idx = np.asarray(corpus.split(split))[:limit]
     full_gt = None
     if full_resolution or full_resolution is None:
@@ -381,7 +394,7 @@ def evaluate(
         parser={"xi1": getattr(parser, "xi1", None), "xi2": getattr(parser, "xi2", None),
                 "erosion": getattr(parser, "erosion", None), "superpixels": superpixel_method,
                 "n_segments": n_segments, "background": background,
-                "displacement_scale": getattr(parser, "displacement_scale", None)},
+                "displacement_scale": getattr(parser, "displacement_scale", None), **lt_knobs},
         postprocess=post.record() if post else None, wall_time_s=round(time.perf_counter() - t0, 2),
     )  # fmt: skip
     atomic_write_json(out / "scores.json", json_safe({**sc, "method": label, "run": rec}))
@@ -430,9 +443,10 @@ def _set_knob(parser: Any, name: str, value: Any) -> None:
 def grid_edges(chosen: dict[str, Any], grid: dict[str, Sequence[Any]]) -> list[str]:
     """The parameters of :func:`tune_postprocessing` whose chosen value is the smallest or largest of
     their grid — the optimum may lie beyond it, so the grid should be widened — except where that end is
-    the parameter's own bound (a displacement scale or segment count of 0, ξ of 0 or 1). ``None``
-    values (superpixels off) are ignored."""
-    bounds = {"xi1": (0.0, 1.0), "xi2": (0.0, 1.0), "displacement_scale": (0.0, None), "n_segments": (0, None)}
+    the parameter's own bound (a displacement scale or segment count of 0, ξ of 0 or 1; label transfer's rank
+    power γ or minimum share τ of 0, a background weight β of 0). ``None`` values (superpixels off) are ignored."""
+    bounds = {"xi1": (0.0, 1.0), "xi2": (0.0, 1.0), "displacement_scale": (0.0, None), "n_segments": (0, None),
+              "rank_power": (0.0, None), "bg_weight": (0.0, None), "min_share": (0.0, 1.0)}  # fmt: skip
     out = []
     for name, values in grid.items():
         nums = [x for x in values if isinstance(x, int | float)]
@@ -446,15 +460,41 @@ def grid_edges(chosen: dict[str, Any], grid: dict[str, Sequence[Any]]) -> list[s
     return out
 
 
+def coordinate_ascent(
+    score: Callable[[dict[str, Any]], dict[str, Any]], start: dict[str, Any], grid: dict[str, Sequence[Any]],
+    metric: str = "avg_f1",
+) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+    """Choose the parameters of ``grid`` one at a time in its order: each takes the value of its list that
+    maximises ``score(setting)[metric]`` with the ones chosen before it fixed and the later ones at ``start``;
+    ties keep the earlier value of its list, so list the default first. ``score`` returns the Table 1 metrics of
+    a full setting (every name of ``grid``). The one search of :func:`tune_postprocessing` (the M-CNN) and
+    :func:`tune_label_transfer`.
+
+    Returns ``(chosen, table)``: the chosen value per parameter and one row per (parameter, value) tried, with
+    the other parameters' values at the time.
+    """
+    chosen = {name: start[name] for name in grid}
+    out = []
+    for name, values in grid.items():
+        best, best_v = -np.inf, chosen[name]
+        for v in values:
+            row = score({**chosen, name: v})
+            out.append({"parameter": name, "value": v, **{kk: chosen[kk] for kk in chosen if kk != name}, **row})
+            if row[metric] > best + 1e-9:
+                best, best_v = row[metric], v
+        chosen[name] = best_v
+    return chosen, pd.DataFrame(out)
+
+
 def tune_postprocessing(
     parser: Any, corpus: Any, split: str, neighbours: np.ndarray, grid: dict[str, Sequence[Any]], k: int = 9,
     limit: int | None = None, metric: str = "avg_f1", progress: bool | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
     """Choose post-processing parameters of an M-CNN parser on ``split`` (the **validation** split), one at a
-    time in the order of ``grid`` (coordinate ascent: each parameter takes the value that maximises
+    time in the order of ``grid`` (:func:`coordinate_ascent`: each parameter takes the value that maximises
     ``metric`` with the ones chosen before it fixed; ties keep the earlier value of its list, so list the
-    default first). The M-CNN runs once per image; only post-processing repeats. ``n_segments`` 0 means no
-    superpixel smoothing (the "w/o ss" setting).
+    default first), starting from the parser's values. The M-CNN runs once per image; only post-processing
+    repeats. ``n_segments`` 0 means no superpixel smoothing (the "w/o ss" setting).
 
     Returns ``(chosen, table)``: the chosen value per parameter and one row per (parameter, value) tried.
     """
@@ -466,21 +506,57 @@ def tune_postprocessing(
     for i in tqdm(idx, desc=f"match {split}", mininterval=1.0, disable=None if progress is None else not progress):
         image, nb = np.asarray(corpus.images[i]), neighbours[rows[int(i)]][:k]
         matched.append((int(i), image, nb, *parser.match(image, nb, feature_image(corpus, i))))
-    chosen = {name: getattr(parser, name) for name in grid}
-    out = []
-    for name, values in grid.items():
-        best, best_v = -np.inf, chosen[name]
-        for v in values:
-            p = copy.copy(parser)
-            for n2, v2 in chosen.items():
-                _set_knob(p, n2, v2)
+
+    def score(setting: dict[str, Any]) -> dict[str, Any]:
+        p = copy.copy(parser)
+        for name, v in setting.items():
             _set_knob(p, name, v)
-            cm = ConfusionMatrix(corpus.label_set.num_labels)
-            for i, image, nb, present, c, t in matched:
-                cm.update(p.postprocess(image, nb, present, c, t).labels, np.asarray(corpus.labels[i]))
-            row = _strip_method(table1_row(scores(cm, corpus.label_set), ""))
-            out.append({"parameter": name, "value": v, **{kk: chosen[kk] for kk in chosen if kk != name}, **row})
-            if row[metric] > best + 1e-9:
-                best, best_v = row[metric], v
-        chosen[name] = best_v
-    return chosen, pd.DataFrame(out)
+        cm = ConfusionMatrix(corpus.label_set.num_labels)
+        for i, image, nb, present, c, t in matched:
+            cm.update(p.postprocess(image, nb, present, c, t).labels, np.asarray(corpus.labels[i]))
+        return _strip_method(table1_row(scores(cm, corpus.label_set), ""))
+
+    return coordinate_ascent(score, {name: getattr(parser, name) for name in grid}, grid, metric)
+
+
+def tune_label_transfer(
+    corpus: Any, split: str, neighbours: np.ndarray, grid: dict[str, Sequence[Any]], start: dict[str, Any],
+    k: int = 9, limit: int | None = None, metric: str = "avg_f1", superpixel_method: str = "slic",
+    progress: bool | None = None,
+) -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+    """Choose KNN label transfer's knobs (names of :class:`~qparse_lite.baselines.nonparametric.LabelTransfer`:
+    ``rank_power``, ``bg_weight``, ``min_share``, ``n_segments`` with 0 = no superpixels) on ``split`` (the
+    **validation** split) by the same :func:`coordinate_ascent` as the M-CNN's, from ``start`` (all four, e.g.
+    the profile's values; a knob not in ``grid`` keeps its value there). Each image's neighbour maps are read once and its superpixels computed once per segment count;
+    every setting gives exactly the parse of ``LabelTransfer`` with those values.
+
+    Returns ``(chosen, table)`` like :func:`tune_postprocessing`.
+    """
+    from qparse_lite.baselines.nonparametric import LabelTransfer
+    from qparse_lite.parse.postprocess import superpixels
+
+    idx = np.asarray(corpus.split(split))[:limit]
+    rows = {int(i): r for r, i in enumerate(corpus.split(split))}
+    images = [(int(i), np.asarray(corpus.images[i]), np.asarray(corpus.labels[neighbours[rows[int(i)]][:k]]))
+              for i in idx]  # fmt: skip
+    segs: dict[int, list[np.ndarray]] = {}  # one segment count at a time: the ascent sweeps it last, once each
+
+    def segments(n: int) -> list[np.ndarray]:
+        if n not in segs:
+            segs.clear()
+            segs[n] = [superpixels(image, method=superpixel_method, n_segments=n)
+                       for _, image, _ in tqdm(images, desc=f"superpixels ({n})", mininterval=1.0,
+                                               disable=None if progress is None else not progress)]  # fmt: skip
+        return segs[n]
+
+    def score(setting: dict[str, Any]) -> dict[str, Any]:
+        knobs = {**start, **setting}
+        ns = int(knobs["n_segments"])
+        lt = LabelTransfer(corpus.label_set.num_labels, superpixel_method if ns else None, **knobs)
+        seg = segments(ns) if ns else [None] * len(images)
+        cm = ConfusionMatrix(corpus.label_set.num_labels)
+        for (i, image, nb_labels), s in zip(images, seg, strict=True):
+            cm.update(lt(image, nb_labels, s), np.asarray(corpus.labels[i]))
+        return _strip_method(table1_row(scores(cm, corpus.label_set), ""))
+
+    return coordinate_ascent(score, start, grid, metric)

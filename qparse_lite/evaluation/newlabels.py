@@ -280,7 +280,8 @@ def fraction_sweep(
     corpus: Any, label: str, fractions: Sequence[float], neighbours: np.ndarray, k: int, *,
     model: Any = None, target_norm: Any = None, model_name: str = "M-CNN", trained_on_label: bool | None = None,
     parser_kw: Mapping[str, Any] | None = None, label_transfer: bool = False, split: str = "test",
-    seed: int = 0, superpixel_method: str | None = "slic", n_segments: int = 200,
+    seed: int = 0, superpixel_method: str | None = "slic", n_segments: int = 200, rank_power: float = 1.0,
+    bg_weight: float = 1.0, min_share: float = 0.0,
 ) -> pd.DataFrame:  # fmt: skip
     """Parse ``split`` against :func:`corpus_with_label_fraction` copies of ``corpus``, one per fraction.
 
@@ -296,7 +297,9 @@ def fraction_sweep(
             ``xi2``, ``erosion``, ``device``, ...; None skips the M-CNN. ``model_name`` and ``trained_on_label``
             label its rows.
         label_transfer: also run :class:`~qparse_lite.baselines.nonparametric.LabelTransfer` (non-parametric, no training)
-            on the same corpora and neighbours.
+            on the same corpora and neighbours, with its knobs ``rank_power`` γ, ``bg_weight`` β, ``min_share`` τ
+            (the defaults: the untuned transfer; the tuned ones: ``resolve_postprocess("label-transfer", ...).values``)
+            and the shared ``superpixel_method`` / ``n_segments`` (0 = no superpixels).
         seed: draws the kept images (:func:`annotated_subset`).
 
     Every copy gets its own parser, and every test image is parsed against it, except where its ``k``
@@ -322,7 +325,8 @@ def fraction_sweep(
                                 n_segments=n_segments, **dict(parser_kw or {}))  # fmt: skip
             runs.append((model_name, trained_on_label, parser))
         if label_transfer:
-            lt = LabelTransfer(corpus.label_set.num_labels, superpixel_method, n_segments)
+            lt = LabelTransfer(corpus.label_set.num_labels, superpixel_method, n_segments, rank_power=rank_power,
+                               bg_weight=bg_weight, min_share=min_share)  # fmt: skip
             runs.append(("KNN label transfer", None, lt))
         for name, trained, parse in runs:
             summary, _ = evaluate_label(parse, cf, label, neighbours, k, split, gt_corpus=corpus,

@@ -1,10 +1,13 @@
 """``qparse tune``: choose a run's post-processing on the validation split and store it with the model.
 
-The M-CNN's values (ξ1, the displacement scale, the SLIC segment count, ξ2; docs/paper.md §1.6-1.8) are
-chosen by coordinate ascent (:func:`qparse_lite.evaluation.evaluate.tune_postprocessing`), KNN label
-transfer's segment count by a sweep of its own (it has no model, but the same budget of choice is fair to
-it). Both go into ``RUN/postprocess.json`` (:func:`qparse_lite.parse.defaults.write_postprocess`), which
-``qparse evaluate`` and ``qparse parse`` read when no flag overrides a value. The test split is refused.
+The M-CNN's four values (ξ1, the displacement scale, the SLIC segment count, ξ2; docs/paper.md §1.6-1.8) are
+chosen by coordinate ascent (:func:`qparse_lite.evaluation.evaluate.tune_postprocessing`), and KNN label
+transfer's four (rank power γ, background weight β, minimum label share τ, segment count; the kit's knobs,
+:mod:`qparse_lite.baselines.nonparametric`) by the same coordinate ascent
+(:func:`qparse_lite.evaluation.evaluate.tune_label_transfer`): it has no model, but the same budget of choice
+is fair to it. Both grids list the default first (ties keep it), and every value tried is recorded. Both go
+into ``RUN/postprocess.json`` (:func:`qparse_lite.parse.defaults.write_postprocess`), which ``qparse evaluate``
+and ``qparse parse`` read when no flag overrides a value. The test split is refused.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from qparse_lite.errors import QparseError
-from qparse_lite.evaluation.evaluate import evaluate_parser, grid_edges, make_parser_fn, tune_postprocessing
+from qparse_lite.evaluation.evaluate import grid_edges, tune_label_transfer, tune_postprocessing
 from qparse_lite.evaluation.tables import json_safe
-from qparse_lite.parse.defaults import KNOBS, POSTPROCESS_FILE, run_profile, write_postprocess
+from qparse_lite.parse.defaults import KNOBS, POSTPROCESS_FILE, profile_values, run_profile, write_postprocess
 from qparse_lite.retrieval.search import split_neighbours
 from qparse_lite.runinfo import run_record
 
@@ -35,8 +38,15 @@ MCNN_GRID: dict[str, list[Any]] = {
 ``n_segments`` 0 = no superpixel smoothing. The ranges reach past the ends a first CCP tuning chose
 (``grid_edges`` in the file names any choice still at an end)."""
 
-LT_GRID: dict[str, list[Any]] = {"n_segments": [200, 50, 100, 400, 800, 1600, 0]}
-"""KNN label transfer's segment counts tried (200 first: the profile's untuned value; 0 = none)."""
+LT_GRID: dict[str, list[Any]] = {
+    "rank_power": [1.0, 0.0, 0.5, 2.0],
+    "bg_weight": [1.0, 0.9, 0.8, 0.7, 0.6, 1.2],
+    "min_share": [0.0, 0.005, 0.01, 0.02, 0.05],
+    "n_segments": [200, 50, 100, 400, 800, 1600, 0],
+}
+"""KNN label transfer's values tried, in the order they are chosen; the untuned value first (ties keep it):
+rank power γ (1: weights 1/(1+k); 0: equal votes), background weight β (1: none; 1.2 so that 1 is not an end),
+minimum label share τ (0: none), SLIC segments (0: none)."""
 
 
 def tune_run(
@@ -86,29 +96,16 @@ def tune_run(
         with torch.inference_mode():
             chosen, table = tune_postprocessing(parser, corpus, split, nb, MCNN_GRID, k=k, limit=limit,
                                                 progress=progress)  # fmt: skip
-        rows = table.to_dict("records")
-        for r in rows:  # the grid's own value (a DataFrame column of ints and None/floats turns 200 into 200.0)
-            r["value"] = next(v for v in MCNN_GRID[r["parameter"]] if v == r["value"])
-        last = list(MCNN_GRID)[-1]
-        best = next(r for r in rows if r["parameter"] == last and r["value"] == chosen[last])
-        out["mcnn"] = {"values": {n: chosen[n] for n in KNOBS["mcnn"]}, "score": _metrics(best), "table": rows,
-                       "grid": MCNN_GRID, "grid_edges": grid_edges(chosen, MCNN_GRID)}  # fmt: skip
-    if "label-transfer" in methods:
-        idx = np.asarray(corpus.split(split))[:limit]
-        rows = []
-        for ns in LT_GRID["n_segments"]:
-            fn = make_parser_fn("label-transfer", corpus, split, nb, k, None, "slic" if ns else None, ns or 200)
-            sc = evaluate_parser(fn, corpus, idx, corpus.label_set, desc=f"label transfer, {ns} segments",
-                                 progress=progress)  # fmt: skip
-            rows.append({"parameter": "n_segments", "value": ns, **_metrics(sc)})
-        best = max(rows, key=lambda r: r["avg_f1"])  # ties keep the earlier value
-        out["label-transfer"] = {"values": {"n_segments": best["value"]}, "score": _metrics(best), "table": rows,
-                                 "grid": LT_GRID, "grid_edges": grid_edges({"n_segments": best["value"]}, LT_GRID)}  # fmt: skip
+        out["mcnn"] = _entry("mcnn", chosen, table, MCNN_GRID)
+    if "label-transfer" in methods:  # from the profile's values (lt_*), like the M-CNN from its own
+        chosen, table = tune_label_transfer(corpus, split, nb, LT_GRID, profile_values(prof, "label-transfer"),
+                                            k=k, limit=limit, progress=progress)  # fmt: skip
+        out["label-transfer"] = _entry("label-transfer", chosen, table, LT_GRID)
     rec = run_record(
         stage="tune", profile=prof.name, seed=prof.seed, model=str(model), corpus=str(corpus.path),
         dataset=(corpus.meta or {}).get("dataset"), dataset_version=(corpus.meta or {}).get("version"),
         split=split, k=k, features=features, images=len(np.asarray(corpus.split(split))[:limit]),
-        method="coordinate ascent in grid order (qparse_lite.evaluation.evaluate.tune_postprocessing)",
+        method="coordinate ascent in grid order (qparse_lite.evaluation.evaluate.coordinate_ascent)",
         wall_time_s=time.perf_counter() - t0,
     )  # fmt: skip
     if write:
@@ -117,6 +114,18 @@ def tune_run(
                               table=json_safe(entry["table"]), score=json_safe(entry["score"]),
                               record={**rec, "grid_edges": entry["grid_edges"]})  # fmt: skip
     return {**out, "run": rec, "file": str(model / POSTPROCESS_FILE) if write else None}
+
+
+def _entry(method: str, chosen: dict[str, Any], table: Any, grid: dict[str, list[Any]]) -> dict[str, Any]:
+    """One method's result: the chosen ``values``, the ``score`` of the chosen setting (the last parameter's
+    row at its chosen value), every row tried (``table``), the ``grid`` and its ``grid_edges``."""
+    rows = table.to_dict("records")
+    for r in rows:  # the grid's own value (a DataFrame column of ints and None/floats turns 200 into 200.0)
+        r["value"] = next(v for v in grid[r["parameter"]] if v == r["value"])
+    last = list(grid)[-1]
+    best = next(r for r in rows if r["parameter"] == last and r["value"] == chosen[last])
+    return {"values": {n: chosen[n] for n in KNOBS[method]}, "score": _metrics(best), "table": rows, "grid": grid,
+            "grid_edges": grid_edges(chosen, grid)}  # fmt: skip
 
 
 def _metrics(row: dict[str, Any]) -> dict[str, float]:

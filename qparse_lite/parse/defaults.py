@@ -4,11 +4,14 @@ The post-processing knobs (docs/paper.md §1.6-1.8) are ξ1 (label visibility), 
 SLIC superpixel count (0 = no smoothing, the "w/o ss" row) and the displacement scale (how far each KNN box
 moves by t̂; 1 = the paper). The values that suit a model depend on its confidences, so they belong to
 the model: ``qparse tune`` chooses them on the **validation** split and writes ``postprocess.json`` beside
-the checkpoint (:func:`write_postprocess`), one entry per method (the M-CNN's, and KNN label transfer's own
-segment count). ``qparse evaluate`` and ``qparse parse`` then resolve each value (:func:`resolve_postprocess`):
+the checkpoint (:func:`write_postprocess`), one entry per method: the M-CNN's, and KNN label transfer's own four
+(its rank power γ, background weight β, minimum label share τ and segment count; the kit's knobs, see
+:mod:`qparse_lite.baselines.nonparametric`). ``qparse evaluate`` and ``qparse parse`` then resolve each value
+(:func:`resolve_postprocess`):
 
 1. ``flag``: a value given on the command line wins (the paper's row: ``--xi1 0.8 --xi2 0.5 --n-segments 200
-   --displacement-scale 1``);
+   --displacement-scale 1``; label transfer: ``--lt-rank-power``, ``--lt-bg-weight``, ``--lt-min-share``,
+   ``--n-segments``);
 2. ``model``: else the model folder's ``postprocess.json`` for that method;
 3. ``profile``: else the profile the run was trained with (``run.json: profile_fields``; for a baseline
    without a model, the profile of the corpus's dataset).
@@ -36,16 +39,18 @@ POSTPROCESS_FILE = "postprocess.json"
 
 KNOBS: dict[str, tuple[str, ...]] = {
     "mcnn": ("xi1", "xi2", "n_segments", "displacement_scale"),
-    "label-transfer": ("n_segments",),
+    "label-transfer": ("rank_power", "bg_weight", "min_share", "n_segments"),
 }
-"""The tuned post-processing values of each method (``n_segments`` 0 = no superpixel smoothing)."""
+"""The tuned post-processing values of each method (``n_segments`` 0 = no superpixel smoothing; label transfer's
+are the fields of :class:`~qparse_lite.baselines.nonparametric.LabelTransfer`)."""
 
 SOURCES = ("flag", "model", "profile")
 """Where a value can come from, in order of precedence."""
 
 _PROFILE_FIELDS = {
     "mcnn": {"xi1": "xi1", "xi2": "xi2", "n_segments": "n_segments", "displacement_scale": "displacement_scale"},
-    "label-transfer": {"n_segments": "lt_n_segments"},
+    "label-transfer": {"rank_power": "lt_rank_power", "bg_weight": "lt_bg_weight", "min_share": "lt_min_share",
+                       "n_segments": "lt_n_segments"},
 }
 
 
@@ -76,7 +81,8 @@ def _check_method(method: str) -> None:
 
 def profile_values(profile: Profile, method: str) -> dict[str, Any]:
     """The fallback values of ``method`` in ``profile`` (its fields ``xi1``, ``xi2``, ``n_segments``,
-    ``displacement_scale``; label transfer: ``lt_n_segments``)."""
+    ``displacement_scale``; label transfer: ``lt_rank_power``, ``lt_bg_weight``, ``lt_min_share``,
+    ``lt_n_segments``)."""
     _check_method(method)
     return {k: getattr(profile, f) for k, f in _PROFILE_FIELDS[method].items()}
 
