@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from qparse_lite.evaluation.claims import CLAIMS, TRUNK_NEWLABELS_METHOD, family_key, judge_claims, seed_keys
 
@@ -17,6 +18,7 @@ FIRST = CLAIMS[0]["claim"]  # mcnn beats label-transfer
 CONV1 = next(c["claim"] for c in CLAIMS if c.get("b") == "cross54321")
 FIG5 = next(c["claim"] for c in CLAIMS if c.get("rule") == "fig5")
 NEW = next(c["claim"] for c in CLAIMS if c.get("rule") == "newlabels")
+SS = next(c["claim"] for c in CLAIMS if c.get("b") == "mcnn-wo-ss")
 
 
 def _maps(root: Path, key: str, gts: list[np.ndarray], wrong_every: int) -> None:
@@ -74,6 +76,29 @@ def test_family_key_maps_each_mcnn_key_to_its_twin_and_keeps_the_baselines():
         family_key("mcnn", "imagenet")
 
 
+def test_every_row_carries_its_post_processing_chosen_on_validation():
+    """The fair setting: no claim reads a separate "tuned" row; M-CNN against label transfer reads the two rows
+    (each with its values chosen on val), superpixel smoothing the family's -ss / -wo-ss twins."""
+    keys = [k for c in CLAIMS if "a" in c for k in (c["a"], c["b"])]
+    assert not [k for k in keys if "tuned" in k]
+    assert (CLAIMS[0]["a"], CLAIMS[0]["b"]) == ("mcnn", "label-transfer")
+    ss = next(c for c in CLAIMS if c["claim"] == SS)
+    assert (ss["a"], ss["b"]) == ("mcnn-ss", "mcnn-wo-ss")
+    assert (family_key("mcnn-ss", "trunk"), family_key("mcnn-wo-ss", "trunk")) == ("trunk-mcnn-ss", "trunk-mcnn-wo-ss")
+    assert [c["claim"] for c in CLAIMS].count(SS) == 1 and not [c for c in CLAIMS if c["claim"].startswith("...")]
+
+
+def test_superpixel_claim_reads_the_ss_twins_of_each_family(results):
+    gts = [np.asarray(Image.open(results / "gt" / f"{i:02d}.png")) for i in range(12)]
+    for key, wrong_every in {"mcnn-ss": 2, "mcnn-wo-ss": 4, "trunk-mcnn-ss": 0, "trunk-mcnn-wo-ss": 3}.items():
+        _maps(results / "pred", key, gts, wrong_every)
+    df = judge_claims(results, n=200)
+    v = _verdicts(df)
+    assert v[SS, "scratch"] == "contradicted" and v[SS, "trunk"] == "reproduced"
+    trunk = df[(df.claim == SS) & (df.family == "trunk")].iloc[0]["this kit (CCP, 2 CPU cores)"]
+    assert "(trunk-mcnn-ss − trunk-mcnn-wo-ss)" in trunk
+
+
 def test_one_row_per_claim_and_family_with_each_familys_verdict(results):
     df = judge_claims(results, n=200)
     assert list(df.columns[:2]) == ["claim", "family"] and "verdict" in df.columns
@@ -92,7 +117,7 @@ def test_one_row_per_claim_and_family_with_each_familys_verdict(results):
     # files of the scratch family only: the trunk's rows are not measured
     assert v[FIG5, "scratch"] == "reproduced" and v[FIG5, "trunk"] == "not measured"
     assert v[NEW, "scratch"] == "reproduced" and v[NEW, "trunk"] == "not measured"
-    for c in CLAIMS[1:]:  # trunk twins without label maps (trunk-wo-cross, trunk-mcnn-tuned, ...)
+    for c in CLAIMS[1:]:  # trunk twins without label maps (trunk-wo-cross, trunk-mcnn-ss, ...)
         if "a" in c and c["b"] != "cross54321":
             assert v[c["claim"], "trunk"] == "not measured", c["claim"]
 

@@ -27,17 +27,26 @@ def test_committed_ccp_rows_rescore_from_the_committed_label_maps(method, capsys
     got = json.loads(capsys.readouterr().out)
     for key in ("accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"):
         assert got[key] == pytest.approx(float(row[key]), abs=0.006), key
+    full = RESULTS / "full" / "pred" / method  # the headline rows' maps at full resolution (fair setting)
+    if full.is_dir():
+        row = next(csv.DictReader((RESULTS / "tables" / f"{method}_table1_full.csv").open()))
+        assert main(["score", "--pred", str(full), "--gt", str(RESULTS / "full" / "gt"), "--labels", "ccp-coarse",
+                     "--json"]) == 0  # fmt: skip
+        got = json.loads(capsys.readouterr().out)
+        for key in ("accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"):
+            assert got[key] == pytest.approx(float(row[key]), abs=0.006), ("full", key)
 
 
-def test_committed_model_loads_with_its_retrieval_head():
+@pytest.mark.parametrize("model", ["mcnn", "trunk-cross54"])
+def test_committed_model_loads_with_its_retrieval_head(model):
     from qparse_lite.retrieval.features import get_extractor
     from qparse_lite.train.checkpoint import load_model
 
-    run = RESULTS / "models" / "mcnn"
+    run = RESULTS / "models" / model
     if not (run / "checkpoint.pt").is_file():
-        pytest.skip("no committed model")
+        pytest.skip(f"no committed model {model}")
     net, tn, meta = load_model(run)
-    assert meta["variant"] == "mcnn" and meta["label_set"]["name"] == "ccp-coarse"
+    assert meta["variant"] == model and meta["label_set"]["name"] == "ccp-coarse"
     head = get_extractor("efficientnet-lite0-learned", head=run / "retrieval_head.pt")
     assert head.input_size == json.loads((run / "corpus.json").read_text())["feature_size"] == 224
     assert head.dim == len(meta["label_set"]["names"])
@@ -51,7 +60,9 @@ def test_committed_raw_photo_scores_rescore_from_the_full_size_maps(detector, ca
     summary = photos / "summary.csv"
     if not summary.is_file():
         pytest.skip("no committed raw-photo results")
-    row = next(r for r in csv.DictReader(summary.open()) if r["detector"] == detector)
+    row = next((r for r in csv.DictReader(summary.open()) if r["detector"] == detector), None)
+    if row is None or not (photos / detector / "pred").is_dir():
+        pytest.skip(f"no committed raw-photo results of {detector}")
     pred = photos / detector / "pred"
     assert main(["score", "--pred", str(pred), "--gt", str(photos / "gt"), "--labels", "ccp-coarse", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
@@ -99,7 +110,9 @@ def test_committed_rerun_agrees_where_nothing_is_trained_and_says_its_wall_time(
     committed = pd.read_csv(RESULTS / "tables" / "label-transfer_table1.csv").iloc[0]  # no training: equal
     assert t1.loc["PaperDoll [28]", "avg_f1"] == committed.avg_f1
     assert t1.loc["PaperDoll [28]", "accuracy"] == committed.accuracy
-    assert "/tmp/" not in (rerun / "run.json").read_text() and "/tmp/" not in (rerun / "report.md").read_text()
+    for name in ("run.json", "report.md"):
+        text = (rerun / name).read_text()
+        assert "/tmp/" not in text and "/work/" not in text, name
 
 
 # -- the CCP study pages (results/ccp/size_budget.md, disp_head.md; notebook 03 §7-§8 link them) ----------
@@ -161,17 +174,24 @@ def test_the_ccp_profile_is_the_studied_setting():
 
 
 # -- every committed CCP row: re-derived from its label maps, its command, its model's profile and recipe -------
+FAIR_RECIPE = "ccp profile: warp 145 px, out-of-fold neighbours, Huber, sqrt-count label shares"
+"""The recipe of the fair setting's M-CNN rows (issue 31; ``data_scripts/collect_ccp_fair.py``: ``RECIPE``)."""
 RECIPES = {
     "in-sample neighbours, Eq. (1) square, equal label shares": {"disp_loss": "l2", "label_power": 0.0, "oof": False},
     "out-of-fold neighbours, Huber, sqrt-count label shares": {"disp_loss": "huber", "label_power": 0.5, "oof": True},
+    FAIR_RECIPE: {"disp_loss": "huber", "label_power": 0.5, "oof": True, "crop": "warp", "image_size": 145},
 }
-"""The two recipes of the committed M-CNN rows (results/ccp/rows.csv): the run record's profile fields, and
-whether its commit has out-of-fold training neighbours (d90ac44, ``LearnedRetrievalExtractor.out_of_fold``)."""
+"""The recipes of the committed M-CNN rows (results/ccp/rows.csv): the run record's profile fields (``crop`` and
+``image_size`` where the recipe names them), and whether its commit has out-of-fold training neighbours (d90ac44,
+``LearnedRetrievalExtractor.out_of_fold``). The first two are the earlier setting's (square 113-px crops)."""
+PARAMETRIC_RECIPES = {"LR-ASPP on EfficientNet-Lite0, ccp profile: warp 145 px": {"crop": "warp", "input_size": 145}}
+"""The recipe of the fair setting's parametric rows: the run record's ``crop`` and ``config.input_size``."""
 OOF_COMMIT = "d90ac44"
+T1 = ("accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1")
 
 
-def _rows():
-    return list(csv.DictReader((RESULTS / "rows.csv").open()))
+def _rows(results: Path = RESULTS) -> list[dict[str, str]]:
+    return list(csv.DictReader((results / "rows.csv").open())) if (results / "rows.csv").is_file() else []
 
 
 def _git_is_ancestor(old: str, new: str) -> bool | None:
@@ -181,45 +201,76 @@ def _git_is_ancestor(old: str, new: str) -> bool | None:
         r = subprocess.run(["git", "merge-base", "--is-ancestor", old, new], cwd=RESULTS, capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return {0: True, 1: False}.get(r.returncode)  # another code: no git history here
+    return {0: True, 1: False}.get(r.returncode)  # another code: no git history here, or no such commit
 
 
-@pytest.mark.parametrize("row", _rows(), ids=lambda r: r["key"])
-def test_committed_row_is_its_label_maps_its_command_and_its_recipe(row, capsys):
-    """Each row of results/ccp/rows.csv: re-scoring pred/<key>/ gives tables/<key>_table1.csv and the number the
-    README shows; its `qparse evaluate` command, resolved as the command resolves it (flag > the model's
-    postprocess.json > the run's profile), gives the post-processing its scores.json records (no hidden flag);
-    the model folder it names was trained by the profile, variant and seed its train command names, with the
-    recipe the row states, at a recorded commit (the one its `git checkout` names)."""
+def _rescore(pred: Path, gt: Path, table: Path) -> float:
+    """Re-score ``pred`` against ``gt`` as `qparse score` does; compare with ``table``'s row; return its avg F1."""
+    from qparse_lite.evaluation.folders import confusion_from_dirs
+    from qparse_lite.labels import get_label_set
+    from qparse_lite.metrics import scores
+
+    ls = get_label_set("ccp-coarse")
+    assert sorted(p.name for p in pred.glob("*.png")) == sorted(p.name for p in gt.glob("*.png")), pred
+    got = scores(confusion_from_dirs(pred, gt, ls, progress=False), ls)
+    want = next(csv.DictReader(table.open()))
+    for k in T1:
+        assert got[k] == pytest.approx(float(want[k]), abs=0.006), (str(table), k)
+    return float(got["avg_f1"])
+
+
+def _knob_flags(args, method: str) -> dict:
+    """The post-processing values a parsed `qparse evaluate` command gives by flag (None: not given), named as
+    ``parse.defaults.KNOBS`` names them (a knob's option is its name or ``lt_<name>``, label transfer's own)."""
+    from qparse_lite.parse.defaults import KNOBS
+
+    out = {}
+    for k in KNOBS[method]:
+        if k == "n_segments":
+            out[k] = 0 if args.superpixels == "none" else args.n_segments
+        else:
+            out[k] = getattr(args, k) if hasattr(args, k) else getattr(args, f"lt_{k}")
+    return out
+
+
+def check_row(results: Path, row: dict[str, str]) -> None:
+    """One row of ``results/rows.csv``: re-scoring pred/<key>/ gives tables/<key>_table1.csv (and full/pred/<key>/
+    gives tables/<key>_table1_full.csv where the full-resolution maps are committed), the documents list its number
+    and command (the fair setting: report.md, which collect_ccp_fair.py generates; the earlier one: the READMEs);
+    its `qparse evaluate` command, resolved as the command resolves it (flag > the model's postprocess.json > the
+    run's profile), gives the post-processing its scores.json records (no hidden flag); the model folder it names
+    was trained by the profile, variant and seed its train command names, with the recipe the row states, at a
+    recorded clean commit (the one its `git checkout` names)."""
     import re
     import shlex
 
-    from qparse_lite.cli import build_parser, main
+    from qparse_lite.cli import build_parser
     from qparse_lite.parse.defaults import KNOBS, resolve_postprocess, run_profile
     from qparse_lite.profiles import get_profile, profile_for_dataset
 
     key, model = row["key"], row["model"]
-    table = next(csv.DictReader((RESULTS / "tables" / f"{key}_table1.csv").open()))
-    assert main(["score", "--pred", str(RESULTS / "pred" / key), "--gt", str(RESULTS / "gt"), "--labels", "ccp-coarse",
-                 "--json"]) == 0  # fmt: skip
-    got = json.loads(capsys.readouterr().out)
-    for k in ("accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1"):
-        assert got[k] == pytest.approx(float(table[k]), abs=0.006), k
-    assert f"{got['avg_f1']:.2f}" in (RESULTS.parent.parent / "README.md").read_text(), f"{key}: not in README.md"
-    assert row["evaluate"] in (RESULTS / "README.md").read_text(), f"{key}: command not in results/ccp/README.md"
+    f1 = _rescore(results / "pred" / key, results / "gt", results / "tables" / f"{key}_table1.csv")
+    if (results / "full" / "pred" / key).is_dir():
+        full = results / "full"
+        _rescore(full / "pred" / key, full / "gt", results / "tables" / f"{key}_table1_full.csv")
+    if "family" in row:  # the fair setting: report.md lists every row, its number and its commands
+        report = (results / "report.md").read_text()
+        assert f"{f1:.2f}" in report and row["evaluate"] in report, f"{key}: not in report.md"
+        if row["train"]:
+            assert row["train"] in report, f"{key}: train command not in report.md"
+    else:
+        assert f"{f1:.2f}" in (results.parent.parent / "README.md").read_text(), f"{key}: not in README.md"
+        assert row["evaluate"] in (results / "README.md").read_text(), f"{key}: command not in results/ccp/README.md"
     # the evaluate command, parsed by qparse itself, resolves to what scores.json recorded
-    run_dir = RESULTS / "models" / model if model else None
+    run_dir = results / "models" / model if model else None
     words = shlex.split(row["evaluate"].replace("RUN", str(run_dir)))
     assert words[:2] == ["qparse", "evaluate"]
     args = build_parser().parse_args(words[1:])
-    rec = json.loads((RESULTS / "tables" / f"{key}_scores.json").read_text())["run"]
+    rec = json.loads((results / "tables" / f"{key}_scores.json").read_text())["run"]
     assert (args.split, args.k, args.method) == (rec["split"], rec["k"], rec["method"]) == ("test", 9, rec["method"])
     if args.method in KNOBS:
         prof = run_profile(run_dir) if run_dir else profile_for_dataset("ccp")
-        flags = {"xi1": args.xi1, "xi2": args.xi2, "displacement_scale": args.displacement_scale,
-                 "n_segments": 0 if args.superpixels == "none" else args.n_segments, "rank_power": args.lt_rank_power,
-                 "bg_weight": args.lt_bg_weight, "min_share": args.lt_min_share}  # fmt: skip
-        post = resolve_postprocess(args.method, prof, run_dir, **{k: flags[k] for k in KNOBS[args.method]})
+        post = resolve_postprocess(args.method, prof, run_dir, **_knob_flags(args, args.method))
         parser = rec["parser"]
         assert (parser["superpixels"] is None) == (post.values["n_segments"] == 0), key
         if parser["superpixels"]:
@@ -247,8 +298,21 @@ def test_committed_row_is_its_label_maps_its_command_and_its_recipe(row, capsys)
             assert run.get("variant") == (targs.variant or prof.variant)
             assert run["profile_fields"]["seed"] == (targs.seed if targs.seed is not None else prof.seed)
         if "&&" not in row["train"] and row["recipe"] in RECIPES:  # no checkout: the profile as it is now
-            assert (prof.disp_loss, prof.label_power) == (RECIPES[row["recipe"]]["disp_loss"], RECIPES[row["recipe"]]["label_power"])
+            want = RECIPES[row["recipe"]]
+            assert (prof.disp_loss, prof.label_power) == (want["disp_loss"], want["label_power"])
+            assert all(getattr(prof, k) == want[k] for k in ("crop", "image_size") if k in want), key
     if row["recipe"] in RECIPES:
         want, fields = RECIPES[row["recipe"]], run["profile_fields"]
         assert (fields.get("disp_loss") or "l2", fields["label_power"]) == (want["disp_loss"], want["label_power"]), key
+        assert all(fields.get(k) == want[k] for k in ("crop", "image_size") if k in want), key
         assert _git_is_ancestor(OOF_COMMIT, run["git_commit"]) in (want["oof"], None), key
+    if row["recipe"] in PARAMETRIC_RECIPES:
+        want = PARAMETRIC_RECIPES[row["recipe"]]
+        assert (run.get("crop"), (run.get("config") or {}).get("input_size")) == (want["crop"], want["input_size"]), key
+
+
+@pytest.mark.parametrize("row", _rows(), ids=lambda r: r["key"])
+def test_committed_row_is_its_label_maps_its_command_and_its_recipe(row):
+    """Each row of results/ccp/rows.csv (:func:`check_row`): its label maps, its documents, its evaluate command,
+    its model's record and recipe."""
+    check_row(RESULTS, row)
