@@ -130,6 +130,20 @@ def test_harness_scores_a_perfect_and_a_constant_parser(tiny_run):
     assert "upper_clothes" in t2.columns  # the paper's CSV spelling
 
 
+def test_the_w_o_ss_paper_row_is_the_callers_choice_not_a_tuned_zero(tiny_run, tmp_path):
+    """A choice of 0 segments (values chosen on validation) is the M-CNN row; only superpixels switched off by
+    the caller (the ablation, ``--superpixels none``) stands beside the paper's "M-CNN (w/o ss)"."""
+    from qparse_lite.evaluation.evaluate import evaluate
+
+    corpus, run = tiny_run
+    kw = dict(method="mcnn", model=run, k=3, limit=2, full_resolution=False, progress=False)
+    chosen = evaluate(corpus, tmp_path / "a", n_segments=0, **kw)
+    off = evaluate(corpus, tmp_path / "b", superpixel_method=None, **kw)
+    assert chosen["run"]["parser"]["superpixels"] is None and off["run"]["parser"]["superpixels"] is None
+    assert (chosen["paper_method"], off["paper_method"]) == ("M-CNN", "M-CNN (w/o ss)")
+    assert chosen["avg_f1"] == off["avg_f1"]  # the same parse: only the row it stands beside differs
+
+
 def test_k_sweep_columns(tiny_run):
     corpus, _ = tiny_run
     idx = corpus.split("test")[:3]

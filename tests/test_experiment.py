@@ -105,3 +105,24 @@ def test_train_parametric_many_trains_side_by_side_and_reuses(tmp_path):
     stamp = (runs["p-a"] / "run.json").stat().st_mtime_ns
     ws.train_parametric_many({"p-a": cfg}, log=lines.append)
     assert (runs["p-a"] / "run.json").stat().st_mtime_ns == stamp  # complete: reused
+
+
+def test_a_folder_made_before_a_profile_field_existed_is_reused_and_other_settings_refused(tmp_path):
+    """workspace.json of an older kit lacks a field added since (at its default, the older behaviour): the
+    folder is still this setting; a recorded value that differs is refused, naming the field and the fix."""
+    import json
+
+    Workspace("quick", output_dir=tmp_path)
+    rec = json.loads((tmp_path / "workspace.json").read_text())
+    del rec["profile"]["lt_min_share"]  # a field this folder's kit did not have
+    (tmp_path / "workspace.json").write_text(json.dumps(rec))
+    Workspace("quick", output_dir=tmp_path)  # reused
+    rec["profile"]["lt_rank_power"] = 2.0  # another setting
+    (tmp_path / "workspace.json").write_text(json.dumps(rec))
+    with pytest.raises(QparseError, match="lt_rank_power: 2.0 there, 1.0 now.*another output_dir"):
+        Workspace("quick", output_dir=tmp_path)
+    with pytest.raises(QparseError, match="lt_min_share: 0.5 there"):
+        rec["profile"].pop("lt_rank_power")
+        rec["profile"]["lt_min_share"] = 0.5
+        (tmp_path / "workspace.json").write_text(json.dumps(rec))
+        Workspace("quick", output_dir=tmp_path)

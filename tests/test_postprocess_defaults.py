@@ -210,3 +210,22 @@ def test_parse_records_the_values_and_their_sources(run_copy, tmp_path, capsys):
     post = json.loads((out / "parse.json").read_text())["postprocess"]
     assert post["values"] == {"xi1": 0.3, "xi2": 0.4, "n_segments": 0, "displacement_scale": 0.5}
     assert post["sources"]["xi1"] == "model" and post["sources"]["xi2"] == "flag"
+
+
+def test_with_superpixels_keeps_a_smoothing_choice_and_otherwise_takes_the_best_count_tried():
+    """The "with ss" side of the superpixel claim: the tuned values, smoothing at the best non-zero count."""
+    from qparse_lite.errors import QparseError
+    from qparse_lite.evaluation.tuning import with_superpixels
+
+    table = [{"parameter": "xi1", "value": 0.3, "avg_f1": 30.0},
+             {"parameter": "n_segments", "value": 200, "avg_f1": 31.0},
+             {"parameter": "n_segments", "value": 800, "avg_f1": 31.5},
+             {"parameter": "n_segments", "value": 1600, "avg_f1": 31.5},  # a tie: the earlier count wins
+             {"parameter": "n_segments", "value": 0, "avg_f1": 32.0}]  # fmt: skip
+    entry = {"values": {"xi1": 0.3, "xi2": 0.2, "n_segments": 0, "displacement_scale": 1.0}, "table": table}
+    assert with_superpixels(entry) == {"xi1": 0.3, "xi2": 0.2, "n_segments": 800, "displacement_scale": 1.0}
+    assert entry["values"]["n_segments"] == 0  # the entry itself is left as chosen
+    smooth = {"values": {**entry["values"], "n_segments": 400}, "table": table}
+    assert with_superpixels(smooth)["n_segments"] == 400
+    with pytest.raises(QparseError, match="no non-zero segment count"):
+        with_superpixels({"values": entry["values"], "table": table[:1]})

@@ -282,6 +282,7 @@ def evaluate(
     t0 = time.perf_counter()
     out = Path(out)
     parser, prof, variant, post = None, None, None, None
+    no_ss_asked = not superpixel_method  # the caller's "w/o ss" (a choice of n_segments 0 is not that row)
     lt_knobs = {"rank_power": rank_power, "bg_weight": bg_weight, "min_share": min_share}
     if method != "label-transfer" and any(v is not None for v in lt_knobs.values()):
         given = ", ".join(f"{n} (--lt-{n.replace('_', '-')})" for n, v in lt_knobs.items() if v is not None)
@@ -363,7 +364,7 @@ def evaluate(
         "parametric": f"LR-ASPP on EfficientNet-Lite0 ({'ImageNet' if variant and 'scratch' not in variant else 'scratch'}; not in the paper)",
     }[method]
     paper = {"mcnn": paper_row(variant or ""), "label-transfer": "PaperDoll [28]"}.get(method, "")
-    if method == "mcnn" and not superpixel_method and variant == "mcnn":
+    if method == "mcnn" and no_ss_asked and paper == "M-CNN":  # the paper's "w/o ss" row, in either family
         paper = "M-CNN (w/o ss)"
     t1, t2 = tables([(label, paper, sc)], corpus.label_set)
     write_tables(t1, out, "table1")

@@ -109,11 +109,18 @@ class Workspace:
 
     def _check_profile(self) -> None:
         """A folder holds one profile's work: ``workspace.json`` records it, and a folder made with other
-        settings is refused (its corpus and models would silently not match)."""
+        settings is refused (its corpus and models would silently not match). A field the record lacks was
+        added to the kit after the folder was made: it counts as its default, which keeps the behaviour the
+        folder was made with (a new field's default reproduces the kit before it)."""
+        import dataclasses
+
         rec_path = self.out / "workspace.json"
         want = self.profile.to_dict()
         if rec_path.is_file():
             have = json.loads(rec_path.read_text()).get("profile", {})
+            added = {f.name: f.default for f in dataclasses.fields(Profile) if f.name not in have
+                     and f.default is not dataclasses.MISSING}  # fmt: skip
+            have = {**added, **have}
             diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
             if diff:
                 raise QparseError(
