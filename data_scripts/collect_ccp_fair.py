@@ -23,7 +23,7 @@ evaluate`` folder per Table 1 key), ``RUN/models/<name>/`` (run.json, log.csv), 
 - ``tables/<key>_table1|table2|table1_full|table2_full.csv/.md``, ``tables/<key>_scores.json``, ``pred/<key>/`` for
   every Table 1 key (:data:`TABLE1_KEYS`) and every seed (``<V>-seed<N>``); ``gt/`` (the split's crop-level ground
   truth, rewritten: the crop changed); ``full/pred/<key>/`` and ``full/gt/`` (full resolution) for the headline
-  keys only (:data:`~qparse_lite.evaluation.report.CCP_HEADLINE_KEYS`; the full-resolution maps are large);
+  keys only (:data:`~qparse_lite.evaluation.ccp_report.CCP_HEADLINE_KEYS`; the full-resolution maps are large);
 - ``models/<name>/run.json`` + ``log.csv`` of every model of the run and of its seeds (no checkpoint); the run's
   ``trunk-cross54`` goes to ``models/trunk-cross54-reproduce/`` since ``models/trunk-cross54/`` is the shipped
   model (:data:`SHIPPED_MODELS`, kept with its checkpoint and run record);
@@ -296,7 +296,7 @@ def train_command(key: str) -> str:
 
 
 def row_name(key: str) -> str:
-    from qparse_lite.evaluation.report import CCP_ROWS
+    from qparse_lite.evaluation.ccp_report import CCP_ROWS
 
     base, seed = _key_parts(key)
     return dict(CCP_ROWS).get(base, base) + (f", seed {seed}" if seed else "")
@@ -305,7 +305,7 @@ def row_name(key: str) -> str:
 def rows_table(dest: Path, keys: list[str]) -> pd.DataFrame:
     """``rows.csv``: ``key, row, family, recipe, model, train, evaluate`` of each committed key (its scores.json
     in ``dest/tables``); ``model`` is the folder under ``models/``."""
-    from qparse_lite.evaluation.report import ccp_family
+    from qparse_lite.evaluation.ccp_report import ccp_family
 
     rows = []
     for key in keys:
@@ -335,7 +335,7 @@ def _close(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def chosen_values(key: str, post_val: dict[str, Any]) -> list[dict[str, Any]]:
     """The post-processing ``05_postprocess_val.json`` chose on val for ``key``'s row (candidates: a ``-wo-ss`` row
     is its family's values or superpixel values with no superpixels); [] for a key with no such values."""
-    from qparse_lite.evaluation.report import ccp_family
+    from qparse_lite.evaluation.ccp_report import ccp_family
 
     base, _ = _key_parts(key)
     if base == "label-transfer":
@@ -477,7 +477,7 @@ def seed_commands(run: Path, evals: Path) -> list[str]:
     """The ``qparse evaluate`` command of every seed (:func:`seed_names`): its model in ``RUN/seeds/``, the run's
     corpus, the test split, K = 9 and its family's post-processing chosen on val (05_postprocess_val.json) by flag,
     into ``EVALS/<V>-seed<N>/`` (absolute paths)."""
-    from qparse_lite.evaluation.report import ccp_family
+    from qparse_lite.evaluation.ccp_report import ccp_family
 
     run, evals = run.resolve(), evals.resolve()
     pv = json.loads((run / "results" / "05_postprocess_val.json").read_text())
@@ -517,7 +517,7 @@ def collect(run: Path, evals: Path, dest: Path, *, do_clean: bool = False, allow
     problems += [f"missing: {m}" for m in missing]
     seeds = [s for s in seeds if (run / "seeds" / s / "run.json").is_file()]
     first = run / "eval" / keys[0]  # every evaluation must hold the same split's ground truth (checked before --clean)
-    from qparse_lite.evaluation.report import CCP_HEADLINE_KEYS
+    from qparse_lite.evaluation.ccp_report import CCP_HEADLINE_KEYS
 
     for folder in [run / "eval" / k for k in keys] + [evals / s for s in seeds]:
         _same_pngs(folder / "gt", first / "gt")
@@ -588,7 +588,7 @@ def collect(run: Path, evals: Path, dest: Path, *, do_clean: bool = False, allow
                 scrub.file(f)
     if scrub.left:
         print("warning: paths no pattern knew were replaced by OUT: " + ", ".join(sorted(scrub.left)))
-    from qparse_lite.evaluation.report import write_ccp_report
+    from qparse_lite.evaluation.ccp_report import write_ccp_report
 
     print(write_ccp_report(dest, n_bootstrap=n_bootstrap))
     sizes = {"pred/": _size(dest / "pred"), "full/": _size(dest / "full"), "gt/": _size(dest / "gt"),

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.copy(s, dest / n)
     if args.report:
-        from qparse_lite.evaluation.report import write_ccp_report
+        from qparse_lite.evaluation.ccp_report import write_ccp_report
 
         print(write_ccp_report(dest))
     return 0

@@ -287,7 +287,7 @@ def test_every_check_passes_on_a_well_formed_run(collected):
 
 
 def test_layout_every_table1_key_every_seed_and_the_headline_maps_at_full_resolution(collected, fair):
-    from qparse_lite.evaluation.report import CCP_HEADLINE_KEYS
+    from qparse_lite.evaluation.ccp_report import CCP_HEADLINE_KEYS
 
     run, evals, dest, *_ = collected
     keys, seeds = fair.table1_keys(), fair.seed_names()

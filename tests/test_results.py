@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qparse_lite.evaluation.report import CCP_ROWS
+from qparse_lite.evaluation.ccp_report import CCP_ROWS
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "ccp"
 
@@ -77,7 +77,7 @@ def test_seed_rows_and_claims_use_every_seed(tmp_path):
     import pandas as pd
 
     from qparse_lite.evaluation.claims import _with_seeds, seed_keys
-    from qparse_lite.evaluation.report import ccp_seed_table
+    from qparse_lite.evaluation.ccp_report import ccp_seed_table
 
     t = tmp_path / "tables"
     t.mkdir()
