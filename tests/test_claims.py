@@ -151,8 +151,8 @@ def test_the_seeds_rule_applies_to_the_trunk_keys(results):
 
 
 def test_claims_changes_join_onto_the_claims_table(results):
-    from qparse_lite.evaluation.report import FAMILIES
     from qparse_lite.evaluation.ccp_report import claims_table
+    from qparse_lite.evaluation.report import FAMILIES
 
     claims = judge_claims(results, n=50)
     assert "why" not in claims_table(claims, results / "claims_changes.csv").columns  # no file: no such column
@@ -175,8 +175,8 @@ def test_claims_changes_join_onto_the_claims_table(results):
 
 
 def test_ccp_report_renders_both_families_and_the_changes(results):
-    from qparse_lite.evaluation.report import FAMILIES
     from qparse_lite.evaluation.ccp_report import write_ccp_report
+    from qparse_lite.evaluation.report import FAMILIES
 
     for key in ("mcnn", "label-transfer", "trunk-mcnn"):
         _table1(results, key, 20.0)

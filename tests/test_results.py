@@ -76,8 +76,8 @@ def test_seed_rows_and_claims_use_every_seed(tmp_path):
     """Seeds are found by name, summarised with their spread, and a verdict needs every seed to agree."""
     import pandas as pd
 
-    from qparse_lite.evaluation.claims import _with_seeds, seed_keys
     from qparse_lite.evaluation.ccp_report import ccp_seed_table
+    from qparse_lite.evaluation.claims import _with_seeds, seed_keys
 
     t = tmp_path / "tables"
     t.mkdir()
