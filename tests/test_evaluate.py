@@ -198,6 +198,12 @@ def test_evaluate_cli_errors(tiny_run, tmp_path, capsys):
     assert main(["evaluate", "--method", "mean-label-map", "--corpus", str(corpus.path), "--lt-bg-weight", "0.5",
                  "--out", str(tmp_path / "w")]) == 2  # fmt: skip
     assert "--lt-bg-weight" in capsys.readouterr().err and not (tmp_path / "w" / "scores.json").exists()
+    # the M-CNN's knobs given to a baseline are refused too, before any parse (not silently ignored)
+    assert main(["evaluate", "--method", "label-transfer", "--corpus", str(corpus.path), "--xi1", "0.3",
+                 "--displacement-scale", "0.5", "--out", str(tmp_path / "v")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "xi1 (--xi1), displacement_scale (--displacement-scale)" in err and "--method mcnn" in err
+    assert not (tmp_path / "v" / "scores.json").exists()
     assert ATR18.name == corpus.label_set.name
 
 

@@ -284,6 +284,11 @@ def evaluate(
     parser, prof, variant, post = None, None, None, None
     no_ss_asked = not superpixel_method  # the caller's "w/o ss" (a choice of n_segments 0 is not that row)
     lt_knobs = {"rank_power": rank_power, "bg_weight": bg_weight, "min_share": min_share}
+    mcnn_knobs = {"xi1": xi1, "xi2": xi2, "displacement_scale": displacement_scale}
+    if method != "mcnn" and any(v is not None for v in mcnn_knobs.values()):
+        given = ", ".join(f"{n} (--{n.replace('_', '-')})" for n, v in mcnn_knobs.items() if v is not None)
+        raise QparseError(f"{given}: the M-CNN's post-processing; --method {method} has none. Fix: drop them, "
+                          "or --method mcnn")  # fmt: skip
     if method != "label-transfer" and any(v is not None for v in lt_knobs.values()):
         given = ", ".join(f"{n} (--lt-{n.replace('_', '-')})" for n, v in lt_knobs.items() if v is not None)
         raise QparseError(f"{given}: label transfer's knobs; --method {method} has none. Fix: drop them, or "
