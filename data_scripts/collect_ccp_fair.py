@@ -83,7 +83,7 @@ SHIPPED_MODELS = ("trunk-cross54",)
 the same name is committed as ``models/<name>-reproduce/``."""
 
 CLEAN_REMOVE = ["tables", "pred", "full", "rows.csv", "claims.csv", "fig5.csv", "fig5.md", "fig5.png", "fig5_trunk.csv",
-                "fig5_trunk.md", "newlabels.csv", "parses.png", "tuning", "reproduce", "compute.csv", "compute.png",
+                "fig5_trunk_seeds.csv", "fig5_trunk.md", "newlabels.csv", "parses.png", "tuning", "reproduce", "compute.csv", "compute.png",
                 "ablations.csv", "report.md", "photos/fg-head", "photos/hog"]  # fmt: skip
 """What ``--clean`` removes from DEST (with ``models/*`` but :data:`SHIPPED_MODELS`): the earlier setting's rows
 (from-scratch models on square 113-px crops) and everything this script writes."""
@@ -436,6 +436,20 @@ def convert_newlabels(df: pd.DataFrame, models: Path) -> pd.DataFrame:
                                        "retrain_s", "note"])  # fmt: skip
 
 
+def fig5_seeds(fig5_trunk: Path, evals: Path) -> pd.DataFrame:
+    """``fig5_trunk_seeds.csv``: avg F1 against K of the trunk default for every training seed, ``k, seed,
+    avg_f1``: seed 0 from the run's ``fig5_trunk.csv``, seed N from ``EVALS/<trunk_variant>-seed<N>/fig5.csv``
+    (``qparse evaluate --fig5``, :func:`seed_commands`), where present."""
+    from qparse_lite.profiles import get_profile
+
+    frames = [pd.read_csv(fig5_trunk)[["k", "avg_f1"]].assign(seed=0)]
+    for s in SEEDS:
+        f = evals / f"{get_profile('ccp').trunk_variant}-seed{s}" / "fig5.csv"
+        if f.is_file():
+            frames.append(pd.read_csv(f)[["k", "avg_f1"]].assign(seed=s))
+    return pd.concat(frames, ignore_index=True)[["k", "seed", "avg_f1"]]
+
+
 def draw_fig5(dest: Path) -> Path:
     """``fig5.png``: avg F1 against K of both families' defaults beside the paper's two stated points."""
     import matplotlib
@@ -453,6 +467,12 @@ def draw_fig5(dest: Path) -> Path:
     if (dest / "fig5_trunk.csv").is_file():
         tr = pd.read_csv(dest / "fig5_trunk.csv")
         ax.plot(tr["k"], tr["avg_f1"], "^--", label=method_name(prof.trunk_variant))
+        seeds = dest / "fig5_trunk_seeds.csv"
+        spread = pd.read_csv(seeds).groupby("k")["avg_f1"] if seeds.is_file() else None
+        if spread is not None and spread.size().min() > 1:  # the training seeds' min-max at each K
+            lo, hi = spread.min(), spread.max()
+            ax.fill_between(lo.index, lo.to_numpy(), hi.to_numpy(), alpha=0.2, color=ax.lines[-1].get_color(),
+                            label=f"{method_name(prof.trunk_variant)}, {spread.size().min()} seeds (min-max)")  # fmt: skip
         ax.legend(fontsize="small")
     ax.set_title("Fig. 5 on CCP (test)", fontsize="medium")
     out = dest / "fig5.png"
@@ -476,8 +496,9 @@ def _mib(n: int) -> str:
 def seed_commands(run: Path, evals: Path) -> list[str]:
     """The ``qparse evaluate`` command of every seed (:func:`seed_names`): its model in ``RUN/seeds/``, the run's
     corpus, the test split, K = 9 and its family's post-processing chosen on val (05_postprocess_val.json) by flag,
-    into ``EVALS/<V>-seed<N>/`` (absolute paths)."""
+    into ``EVALS/<V>-seed<N>/`` (absolute paths); the trunk default's seeds with ``--fig5`` (:func:`fig5_seeds`)."""
     from qparse_lite.evaluation.ccp_report import ccp_family
+    from qparse_lite.profiles import get_profile
 
     run, evals = run.resolve(), evals.resolve()
     pv = json.loads((run / "results" / "05_postprocess_val.json").read_text())
@@ -486,6 +507,8 @@ def seed_commands(run: Path, evals: Path) -> list[str]:
         values = pv[ccp_family(_key_parts(name)[0])]["values"]
         words = ["qparse", "evaluate", "--model", str(run / "seeds" / name), "--corpus", str(run / "corpus"),
                  "--split", "test", "--k", "9", "--out", str(evals / name), *knob_flags(values)]  # fmt: skip
+        if _key_parts(name)[0] == get_profile("ccp").trunk_variant:  # Fig. 5's seed spread of the trunk family
+            words.append("--fig5")
         out.append(shlex.join(words))
     return out
 
@@ -563,6 +586,8 @@ def collect(run: Path, evals: Path, dest: Path, *, do_clean: bool = False, allow
         for ext in ("csv", "md"):
             if (res / f"{name}.{ext}").is_file():
                 (dest / f"{name}.{ext}").write_text(scrub((res / f"{name}.{ext}").read_text()))
+    if (dest / "fig5_trunk.csv").is_file():
+        fig5_seeds(dest / "fig5_trunk.csv", evals).to_csv(dest / "fig5_trunk_seeds.csv", index=False)
     if (dest / "fig5.csv").is_file():
         draw_fig5(dest)
     else:
@@ -579,7 +604,8 @@ def collect(run: Path, evals: Path, dest: Path, *, do_clean: bool = False, allow
         problems.append(f"{res}/new_labels.csv: missing")
     collect_ccp_reproduce.main(str(run), str(dest / "reproduce"), scrub=scrub)
     # any path the patterns missed, in the files written above
-    top = ("rows.csv", "newlabels.csv", "ablations.csv", "fig5.csv", "fig5.md", "fig5_trunk.csv", "fig5_trunk.md")
+    top = ("rows.csv", "newlabels.csv", "ablations.csv", "fig5.csv", "fig5.md", "fig5_trunk.csv", "fig5_trunk.md",
+           "fig5_trunk_seeds.csv")
     written = [dest / "tables", dest / "tuning", dest / "reproduce", *(dest / f for f in top),
                *(dest / "models" / model_folder(n) for n in names), *(dest / "models" / s for s in seeds)]
     for w in written:

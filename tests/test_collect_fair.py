@@ -183,6 +183,9 @@ def make_run(root: Path) -> tuple[Path, Path]:
             _model(run / "seeds" / f"{v}-seed{s}", v, seed=s)
             _eval(evals / f"{v}-seed{s}", "mcnn", method_name(v), paper_row(v), s + 1, run / "seeds" / f"{v}-seed{s}",
                   v, pv[fam]["values"], run, data)  # fmt: skip
+            if v == "trunk-cross54":  # `qparse evaluate --fig5`: the trunk default's Fig. 5 per seed
+                pd.DataFrame({"k": [1, 5, 9], "avg_f1": [30.0 + s, 32.0 - s, 31.0]}).to_csv(
+                    evals / f"{v}-seed{s}" / "fig5.csv", index=False)
     res = run / "results"
     res.mkdir()
     (res / "05_postprocess_val.json").write_text(json.dumps(pv))
@@ -319,6 +322,10 @@ def test_layout_every_table1_key_every_seed_and_the_headline_maps_at_full_resolu
               "reproduce/fig5_trunk.csv"):  # fmt: skip
         assert (dest / f).is_file(), f
     assert (dest / "fig5.png").read_bytes()[:4] == b"\x89PNG"
+    seeds5 = pd.read_csv(dest / "fig5_trunk_seeds.csv")  # seed 0 from the run, seeds 1-2 from their --fig5
+    assert list(seeds5.columns) == ["k", "seed", "avg_f1"] and sorted(set(seeds5.seed)) == [0, 1, 2]
+    assert seeds5[seeds5.k == 1].avg_f1.tolist() == [30.0, 31.0, 32.0]
+    assert "trunk run, 3 seeds (mean ± std)" in (dest / "report.md").read_text()
     assert not (dest / "reproduce" / "compare.md").exists()
     pv = json.loads((dest / "tuning" / "postprocess_val.json").read_text())
     assert set(pv) == {"split", "scratch", "trunk", "label-transfer"} and pv["trunk"]["model"] == "trunk-mcnn"
@@ -488,6 +495,7 @@ def test_seed_commands_give_the_familys_values_by_flag(tmp_path, fair, capsys):
         assert args.model == str(run / "seeds" / name) and str(args.out) == str(evals / name)
         assert (args.xi1, args.displacement_scale) == (want["xi1"], want["displacement_scale"])
         assert (args.superpixels == "none") == (want["n_segments"] == 0)
+        assert args.fig5 == name.startswith("trunk-cross54-")  # the trunk default's seeds: Fig. 5's spread
 
 
 def test_knob_flags_name_the_options_of_qparse_evaluate(fair):

@@ -430,6 +430,12 @@ def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
     if (res / "fig5.csv").is_file():
         trunk5 = pd.read_csv(res / "fig5_trunk.csv") if (res / "fig5_trunk.csv").is_file() else None  # trunk default
         fig5 = side_by_side_fig5(pd.read_csv(res / "fig5.csv"), trunk5)
+        seeds = res / "fig5_trunk_seeds.csv"  # the trunk default's training seeds (k, seed, avg_f1)
+        if trunk5 is not None and seeds.is_file():
+            by_k = pd.read_csv(seeds).groupby("k")["avg_f1"]
+            n = int(by_k.size().min())
+            spread = {k: f"{g.mean():.2f} ± {g.std(ddof=1):.2f}" if len(g) > 1 else "" for k, g in by_k}
+            fig5.insert(2, f"trunk run, {n} seeds (mean ± std)", [spread.get(k, "") for k in fig5["k"]])
         fams = " of both families" if trunk5 is not None else ""
         parts.append(f"## Fig. 5: avg F1 against K (the default M-CNN{fams}, test)\n\n" + md_table(fig5)
                      + "\n\n![Fig. 5](fig5.png)\n")  # fmt: skip
