@@ -316,3 +316,15 @@ def test_committed_row_is_its_label_maps_its_command_and_its_recipe(row):
     """Each row of results/ccp/rows.csv (:func:`check_row`): its label maps, its documents, its evaluate command,
     its model's record and recipe."""
     check_row(RESULTS, row)
+
+
+def test_no_machine_path_in_any_committed_result():
+    """Every text file under results/ names machines' folders by placeholder (RUN, CORPUS, OUT, ...), never by a
+    path of the machine that wrote it (``/tmp/...``, ``/work/...``, ``/home/...``)."""
+    import re
+
+    machine = re.compile(r"(?<![\w.])/(?:tmp|work|home|root)/")
+    found = [f"{p.relative_to(RESULTS.parent)}: {m.group(0)}" for p in sorted(RESULTS.parent.rglob("*"))
+             if p.suffix in {".json", ".csv", ".md", ".txt", ".ipynb"} and p.is_file()
+             for m in [machine.search(p.read_text(errors="replace"))] if m]  # fmt: skip
+    assert not found, "machine paths committed:\n" + "\n".join(found)
