@@ -2,11 +2,12 @@
 
 Usage: ``python data_scripts/ccp_stage_figure.py [RESULTS] [--ids 0003 0271]`` (RESULTS defaults to
 ``results/ccp``) writes ``RESULTS/stages.png``: for each test image, its ground truth, then the KNN label
-transfer (the neighbours' labels, no network: the non-parametric half), the M-CNN's MAP labelling before the
-superpixel vote (``pred/mcnn-wo-ss``: matching, moved boxes, M_l, seeds, geodesic background, MAP;
-docs/paper.md §1.8 steps 1–7) and after it (``pred/mcnn``: step 8), and the M-CNN with the
-post-processing tuned on validation (``pred/mcnn-tuned``). Every map is a committed palette PNG at the
-113-px crop; the default ids are the two test images with the most labels (as ``parses.png`` picks them).
+transfer (the neighbours' labels, no network: the non-parametric half), the from-scratch M-CNN's MAP labelling
+before the superpixel vote (``pred/mcnn-wo-ss``: matching, moved boxes, M_l, seeds, geodesic background, MAP;
+docs/paper.md §1.8 steps 1–7) and after it (``pred/mcnn-ss``: step 8), and the trunk family's default
+(``pred/trunk-cross54``: the same stages on the frozen ImageNet trunk). Every row carries the post-processing its
+family chose on the validation split (``tuning/postprocess_val.json``). Every map is a committed palette PNG at
+the profile's crop (``warp``, 145 px); the default ids are the two test images with the most labels.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ STAGES = {
     "ground truth": "gt",
     "KNN label transfer\n(no network)": "pred/label-transfer",
     "M-CNN: MAP\n(before superpixels)": "pred/mcnn-wo-ss",
-    "M-CNN: superpixel\nvote (Table 1 row)": "pred/mcnn",
-    "M-CNN, post-proc.\ntuned on val": "pred/mcnn-tuned",
+    "M-CNN: superpixel\nvote": "pred/mcnn-ss",
+    "trunk M-CNN\n(the kit's default)": "pred/trunk-cross54",
 }
 
 
