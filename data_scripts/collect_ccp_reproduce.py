@@ -48,9 +48,9 @@ def timing(run: Path) -> str:
     nb = pd.DataFrame(rows)
     total = float(nb.wall_s.fillna(0).sum())
     models = []
-    for rec_path in sorted((run / "models").glob("*/run.json")):
+    for rec_path in sorted((run / "models").glob("*/run.json")) + sorted((run / "seeds").glob("*/run.json")):
         rec = json.loads(rec_path.read_text())
-        models.append({"model": rec_path.parent.name,
+        models.append({"model": f"{rec_path.parent.parent.name}/{rec_path.parent.name}",
                        "train wall s": rec.get("wall_time_total_s") or rec.get("train_s"),
                        "threads": rec.get("torch_threads") or rec.get("threads"),
                        "git": (rec.get("git_commit") or "")[:8]})  # fmt: skip
@@ -58,15 +58,38 @@ def timing(run: Path) -> str:
     head = (f"**Whole run: {total:.0f} s = {total / 3600:.2f} h** of notebook wall time"
             + ("" if done else " (**not complete**: see the status column)") + ".\n\n")
     return ("# Wall time of `qparse reproduce --profile ccp` on this machine\n\n" + head + _md(nb)
-            + "\n\nTraining runs inside it (notebook 05 trains two side by side, one thread each):\n\n"
-            + _md(pd.DataFrame(models)) + "\n")
+            + "\n\nThe training runs of the run and of its seeds (two side by side, one thread each: the notebooks'"
+            + " own scheduler, or `data_scripts/ccp_train_models.py` before them):\n\n"
+            + _md(pd.DataFrame(models)) + "\n" + _steps(run))
+
+
+def _steps(run: Path) -> str:
+    """The steps of ``data_scripts/reproduce_ccp.py`` (``RUN/reproduce_ccp.json``), per invocation; "" if none."""
+    path = run / "reproduce_ccp.json"
+    if not path.is_file():
+        return ""
+    out = ["\n## The steps of `data_scripts/reproduce_ccp.py`\n",
+           "Each invocation (a stopped one is resumed by running the same command again) with its steps, side by"
+           " side in two lanes; the load averages show how busy the two cores were.\n"]  # fmt: skip
+    total = 0.0
+    for i, inv in enumerate(json.loads(path.read_text())["invocations"], 1):
+        steps = pd.DataFrame(inv["steps"])
+        wall = inv.get("wall_s")
+        total += wall or 0.0
+        out.append(f"\n**Invocation {i}** (started {inv['started']}; "
+                   + (f"{wall:.0f} s, {'complete' if inv.get('ok') else 'stopped or failed'}" if wall is not None
+                      else "stopped before its end") + ")\n")  # fmt: skip
+        if len(steps):
+            out.append(_md(steps.drop(columns=["command"], errors="ignore")) + "\n")
+    out.append(f"\nSum of the invocations' wall times: {total:.0f} s = {total / 3600:.2f} h.\n")
+    return "\n".join(out)
 
 
 def main(run: str, out: str | None = None, scrub: Callable[[Any], Any] = clean) -> Path:
     """Copy the run's records and tables into ``out`` (paths replaced by ``scrub``) and write ``timing.md``."""
     run_p, out_p = Path(run), Path(out) if out else ROOT / "results" / "ccp" / "reproduce"
     out_p.mkdir(parents=True, exist_ok=True)
-    for name in ("run.json", "status.json"):
+    for name in ("run.json", "status.json", "reproduce_ccp.json"):
         if (run_p / name).is_file():
             atomic_write_json(out_p / name, scrub(json.loads((run_p / name).read_text())))
     if (run_p / "report.md").is_file():

@@ -217,6 +217,11 @@ def make_run(root: Path) -> tuple[Path, Path]:
     status = {"_profile": "ccp", **{n: {"status": "ok", "wall_time_s": 600.0, "load_before": [2.0, 2.0, 2.0],
                                         "load_after": [2.1, 2.0, 2.0]} for n in nbs}}  # fmt: skip
     (run / "status.json").write_text(json.dumps(status))
+    step = {"step": "notebooks 00-02", "command": f"qparse reproduce --out {run}", "rc": 0, "wall_s": 1800.0,
+            "load_before": [1.0, 1.0, 1.0], "load_after": [2.0, 2.0, 2.0]}  # fmt: skip
+    (run / "reproduce_ccp.json").write_text(json.dumps({"invocations": [
+        {"started": "2026-12-07T18:00:00", "steps": [step], "wall_s": 1800.0, "ok": False},
+        {"started": "2026-12-08T09:00:00", "steps": [{**step, "step": "seeds trainings"}]}]}))  # fmt: skip
     (run / "run.json").write_text(json.dumps({"profile": "ccp", "git_commit": COMMIT, "out": str(run),
                                               "note": "/home/someone/notes.txt"}))  # fmt: skip
     (run / "report.md").write_text(f"# report\n\nRun folder `{run}`, corpus `{run / 'corpus'}`.\n")
@@ -327,6 +332,10 @@ def test_layout_every_table1_key_every_seed_and_the_headline_maps_at_full_resolu
     assert seeds5[seeds5.k == 1].avg_f1.tolist() == [30.0, 31.0, 32.0]
     assert "trunk run, 3 seeds (mean ± std)" in (dest / "report.md").read_text()
     assert not (dest / "reproduce" / "compare.md").exists()
+    timing = (dest / "reproduce" / "timing.md").read_text()  # reproduce_ccp.py's steps, per invocation
+    assert "**Invocation 2**" in timing and "seeds trainings" in timing and "stopped before its end" in timing
+    assert "Sum of the invocations' wall times: 1800 s" in timing
+    assert (dest / "reproduce" / "reproduce_ccp.json").is_file()
     pv = json.loads((dest / "tuning" / "postprocess_val.json").read_text())
     assert set(pv) == {"split", "scratch", "trunk", "label-transfer"} and pv["trunk"]["model"] == "trunk-mcnn"
 
