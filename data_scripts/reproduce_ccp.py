@@ -8,13 +8,13 @@ trainings around them, in two lanes of one-thread jobs (the machine's 2 cores; l
 
 1. notebooks 00-02 (corpus at the profile's crop, retrieval head, KNN tables);
 2. lane a: every model the chapters train, two at a time, longest first (``ccp_train_models.py chapters``; the
-   chapters then find them complete); lane b: once the defaults (``mcnn``, ``trunk-mcnn``, ``trunk-cross54``)
-   are trained, notebooks 03, 04 and 07, which train nothing else;
-3. lane a: seeds 1, 2 of the headline rows (``ccp_train_models.py seeds``); lane b: notebooks 05 and 06, then
-   the from-scratch compute curve (``ccp_trunk_curve.py run --variant mcnn``, three budgets) and the
-   validation evaluations ``ccp_compute_curve.py`` reads;
-4. the seeds' test evaluations, two at a time (``collect_ccp_fair.py --seed-commands``, into ``RUN/seed-evals``);
-5. ``collect_ccp_fair.py RUN --evals RUN/seed-evals --clean`` into DEST, then ``ccp_compute_curve.py``,
+   chapters then find them complete), then seeds 1, 2 of the headline rows (``ccp_train_models.py seeds``);
+   lane b: once the defaults (``mcnn``, ``trunk-mcnn``, ``trunk-cross54``) are trained, notebooks 03, 04 and
+   07, which train nothing else; the from-scratch compute curve (``ccp_trunk_curve.py run --variant mcnn``,
+   three budgets) and the validation evaluations ``ccp_compute_curve.py`` reads; once lane a's chapter
+   trainings are done, notebooks 05 and 06;
+3. the seeds' test evaluations, two at a time (``collect_ccp_fair.py --seed-commands``, into ``RUN/seed-evals``);
+4. ``collect_ccp_fair.py RUN --evals RUN/seed-evals --clean`` into DEST, then ``ccp_compute_curve.py``,
    ``ccp_stage_figure.py`` and ``export_executed_chapters.py RUN DEST/notebooks``.
 
 Every step is skipped when its output is complete, so the same command resumes after a stop: a training from its
@@ -47,14 +47,17 @@ SCRIPTS = ROOT / "data_scripts"
 DEFAULTS = ("mcnn", "trunk-mcnn", "trunk-cross54")
 """The models notebooks 03, 04 and 07 use (the profile's ``variant``, the trunk family's twin of it and its
 ``trunk_variant``): lane b starts them once these are trained."""
+POLL_S = 30.0  # seconds between two looks at a waiting step's ``ready``
 
 
 class Step:
-    """One command of a lane: skipped when ``done()`` holds; started once ``ready()`` holds."""
+    """One command of a lane: skipped when ``done()`` holds; started once ``ready()`` holds; ``finished`` is set
+    when it succeeded or was skipped (another lane's ``ready`` can wait on it)."""
 
     def __init__(self, name: str, cmd: list[str], done: Callable[[], bool] = lambda: False,
                  ready: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
         self.name, self.cmd, self.done, self.ready = name, cmd, done, ready
+        self.finished = threading.Event()
 
 
 class Recorder:
@@ -85,6 +88,7 @@ def run_lane(steps: list[Step], rec: Recorder, dry: bool, failed: list[str]) -> 
     for s in steps:
         if s.done():
             _log(f"[done] {s.name}")
+            s.finished.set()
             continue
         if dry:
             _log(f"[plan] {s.name}: {shlex.join(s.cmd)}")
@@ -92,7 +96,7 @@ def run_lane(steps: list[Step], rec: Recorder, dry: bool, failed: list[str]) -> 
         while not s.ready():
             if failed:
                 return
-            time.sleep(30)
+            time.sleep(POLL_S)
         _log(f"[run ] {s.name}")
         t0, load0 = time.perf_counter(), os.getloadavg()
         # every child imports this checkout's package (a git worktree's, not the venv's editable install)
@@ -105,6 +109,7 @@ def run_lane(steps: list[Step], rec: Recorder, dry: bool, failed: list[str]) -> 
         if rc != 0:
             failed.append(s.name)
             return
+        s.finished.set()
 
 
 def run_lanes(lanes: list[list[Step]], rec: Recorder, dry: bool) -> list[str]:
@@ -182,12 +187,15 @@ def plan(run: Path, data_root: Path, dest: Path) -> list[list[list[Step]]]:
                Step("stage figure", [py, str(SCRIPTS / "ccp_stage_figure.py"), str(dest)]),
                Step("executed chapters", [py, str(SCRIPTS / "export_executed_chapters.py"), str(run),
                                           str(dest / "notebooks")])]]  # fmt: skip
+    chapters = pool("chapters")
     return [
         [[Step("notebooks 00-02", [*rep, "00", "01", "02"], done=nb_done("00", "01", "02"))]],
-        [[pool("chapters")],
+        # lane a trains; lane b runs what the models trained so far allow, then the curve while the pool ends
+        [[chapters, pool("seeds")],
          [Step("notebooks 03, 04, 07", [*rep, "03", "04", "07"], done=nb_done("03", "04", "07"),
-               ready=trained(*DEFAULTS))]],
-        [[pool("seeds")], [Step("notebooks 05, 06", [*rep, "05", "06"], done=nb_done("05", "06")), *curve_steps]],
+               ready=trained(*DEFAULTS)),
+          *curve_steps,
+          Step("notebooks 05, 06", [*rep, "05", "06"], done=nb_done("05", "06"), ready=chapters.finished.is_set)]],
         seed_eval_steps,  # planned once notebook 05 has chosen the post-processing
         finish,
     ]  # fmt: skip

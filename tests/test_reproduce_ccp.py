@@ -68,3 +68,14 @@ def test_refuses_more_than_one_thread_per_job_and_a_missing_dataset(rc, tmp_path
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert rc.main([str(tmp_path / "run"), "--data-root", str(tmp_path)]) == 2
     assert "qparse data download --dataset ccp" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_step_waits_for_a_step_of_the_other_lane(rc, tmp_path, monkeypatch):
+    monkeypatch.setattr(rc, "POLL_S", 0.05)
+    rec, py = rc.Recorder(tmp_path / "rec.json"), sys.executable
+    marker = tmp_path / "first"
+    first = rc.Step("first", [py, "-c", f"import time, pathlib; time.sleep(0.5); pathlib.Path({str(marker)!r}).touch()"])
+    then = rc.Step("then", [py, "-c", f"import pathlib, sys; sys.exit(0 if pathlib.Path({str(marker)!r}).exists() else 5)"],
+                   ready=first.finished.is_set)  # fmt: skip
+    assert rc.run_lanes([[first], [then]], rec, dry=False) == []
+    assert first.finished.is_set() and then.finished.is_set()
