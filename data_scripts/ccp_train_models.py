@@ -79,14 +79,15 @@ def chapter_tasks(ws: Any) -> dict[str, tuple]:
     return dict(mcnns[:N_LONG] + pars + mcnns[N_LONG:])
 
 
-def seed_tasks(ws: Any) -> dict[str, tuple]:
-    """Seeds :data:`SEEDS` of :data:`SEED_VARIANTS` into ``RUN/seeds/<variant>-seed<N>/``, longest first."""
+def seed_tasks(ws: Any, variants: tuple[str, ...] = SEED_VARIANTS) -> dict[str, tuple]:
+    """Seeds :data:`SEEDS` of ``variants`` (default :data:`SEED_VARIANTS`) into ``RUN/seeds/<variant>-seed<N>/``,
+    longest first."""
     from qparse_lite.pipeline.scheduler import mcnn_job
 
     p = ws.profile
     knn_tr, knn_va, cd = ws.knn("train"), ws.knn("val", k=p.k_train), str(ws.out / "corpus")
     tasks: dict[str, tuple] = {}
-    for v in SEED_VARIANTS:
+    for v in variants:
         for s in SEEDS:
             run = ws.out / "seeds" / f"{v}-seed{s}"
             rec = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
@@ -103,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run", type=Path, help="the qparse reproduce run folder (after notebooks 00-02)")
     ap.add_argument("--data-root", required=True, help="the CCP dataset root")
     ap.add_argument("--jobs", type=int, default=2, help="trainings at a time (one thread each)")
+    ap.add_argument("--variants", nargs="+", choices=SEED_VARIANTS, default=list(SEED_VARIANTS),
+                    help="seeds: only these variants (two processes may then train disjoint sets side by side)")
     args = ap.parse_args(argv)
 
     import torch
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ws = Workspace("ccp", output_dir=args.run, data_root=args.data_root, device="cpu", seed=0)
     t0 = time.perf_counter()
     trunk_maps(ws.corpus, ws.profile.feature_size, progress=False)  # built once here, read by every worker
-    tasks = chapter_tasks(ws) if args.what == "chapters" else seed_tasks(ws)
+    tasks = chapter_tasks(ws) if args.what == "chapters" else seed_tasks(ws, tuple(args.variants))
     _log(f"{len(tasks)} trainings, {args.jobs} at a time: {', '.join(tasks)}")
     run_side_by_side(tasks, args.jobs, _log)
     _log(f"done in {time.perf_counter() - t0:.0f} s")
