@@ -126,3 +126,16 @@ def test_a_folder_made_before_a_profile_field_existed_is_reused_and_other_settin
         rec["profile"]["lt_min_share"] = 0.5
         (tmp_path / "workspace.json").write_text(json.dumps(rec))
         Workspace("quick", output_dir=tmp_path)
+
+
+def test_run_side_by_side_one_job_runs_in_process_with_the_worker_arguments_when_none_are_given():
+    """``jobs`` 1 runs each task here: with its in-process arguments, or its worker arguments where those are None
+    (``data_scripts/ccp_train_models.py`` gives only worker arguments)."""
+    from qparse_lite.pipeline.scheduler import run_side_by_side
+
+    calls: list[tuple] = []
+    tasks = {"a": (lambda *a: calls.append(a), ("worker", 1), None),
+             "b": (lambda *a: calls.append(a), ("worker", 2), ("here", 2))}  # fmt: skip
+    lines: list[str] = []
+    run_side_by_side(tasks, 1, lines.append)
+    assert calls == [("worker", 1), ("here", 2)] and len(lines) == 2

@@ -67,18 +67,19 @@ def parametric_job(corpus: Any, run: str | Path, config: Any, device: str, profi
 
 
 def run_side_by_side(
-    tasks: dict[str, tuple[Callable[..., Any], tuple, tuple]], jobs: int, log: Callable[[str], Any] = print
+    tasks: dict[str, tuple[Callable[..., Any], tuple, tuple | None]], jobs: int, log: Callable[[str], Any] = print
 ) -> None:
     """Run ``tasks`` ``{name: (job, args for a worker process, args in this process)}``, ``jobs`` at a time.
 
     ``jobs`` 1: one after the other in this process (with the in-process arguments: the loaded corpus, no
-    second load); more: a pool of ``jobs`` spawned processes (with the worker arguments: file paths). A
+    second load; the worker arguments where those are None); more: a pool of ``jobs`` spawned processes (with
+    the worker arguments: file paths). A
     failed training raises here with its own message. ``log`` gets a line as each ends.
     """
     t0 = time.perf_counter()
     if jobs == 1:
-        for name, (fn, _, here) in tasks.items():
-            fn(*here)
+        for name, (fn, args, here) in tasks.items():
+            fn(*(args if here is None else here))
             log(f"{name:>11}: done ({time.perf_counter() - t0:.0f} s since the start)")
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
