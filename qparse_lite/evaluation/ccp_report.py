@@ -263,23 +263,28 @@ def _tuning_section(res: Path) -> list[str]:
 
 
 def _compute_section(res: Path) -> list[str]:
-    """Test or val avg F1 against training pairs: the trunk family's curve (``trunk/curve.csv``) and the earlier
-    from-scratch one (``compute.csv``), each where committed."""
-    out = []
-    curve = res / "trunk" / "curve.csv"
+    """Validation avg F1 against training budget: both families (``compute.csv``, ``compute.png``, written by
+    ``data_scripts/ccp_compute_curve.py``), else the trunk family's own curve (``trunk/curve.csv``) alone."""
+    comp, curve = res / "compute.csv", res / "trunk" / "curve.csv"
+    if comp.is_file():
+        df = pd.read_csv(comp)
+        lt = df.pop("label_transfer_val_full_avg_f1").iloc[0] if "label_transfer_val_full_avg_f1" in df else None
+        img = "\n\n![compute](compute.png)" if (res / "compute.png").is_file() else ""
+        note = f" KNN label transfer (no training) scores {lt:.2f} on the same split and scoring." if lt is not None else ""
+        return ["## How results grow with compute (validation avg F1 against training budget)\n",
+                "Each point is one training of the family's default at a budget of pairs per epoch (5 epochs, seed 0,"
+                " one thread), scored on the validation split at full resolution with the profile's post-processing"
+                f" (`compute.csv`; commands in README.md).{note} The trunk family's whole curve, its other variants"
+                " and seeds: `trunk/curve.md`.\n\n" + md_table(df.drop(columns=["run"], errors="ignore")) + img + "\n"]  # fmt: skip
     if curve.is_file():
         df = pd.read_csv(curve)
         cols = [c for c in ("run", "variant", "pairs", "val_auc_macro", "disp_err_below_trivial", "val_full_avg_f1",
                             "train_s", "wall_s") if c in df.columns]  # fmt: skip
         img = "\n\n![trunk compute](trunk/curve.png)" if (res / "trunk" / "curve.png").is_file() else ""
-        out.append("### The trunk family's default (validation split; `trunk/curve.csv`, commands in `trunk/README.md`)"
-                   "\n\n" + md_table(df[cols]) + img + "\n")  # fmt: skip
-    comp = res / "compute.csv"
-    if comp.is_file():
-        img = "\n\n![compute](compute.png)" if (res / "compute.png").is_file() else ""
-        out.append("### The from-scratch default M-CNN (test avg F1; `compute.csv`)\n\n" + md_table(pd.read_csv(comp)) + img
-                   + "\n")  # fmt: skip
-    return ["## How results grow with compute (avg F1 against training pairs)\n", *out] if out else []
+        return ["## How results grow with compute (avg F1 against training pairs)\n",
+                "### The trunk family's default (validation split; `trunk/curve.csv`, commands in `trunk/README.md`)"
+                "\n\n" + md_table(df[cols]) + img + "\n"]  # fmt: skip
+    return []
 
 
 def _newlabels_section(res: Path) -> list[str]:
