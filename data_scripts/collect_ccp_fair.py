@@ -71,7 +71,7 @@ RECIPE = "ccp profile: warp 145 px, out-of-fold neighbours, Huber, sqrt-count la
 """The recipe of every M-CNN row of the fair setting (``rows.csv``; ``tests/test_results.py::RECIPES``)."""
 RECIPE_FIELDS: dict[str, Any] = {"crop": "warp", "image_size": 145, "disp_loss": "huber", "label_power": 0.5}
 """The run record's ``profile_fields`` that :data:`RECIPE` states."""
-PARAMETRIC_RECIPE = "LR-ASPP on EfficientNet-Lite0, ccp profile: warp 145 px"
+PARAMETRIC_RECIPE = "LR-ASPP on EfficientNet-Lite0, ccp profile: warp crops at a 160-px input"
 """The recipe of the parametric rows (their run.json: ``crop`` and ``config.input_size``)."""
 
 SS_KEYS: dict[str, str] = {"mcnn-ss": "mcnn", "mcnn-wo-ss": "mcnn", "trunk-mcnn-ss": "trunk-mcnn",
@@ -84,11 +84,12 @@ the same name is committed as ``models/<name>-reproduce/``."""
 
 CLEAN_REMOVE = ["tables", "pred", "full", "rows.csv", "claims.csv", "fig5.csv", "fig5.md", "fig5.png", "fig5_trunk.csv",
                 "fig5_trunk_seeds.csv", "fig5_trunk.md", "newlabels.csv", "parses.png", "tuning", "reproduce", "compute.csv", "compute.png",
-                "ablations.csv", "report.md", "photos/fg-head", "photos/hog"]  # fmt: skip
+                "ablations.csv", "report.md", "photos/fg-head", "photos/hog", "photos/labels-crop"]  # fmt: skip
 """What ``--clean`` removes from DEST (with ``models/*`` but :data:`SHIPPED_MODELS`): the earlier setting's rows
 (from-scratch models on square 113-px crops) and everything this script writes."""
-REMOVED_DETECTORS = ("fg-head", "hog")
-"""The raw-photo runs of the earlier from-scratch model: their folders and ``photos/summary.csv`` rows go."""
+REMOVED_DETECTORS = ("fg-head", "hog", "labels")
+"""The raw-photo runs of the earlier from-scratch model and its corpus-path rows (``labels``, 113-px crops): their
+folders and ``photos/summary.csv`` rows go; :func:`corpus_path_rows` adds the trunk default's."""
 
 _LEFT = re.compile(r"(?<![\w.])/(?:tmp|work|home|root|mnt|scratch|data|Users|var)/[^\s\"'`|,;)\]]*")
 
@@ -191,6 +192,29 @@ def clean_dest(dest: Path) -> list[str]:
                 summary.write_text("".join(keep))
                 gone.append(f"photos/summary.csv: {len(lines) - len(keep)} rows ({', '.join(REMOVED_DETECTORS)})")
     return gone
+
+
+def corpus_path_rows(dest: Path) -> None:
+    """``photos/summary.csv``'s corpus-path rows (the raw-photo table's reference): the run's trunk default
+    (``tables/<trunk_variant>_table1.csv`` at the crop, ``_table1_full.csv`` pasted back into the photo), the
+    same weights as the shipped ``models/<trunk_variant>`` whose raw-photo row they sit beside, parsed with the
+    family's values chosen on val (the shipped model parses with its own ``postprocess.json``)."""
+    from qparse_lite.profiles import get_profile
+
+    summary, trunk = dest / "photos" / "summary.csv", get_profile("ccp").trunk_variant
+    if not summary.is_file() or not (dest / "tables" / f"{trunk}_table1.csv").is_file():
+        return
+    df = pd.read_csv(summary)
+    df = df[df["detector"] != "labels"]
+    new = []
+    for suffix, at in (("", f"{RECIPE_FIELDS['image_size']}-px crop"), ("_full", "full photo")):
+        if not (dest / "tables" / f"{trunk}_table1{suffix}.csv").is_file():
+            continue
+        t = pd.read_csv(dest / "tables" / f"{trunk}_table1{suffix}.csv").iloc[0]
+        new.append({"path": f"corpus crop (labels), run's {trunk}, family's values", "detector": "labels",
+                    "scored at": at, "crop_iou": 1.0, "accuracy": t["accuracy"], "fg_accuracy": t["fg_accuracy"],
+                    "avg_f1": t["avg_f1"]})  # fmt: skip
+    pd.concat([pd.DataFrame(new), df], ignore_index=True)[df.columns].to_csv(summary, index=False, float_format="%.3f")
 
 
 def _replace_pngs(src: Path, dst: Path) -> None:
@@ -386,10 +410,13 @@ def check_model(key: str, run: dict[str, Any]) -> list[str]:
         bad = {k: fields.get(k) for k, v in RECIPE_FIELDS.items() if fields.get(k) != v}
         if bad:
             out.append(f"{key}: model {name}'s profile fields {bad} are not the recipe's {RECIPE_FIELDS}")
-    else:
-        size = (run.get("config") or {}).get("input_size")
-        if (run.get("crop"), size) != (RECIPE_FIELDS["crop"], RECIPE_FIELDS["image_size"]):
-            out.append(f"{key}: model {name} trained on {run.get('crop')!r} crops at {size} px, not warp 145")
+    else:  # the LR-ASPP: the corpus's warp crops, resized to the ccp budget's network input (not the M-CNN's S)
+        from qparse_lite.baselines.parametric import PARAMETRIC_BUDGETS
+
+        size, want = (run.get("config") or {}).get("input_size"), PARAMETRIC_BUDGETS["ccp"]["input_size"]
+        if (run.get("crop"), size) != (RECIPE_FIELDS["crop"], want):
+            out.append(f"{key}: model {name} trained on {run.get('crop')!r} crops at a {size}-px input, not warp "
+                       f"crops at the ccp budget's {want} px")  # fmt: skip
     return out
 
 
@@ -432,8 +459,44 @@ def convert_newlabels(df: pd.DataFrame, models: Path) -> pd.DataFrame:
         rows.append({"method": method, "fraction": float(r["annotated_fraction"]),
                      "annotated_images": int(r["annotated_images"]), "label_f1": float(r["label_f1"]),
                      "other_avg_f1": float(r["other_avg_f1"]), "retrain_s": retrain, "note": note})  # fmt: skip
+    rows += _finetune_rows(models, models.parent / "eval", {str(r.get("label", "")) for r in df.to_dict("records")})
     return pd.DataFrame(rows, columns=["method", "fraction", "annotated_images", "label_f1", "other_avg_f1",
                                        "retrain_s", "note"])  # fmt: skip
+
+
+FINETUNE_METHOD = "LR-ASPP, fine-tuned on the subset (not in the paper)"
+"""``newlabels.csv``'s name for notebook 06's parametric route: the LR-ASPP trained without the label, then
+fine-tuned for one epoch on the corpus with the given share of the label's annotations."""
+
+
+def _finetune_rows(models: Path, evals: Path, labels: set[str]) -> list[dict[str, Any]]:
+    """Notebook 06's fine-tuned LR-ASPPs (``models/parametric-<label>-<pct>/run.json``, scored in
+    ``eval/parametric-<label>-<pct>/scores.json``), then the LR-ASPP trained with the label from the start
+    (``parametric-imagenet``), as ``newlabels.csv`` rows with their training seconds."""
+    from qparse_lite.evaluation.newlabels import label_f1_summary
+
+    rows = []
+    for label in sorted(x for x in labels if x):
+        runs = sorted(models.glob(f"parametric-{label}-*"), key=lambda p: float(json.loads(
+            (p / "run.json").read_text()).get("fraction", 0)) if (p / "run.json").is_file() else 0.0)  # fmt: skip
+        for run in runs:
+            sc = evals / run.name / "scores.json"
+            if not (run / "run.json").is_file() or not sc.is_file():
+                continue
+            rec, f1 = json.loads((run / "run.json").read_text()), label_f1_summary(json.loads(sc.read_text()), label)
+            epochs = (rec.get("final_val") or {}).get("epoch", "")
+            rows.append({"method": FINETUNE_METHOD, "fraction": float(rec["fraction"]),
+                         "annotated_images": int(rec["images_annotated"]), "label_f1": f1["label_f1"],
+                         "other_avg_f1": f1["other_avg_f1"], "retrain_s": float(rec.get("train_s") or 0.0),
+                         "note": f"{epochs} epoch from models/{rec.get('init_from')} (models/{run.name})"})  # fmt: skip
+        ref, sc = models / "parametric-imagenet", evals / "parametric-imagenet" / "scores.json"
+        if (ref / "run.json").is_file() and sc.is_file():
+            f1 = label_f1_summary(json.loads(sc.read_text()), label)
+            rows.append({"method": "LR-ASPP trained with the label (not in the paper)", "fraction": 1.0,
+                         "annotated_images": rows[-1]["annotated_images"] if rows else 0, "label_f1": f1["label_f1"],
+                         "other_avg_f1": f1["other_avg_f1"], "retrain_s": _train_seconds(ref),
+                         "note": f"the same budget, {label} in training (models/parametric-imagenet)"})  # fmt: skip
+    return rows
 
 
 def fig5_seeds(fig5_trunk: Path, evals: Path) -> pd.DataFrame:
@@ -580,6 +643,7 @@ def collect(run: Path, evals: Path, dest: Path, *, do_clean: bool = False, allow
                 else:
                     problems.append(f"{row['key']}: values from {src}/postprocess.json, which is missing")
     rows.to_csv(dest / "rows.csv", index=False)
+    corpus_path_rows(dest)
     # the run's result tables
     res = run / "results"
     for name in ("fig5", "fig5_trunk"):

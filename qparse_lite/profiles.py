@@ -15,10 +15,12 @@
            Huber form of Eq. (1) (``disp_loss="huber"``: the square within one training standard deviation,
            linear beyond) and labels are drawn ∝ √count (``label_power=0.5``), both chosen on the CCP
            validation split (``results/ccp/disp_head.md``; notebook 03 §8); quick and atr keep Eq. (1)
-           as written and equally often drawn labels. Its post-processing fallbacks (ξ1 0.3, ξ2 0.2, no
-           superpixels, displacement scale 0.75; label transfer: no superpixels) are the values ``qparse tune``
-           chose on the validation split for this recipe's model (``results/ccp/models/mcnn-oof/postprocess.json``):
-           at the paper's ξ1 = 0.8 almost no label of its confidences is visible (validation avg F1 10.26 vs 26.81).
+           as written and equally often drawn labels. Its post-processing fallbacks are the values notebook 05
+           chose on the validation split in the fair-setting run (``results/ccp/tuning/postprocess_val.json``),
+           one set per family (:meth:`Profile.postprocess_for`): from scratch ξ1 0.4, ξ2 0.2, 1,600 SLIC
+           segments, displacement scale 0.75 (on ``mcnn``); the trunk family ξ1 0.5, ξ2 0.2, 400 segments,
+           scale 1 (on ``trunk-mcnn``); label transfer rank power 0.5, background weight 0.6, no minimum share,
+           1,600 segments.
            The trunk family (``qparse_lite.model.trunk``) has its own default and budget, both chosen on the
            CCP validation split (``results/ccp/trunk/README.md``): ``trunk_variant="trunk-cross54"`` (cross
            filters at strides 32 and 16) and ``trunk_pairs_per_epoch=368_640`` (5 × 368,640 = 1,843,200 pairs,
@@ -109,6 +111,11 @@ class Profile:
     trunk_label: str = "one-hot"  # trunk family: the region's label l into the fusion, "one-hot" | "none" (= the paper)
     trunk_pairs_per_epoch: int | None = None  # trunk family's pairs per epoch (None: pairs_per_epoch); see pairs_for
     trunk_variant: str = "trunk-cross54"  # the trunk family's default variant (`variant` is the from-scratch one's)
+    # the trunk family's post-processing fallbacks (None: the from-scratch family's above; Profile.postprocess_for)
+    trunk_xi1: float | None = None
+    trunk_xi2: float | None = None
+    trunk_n_segments: int | None = None
+    trunk_displacement_scale: float | None = None
     threads: int = 1  # torch CPU threads in training (0 = torch's default); recorded in run.json
     budget: str = "cpu"  # "cpu" | "gpu": the one switch that scales pairs/epochs to a GPU (GPU_BUDGET)
     # -- the corpus crop (qparse_lite.data.crops; docs/paper.md §1.1) --
@@ -132,6 +139,15 @@ class Profile:
             return self.trunk_pairs_per_epoch
         return self.pairs_per_epoch
 
+    def postprocess_for(self, family: str) -> dict[str, Any]:
+        """The M-CNN's post-processing fallbacks for a network of ``family`` (``"scratch"`` | ``"trunk"``): ξ1,
+        ξ2, the superpixel count and the displacement scale. The two families' confidences differ (the trunk
+        family's ĉ is sharper), so each has its values chosen on validation; a ``trunk_*`` field left None
+        shares the from-scratch one."""
+        keys = ("xi1", "xi2", "n_segments", "displacement_scale")
+        own = {k: getattr(self, f"trunk_{k}") for k in keys} if family == "trunk" else {}
+        return {k: own[k] if own.get(k) is not None else getattr(self, k) for k in keys}
+
     @property
     def erosion_px(self) -> int:
         """Erosion size at this profile's image size (10 px at the paper's 227)."""
@@ -143,8 +159,9 @@ _WORDS = {"int": "an integer", "float": "a number", "str": "a string", "None": "
 _AT_LEAST_1 = ("image_size", "n_images", "k_train", "k_test", "epochs", "pairs_per_epoch", "batch_size", "val_pairs",
                "group_size", "feature_size", "trunk_pairs_per_epoch")  # fmt: skip
 _POSITIVE = ("lr", "width")
-_UNIT = ("xi1", "xi2", "neg_fraction", "empty_fraction", "warmup", "dropout", "shift", "lt_min_share")  # within [0, 1]
-_NON_NEGATIVE = ("threads", "erosion", "disp_weight", "lt_rank_power", "lt_bg_weight")
+_UNIT = ("xi1", "xi2", "trunk_xi1", "trunk_xi2", "neg_fraction", "empty_fraction", "warmup", "dropout", "shift", "lt_min_share")  # within [0, 1]
+_NON_NEGATIVE = ("threads", "erosion", "disp_weight", "lt_rank_power", "lt_bg_weight", "n_segments", "lt_n_segments",
+                 "trunk_n_segments", "displacement_scale", "trunk_displacement_scale")  # fmt: skip
 
 
 def _check_fields(p: Profile) -> None:
@@ -187,9 +204,11 @@ PROFILES: dict[str, Profile] = {
         features="efficientnet-lite0-learned", feature_size=224, k_train=30, k_test=9, variant="mcnn", width=0.5, epochs=5,
         pairs_per_epoch=40_960, batch_size=128, lr=3e-3, optimizer="adamw", val_pairs=16_384,
         disp_loss="huber", label_power=0.5,  # chosen on the CCP val split: results/ccp/disp_head.md
-        # post-processing fallbacks: the values `qparse tune` chose on the CCP val split for this recipe
-        # (results/ccp/models/mcnn-oof/postprocess.json); the paper's are flags away (--xi1 0.8 --xi2 0.5 ...)
-        xi1=0.3, xi2=0.2, n_segments=0, displacement_scale=0.75, lt_n_segments=0,
+        # post-processing fallbacks: each family's and label transfer's values chosen on the CCP val split by
+        # notebook 05 (results/ccp/tuning/postprocess_val.json); the paper's are flags away (--xi1 0.8 --xi2 0.5 ...)
+        xi1=0.4, xi2=0.2, n_segments=1600, displacement_scale=0.75,
+        trunk_xi1=0.5, trunk_xi2=0.2, trunk_n_segments=400, trunk_displacement_scale=1.0,
+        lt_rank_power=0.5, lt_bg_weight=0.6, lt_min_share=0.0, lt_n_segments=1600,
         crop="warp",  # crop and size chosen on the CCP val split at full resolution: results/ccp/crop/README.md
         # the trunk family: its default and budget chosen on the CCP val split (results/ccp/trunk/README.md)
         trunk_variant="trunk-cross54", trunk_pairs_per_epoch=368_640,

@@ -116,7 +116,7 @@ def _model(folder: Path, variant: str | None, seed: int = 0, parametric: bool = 
     folder.mkdir(parents=True)
     if parametric:
         rec = {"profile": "ccp", "seed": 0, "git_commit": commit, "stage": "train-parametric", "crop": "warp",
-               "config": {"input_size": 145, "pretrained": pretrained}, "train_s": 700.0, "images_seen": 8040,
+               "config": {"input_size": 160, "pretrained": pretrained}, "train_s": 700.0, "images_seen": 8040,
                "corpus": str(folder.parent.parent / "corpus")}  # fmt: skip
     else:
         rec = {"profile": "ccp", "seed": seed, "git_commit": commit, "stage": "train", "variant": variant,
@@ -403,6 +403,28 @@ def test_every_row_passes_the_committed_rows_check(collected, results_tests, fai
         results_tests.check_row(dest, row)
 
 
+def test_newlabels_gets_the_fine_tuned_lraspp_rows(tmp_path, fair):
+    """Notebook 06's parametric route (the LR-ASPP fine-tuned on each subset) joins newlabels.csv with its training
+    seconds and its held-out label's F1 from the subset model's test evaluation."""
+    models, evals = tmp_path / "models", tmp_path / "eval"
+    for frac, f1, secs in ((0.25, 5.6, 63.2), (1.0, 52.1, 60.4)):
+        name = f"parametric-{LABEL}-{int(100 * frac)}"
+        (models / name).mkdir(parents=True)
+        (models / name / "run.json").write_text(json.dumps({
+            "fraction": frac, "images_annotated": int(406 * frac), "train_s": secs, "init_from":
+            f"parametric-without-{LABEL}", "final_val": {"epoch": 1}}))  # fmt: skip
+        (evals / name).mkdir(parents=True)
+        (evals / name / "scores.json").write_text(json.dumps({"avg_f1": 40.0, "per_label_f1": {
+            "background": 90.0, LABEL: f1, "hair": 70.0}}))  # fmt: skip
+    nb = pd.DataFrame([{"model": "KNN label transfer", "annotated_fraction": 1.0, "annotated_images": 406,
+                        "label": LABEL, "label_f1": 48.0, "other_avg_f1": 23.0}])  # fmt: skip
+    nl = fair.convert_newlabels(nb, models)
+    ft = nl[nl.method == fair.FINETUNE_METHOD]
+    assert list(ft.fraction) == [0.25, 1.0] and list(ft.label_f1) == [5.6, 52.1] and list(ft.retrain_s) == [63.2, 60.4]
+    assert list(ft.annotated_images) == [101, 406] and ft.other_avg_f1.iloc[0] == pytest.approx(80.0)
+    assert "models/parametric-outerwear-25" in ft.note.iloc[0]
+
+
 def test_newlabels_converted_and_claims_judged_for_both_families(collected):
     from qparse_lite.evaluation.claims import CLAIMS, NEWLABELS_METHODS, NEWLABELS_REFERENCE_METHODS
 
@@ -410,7 +432,10 @@ def test_newlabels_converted_and_claims_judged_for_both_families(collected):
     nl = pd.read_csv(dest / "newlabels.csv")
     cols = ["method", "fraction", "annotated_images", "label_f1", "other_avg_f1", "retrain_s", "note"]
     assert list(nl.columns) == cols
-    assert set(nl.method) == {*NEWLABELS_METHODS.values(), *NEWLABELS_REFERENCE_METHODS.values(), "KNN label transfer"}
+    lraspp = "LR-ASPP trained with the label (not in the paper)"  # the parametric reference, from its own row
+    assert set(nl.method) == {*NEWLABELS_METHODS.values(), *NEWLABELS_REFERENCE_METHODS.values(), "KNN label transfer",
+                              lraspp}  # fmt: skip
+    assert nl[nl.method == lraspp].retrain_s.iloc[0] == 700.0
     a = nl[nl.method == NEWLABELS_METHODS["trunk"]].set_index("fraction")
     assert list(a.index) == [0.0, 0.5, 1.0] and a.loc[1.0, "label_f1"] == 35.0 and (a.retrain_s == 0).all()
     b = nl[nl.method == NEWLABELS_REFERENCE_METHODS["scratch"]].iloc[0]
@@ -453,15 +478,20 @@ def test_report_shows_both_families(collected):
 def test_clean_removes_the_earlier_setting_and_keeps_the_studies(collected):
     _, _, dest, *_ = collected
     for gone in ("tables/mcnn-tuned_table1.csv", "pred/mcnn-tuned", "tuning/tuning.json", "reproduce/compare.md",
-                 "compute.csv", "compute.png", "photos/fg-head", "photos/hog", "models/mcnn-oof"):  # fmt: skip
+                 "compute.csv", "compute.png", "photos/fg-head", "photos/hog", "photos/labels-crop",
+                 "models/mcnn-oof"):  # fmt: skip
         assert not (dest / gone).exists(), gone
     for kept in ("crop/README.md", "trunk/curve.csv", "trunk/README.md", "disp_head.csv", "disp_head.md",
                  "disp_head.png", "size_budget.csv", "size_budget.png", "stages.png", "retrieval/README.md",
-                 "match_rcnn/report.md", "photos/gt/0003.png", "photos/labels-crop/presence.json",
-                 "photos/trunk-fg-head/scores.json", "README.md"):  # fmt: skip
+                 "match_rcnn/report.md", "photos/gt/0003.png", "photos/trunk-fg-head/scores.json",
+                 "README.md"):  # fmt: skip
         assert (dest / kept).is_file(), kept
-    summary = pd.read_csv(dest / "photos" / "summary.csv")
-    assert list(summary.detector) == ["labels", "trunk-fg-head"]
+    summary = pd.read_csv(dest / "photos" / "summary.csv")  # the earlier corpus path replaced by the trunk default's
+    assert list(summary.detector)[-1] == "trunk-fg-head" and set(summary.detector[:-1]) == {"labels"}
+    corpus = summary[summary.detector == "labels"]
+    assert corpus["path"].str.contains("trunk-cross54").all() and "113-px crop" not in set(corpus["scored at"])
+    t1 = pd.read_csv(dest / "tables" / "trunk-cross54_table1.csv").iloc[0]
+    assert corpus[corpus["scored at"] == "145-px crop"].avg_f1.iloc[0] == pytest.approx(t1.avg_f1, abs=1e-3)
 
 
 def test_a_row_off_its_validation_choice_fails_its_check(tmp_path, fair, capsys):

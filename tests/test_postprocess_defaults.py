@@ -67,6 +67,21 @@ def test_flag_beats_model_beats_profile_and_each_source_is_named(tmp_path):
         resolve_postprocess("label-transfer", prof, tmp_path, xi1=0.5)
 
 
+def test_each_family_falls_back_to_its_own_profile_values(tmp_path):
+    prof = replace(get_profile("quick"), xi1=0.4, xi2=0.2, n_segments=1600, displacement_scale=0.75)
+    scratch = {"xi1": 0.4, "xi2": 0.2, "n_segments": 1600, "displacement_scale": 0.75}
+    assert resolve_postprocess("mcnn", prof, None).values == scratch
+    assert resolve_postprocess("mcnn", prof, None, family="trunk").values == scratch  # no trunk_* set: shared
+    prof = replace(prof, trunk_xi1=0.5, trunk_n_segments=400)
+    r = resolve_postprocess("mcnn", prof, None, family="trunk")
+    assert r.values == {**scratch, "xi1": 0.5, "n_segments": 400} and set(r.sources.values()) == {"profile"}
+    assert resolve_postprocess("mcnn", prof, None).values == scratch  # the from-scratch family keeps its own
+    _tuned(tmp_path, {"xi1": 0.6, "xi2": 0.1, "n_segments": 0, "displacement_scale": 0.5})  # the model's file wins
+    assert resolve_postprocess("mcnn", prof, tmp_path, family="trunk").values["xi1"] == 0.6
+    with pytest.raises(QparseError, match="trunk_xi1"):
+        replace(prof, trunk_xi1=1.5)
+
+
 def test_values_chosen_on_test_are_refused_when_written_and_when_read(tmp_path):
     with pytest.raises(QparseError, match="test split"):
         _tuned(tmp_path, {"n_segments": 0}, method="label-transfer", split="test")

@@ -184,7 +184,7 @@ RECIPES = {
 """The recipes of the committed M-CNN rows (results/ccp/rows.csv): the run record's profile fields (``crop`` and
 ``image_size`` where the recipe names them), and whether its commit has out-of-fold training neighbours (d90ac44,
 ``LearnedRetrievalExtractor.out_of_fold``). The first two are the earlier setting's (square 113-px crops)."""
-PARAMETRIC_RECIPES = {"LR-ASPP on EfficientNet-Lite0, ccp profile: warp 145 px": {"crop": "warp", "input_size": 145}}
+PARAMETRIC_RECIPES = {"LR-ASPP on EfficientNet-Lite0, ccp profile: warp crops at a 160-px input": {"crop": "warp", "input_size": 160}}
 """The recipe of the fair setting's parametric rows: the run record's ``crop`` and ``config.input_size``."""
 OOF_COMMIT = "d90ac44"
 T1 = ("accuracy", "fg_accuracy", "avg_precision", "avg_recall", "avg_f1")
@@ -245,6 +245,7 @@ def check_row(results: Path, row: dict[str, str]) -> None:
     import shlex
 
     from qparse_lite.cli import build_parser
+    from qparse_lite.model.mcnn import variant_family
     from qparse_lite.parse.defaults import KNOBS, resolve_postprocess, run_profile
     from qparse_lite.profiles import get_profile, profile_for_dataset
 
@@ -270,7 +271,8 @@ def check_row(results: Path, row: dict[str, str]) -> None:
     assert (args.split, args.k, args.method) == (rec["split"], rec["k"], rec["method"]) == ("test", 9, rec["method"])
     if args.method in KNOBS:
         prof = run_profile(run_dir) if run_dir else profile_for_dataset("ccp")
-        post = resolve_postprocess(args.method, prof, run_dir, **_knob_flags(args, args.method))
+        family = variant_family(json.loads((run_dir / "run.json").read_text())["variant"]) if run_dir else "scratch"
+        post = resolve_postprocess(args.method, prof, run_dir, family=family, **_knob_flags(args, args.method))
         parser = rec["parser"]
         assert (parser["superpixels"] is None) == (post.values["n_segments"] == 0), key
         if parser["superpixels"]:

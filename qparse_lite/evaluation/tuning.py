@@ -67,6 +67,7 @@ def tune_run(
     """
     import torch
 
+    from qparse_lite.model.mcnn import variant_family
     from qparse_lite.parse.parser import make_parser
     from qparse_lite.train.checkpoint import load_model
 
@@ -91,8 +92,10 @@ def tune_run(
         if meta["label_set"]["names"] != list(corpus.label_set.names):
             raise QparseError(f"{model}: trained on label set {meta['label_set']['name']}, the corpus {corpus.path} "
                               f"has {corpus.label_set.name}. Fix: tune on the corpus the model was trained with.")  # fmt: skip
-        parser = make_parser(net, tn, corpus, xi1=prof.xi1, xi2=prof.xi2, erosion=prof.erosion_px, device=device,
-                            n_segments=prof.n_segments, displacement_scale=prof.displacement_scale)  # fmt: skip
+        start = profile_values(prof, "mcnn", variant_family(meta["variant"]))  # the ascent starts at the fallbacks
+        parser = make_parser(net, tn, corpus, xi1=start["xi1"], xi2=start["xi2"], erosion=prof.erosion_px,
+                             device=device, n_segments=start["n_segments"],
+                             displacement_scale=start["displacement_scale"])  # fmt: skip
         with torch.inference_mode():
             chosen, table = tune_postprocessing(parser, corpus, split, nb, MCNN_GRID, k=k, limit=limit,
                                                 progress=progress)  # fmt: skip

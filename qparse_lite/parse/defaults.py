@@ -13,8 +13,9 @@ the checkpoint (:func:`write_postprocess`), one entry per method: the M-CNN's, a
    --displacement-scale 1``; label transfer: ``--lt-rank-power``, ``--lt-bg-weight``, ``--lt-min-share``,
    ``--n-segments``);
 2. ``model``: else the model folder's ``postprocess.json`` for that method;
-3. ``profile``: else the profile the run was trained with (``run.json: profile_fields``; for a baseline
-   without a model, the profile of the corpus's dataset).
+3. ``profile``: else the profile the run was trained with (``run.json: profile_fields``; a trunk-family
+   network its ``trunk_*`` fallbacks where set; for a baseline without a model, the profile of the corpus's
+   dataset).
 
 The source of every value is printed and recorded (``scores.json: run.postprocess``, ``parse.json``).
 """
@@ -79,11 +80,14 @@ def _check_method(method: str) -> None:
         raise QparseError(f"no tunable post-processing for method {method!r}; methods: {', '.join(KNOBS)}")
 
 
-def profile_values(profile: Profile, method: str) -> dict[str, Any]:
+def profile_values(profile: Profile, method: str, family: str = "scratch") -> dict[str, Any]:
     """The fallback values of ``method`` in ``profile`` (its fields ``xi1``, ``xi2``, ``n_segments``,
-    ``displacement_scale``; label transfer: ``lt_rank_power``, ``lt_bg_weight``, ``lt_min_share``,
-    ``lt_n_segments``)."""
+    ``displacement_scale``, or for a trunk-family network (``family="trunk"``) the ``trunk_*`` ones where set:
+    :meth:`~qparse_lite.profiles.Profile.postprocess_for`; label transfer: ``lt_rank_power``, ``lt_bg_weight``,
+    ``lt_min_share``, ``lt_n_segments``)."""
     _check_method(method)
+    if method == "mcnn":
+        return profile.postprocess_for(family)
     return {k: getattr(profile, f) for k, f in _PROFILE_FIELDS[method].items()}
 
 
@@ -144,17 +148,18 @@ def tuned_values(model_dir: str | Path | None, method: str) -> dict[str, Any]:
 
 
 def resolve_postprocess(
-    method: str, profile: Profile, model_dir: str | Path | None = None, **flags: Any
+    method: str, profile: Profile, model_dir: str | Path | None = None, *, family: str = "scratch", **flags: Any
 ) -> Resolved:
     """Each post-processing value of ``method``: the flag when not None, else the model's
-    ``postprocess.json``, else ``profile`` (see the module docstring). ``flags`` are keyword arguments named
-    as in :data:`KNOBS` (``xi1=None, n_segments=400, ...``); unknown names raise :class:`QparseError`."""
+    ``postprocess.json``, else ``profile`` (its ``family``'s fallbacks, :func:`profile_values`; see the module
+    docstring). ``flags`` are keyword arguments named as in :data:`KNOBS` (``xi1=None, n_segments=400, ...``);
+    unknown names raise :class:`QparseError`."""
     _check_method(method)
     unknown = set(flags) - set(KNOBS[method])
     if unknown:
         raise QparseError(f"{method} has no post-processing value(s) {sorted(unknown)}; it has {', '.join(KNOBS[method])}")
     tuned = tuned_values(model_dir, method)
-    prof = profile_values(profile, method)
+    prof = profile_values(profile, method, family)
     values, sources = {}, {}
     for k in KNOBS[method]:
         if flags.get(k) is not None:

@@ -141,6 +141,7 @@ class MCNNParser:
 
         from qparse_lite.data.crops import check_crop
         from qparse_lite.errors import QparseError
+        from qparse_lite.model.mcnn import variant_family
         from qparse_lite.parse.defaults import resolve_postprocess
         from qparse_lite.profiles import Profile
         from qparse_lite.train.checkpoint import load_model
@@ -162,8 +163,8 @@ class MCNNParser:
                 f"that made it plus --resume.",
                 stacklevel=2,
             )
-        post = resolve_postprocess("mcnn", prof, run, xi1=xi1, xi2=xi2, n_segments=n_segments,
-                                   displacement_scale=displacement_scale)  # fmt: skip
+        post = resolve_postprocess("mcnn", prof, run, family=variant_family(meta["variant"]), xi1=xi1, xi2=xi2,
+                                   n_segments=n_segments, displacement_scale=displacement_scale)  # fmt: skip
         v = post.values
         parser = make_parser(
             net, tn, corpus, xi1=v["xi1"], xi2=v["xi2"], erosion=prof.erosion_px if erosion is None else erosion,
