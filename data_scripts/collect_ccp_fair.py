@@ -83,7 +83,7 @@ SHIPPED_MODELS = ("trunk-cross54",)
 the same name is committed as ``models/<name>-reproduce/``."""
 
 CLEAN_REMOVE = ["tables", "pred", "full", "rows.csv", "claims.csv", "fig5.csv", "fig5.md", "fig5.png", "fig5_trunk.csv",
-                "fig5_trunk_seeds.csv", "fig5_trunk.md", "newlabels.csv", "parses.png", "tuning", "reproduce", "compute.csv", "compute.png",
+                "fig5_trunk_seeds.csv", "fig5_trunk.md", "newlabels.csv", "newlabels.png", "parses.png", "tuning", "reproduce", "compute.csv", "compute.png",
                 "ablations.csv", "report.md", "photos/fg-head", "photos/hog", "photos/labels-crop"]  # fmt: skip
 """What ``--clean`` removes from DEST (with ``models/*`` but :data:`SHIPPED_MODELS`): the earlier setting's rows
 (from-scratch models on square 113-px crops) and everything this script writes."""

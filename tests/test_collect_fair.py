@@ -436,6 +436,7 @@ def test_newlabels_converted_and_claims_judged_for_both_families(collected):
     assert set(nl.method) == {*NEWLABELS_METHODS.values(), *NEWLABELS_REFERENCE_METHODS.values(), "KNN label transfer",
                               lraspp}  # fmt: skip
     assert nl[nl.method == lraspp].retrain_s.iloc[0] == 700.0
+    assert (dest / "newlabels.png").read_bytes()[:4] == b"\x89PNG"  # the report's figure of the study
     a = nl[nl.method == NEWLABELS_METHODS["trunk"]].set_index("fraction")
     assert list(a.index) == [0.0, 0.5, 1.0] and a.loc[1.0, "label_f1"] == 35.0 and (a.retrain_s == 0).all()
     b = nl[nl.method == NEWLABELS_REFERENCE_METHODS["scratch"]].iloc[0]

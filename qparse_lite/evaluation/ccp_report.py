@@ -11,6 +11,7 @@ validation, the compute curves, the new-label study, the raw photos and the pape
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -287,6 +288,36 @@ def _compute_section(res: Path) -> list[str]:
     return []
 
 
+def write_newlabels_figure(results: str | Path) -> Path | None:
+    """``results/newlabels.png`` from ``newlabels.csv``: the held-out label's F1 against the share of its
+    annotations in the corpus for every method swept over that share (the M-CNNs without retraining, label
+    transfer, the fine-tuned LR-ASPP), and each model trained with the label as a horizontal line; None when the
+    file is missing."""
+    import matplotlib.pyplot as plt
+
+    from qparse_lite.evaluation.newlabels import plot_fraction_sweep
+    from qparse_lite.io import atomic_path
+
+    res = Path(results)
+    if not (res / "newlabels.csv").is_file():
+        return None
+    df = pd.read_csv(res / "newlabels.csv")
+    swept = df.groupby("method")["fraction"].transform("nunique") > 1
+    sweep = df[swept].rename(columns={"method": "model", "fraction": "annotated_fraction"})
+    refs = {m.replace("trained with the label", "trained with it"): float(f)
+            for m, f in zip(df[~swept]["method"], df[~swept]["label_f1"], strict=True)}  # fmt: skip
+    held = re.search(r"trained without ([\w-]+)", " ".join(map(str, df.get("note", pd.Series(dtype=str)))))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    plot_fraction_sweep(sweep, held.group(1) if held else "the held-out label", refs, ax=ax)
+    ax.set_title("A new label without retraining (CCP test)", fontsize=10)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes, not over the lines
+    out = res / "newlabels.png"
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return out
+
+
 def _newlabels_section(res: Path) -> list[str]:
     """``newlabels.csv`` with each row's family: A (scratch) and A′ (trunk) without retraining, their references
     B and B′ trained with the label, and label transfer."""
@@ -308,7 +339,8 @@ def _newlabels_section(res: Path) -> list[str]:
             f"{FAMILIES['trunk']} (A′, `{NEWLABELS_METHODS['trunk']}`), each trained without the label and parsed "
             "against corpora holding a growing share of its annotations; their references (B, B′) were trained "
             "with it.\n\n" if len(both) == 2 else "")  # fmt: skip
-    return [f"## A new label without retraining{label}\n\n" + says + md_table(df) + "\n"]
+    img = "\n![new label](newlabels.png)\n" if write_newlabels_figure(res) else ""
+    return [f"## A new label without retraining{label}\n\n" + says + md_table(df) + "\n" + img]
 
 
 def _rows_section(res: Path) -> list[str]:

@@ -123,7 +123,7 @@ the label's annotations added to the corpus (notebook 06's A′, "<trunk variant
 
 NEWLABELS_METHODS: dict[str, str] = {"scratch": "M-CNN (no retraining)", "trunk": TRUNK_NEWLABELS_METHOD}
 """``newlabels.csv``'s ``method`` that the new-label claim reads, per family (scratch: notebook 06's model A,
-as ``data_scripts/ccp_new_labels.py`` names it)."""
+"M-CNN A (trained without <label>)", as ``data_scripts/collect_ccp_fair.py`` converts it)."""
 
 NEWLABELS_REFERENCE_METHODS: dict[str, str] = {"scratch": "M-CNN trained with the label",
                                                "trunk": "trunk M-CNN trained with the label"}  # fmt: skip
