@@ -143,11 +143,23 @@ def test_the_seeds_rule_applies_to_the_trunk_keys(results):
     assert seed_keys(results, "mcnn") == []  # a scratch key never reads its twin's seeds
     row = judge_claims(results, n=200).set_index(["claim", "family"]).loc[(FIRST, "trunk")]
     assert row.verdict == "not reproduced at this budget"  # +5, +4, -1: the seeds disagree
-    assert "per seed (3 seeds): +5.00, +4.00, -1.00" in row["this kit (CCP, 2 CPU cores)"]
+    assert "per seed (3 seeds: 0, 1, 2): +5.00, +4.00, -1.00" in row["this kit (CCP, 2 CPU cores)"]
     assert "the seeds disagree" in row["this kit (CCP, 2 CPU cores)"]
     _table1(results, "trunk-mcnn-seed2", 21.0)  # every seed above the same baseline: the verdict stands
     row = judge_claims(results, n=200).set_index(["claim", "family"]).loc[(FIRST, "trunk")]
-    assert row.verdict == "reproduced" and "per seed (3 seeds)" in row["this kit (CCP, 2 CPU cores)"]
+    assert row.verdict == "reproduced" and "per seed (3 seeds: 0, 1, 2)" in row["this kit (CCP, 2 CPU cores)"]
+
+
+def test_seeds_pair_by_seed_number_and_one_sided_seeds_are_left_out(results):
+    gts = [np.array(Image.open(p)) for p in sorted((results / "gt").glob("*.png"))]
+    _maps(results / "pred", "trunk-siamese", gts, 4)  # seed 0's maps, for the bootstrap
+    for key, f1 in {"trunk-mcnn": 25.0, "trunk-mcnn-seed1": 24.0, "trunk-mcnn-seed2": 26.0,
+                    "trunk-siamese": 20.0, "trunk-siamese-seed2": 30.0}.items():  # fmt: skip
+        _table1(results, key, f1)
+    siam = next(c["claim"] for c in CLAIMS if c.get("b") == "siamese")
+    row = judge_claims(results, n=50).set_index(["claim", "family"]).loc[(siam, "trunk")]
+    # seed 2 meets seed 2 (26 − 30), not the second entry of each list (24 − 30); seed 1 has no Siamese twin
+    assert "per seed (2 seeds: 0, 2): +5.00, -4.00" in row["this kit (CCP, 2 CPU cores)"]
 
 
 def test_claims_changes_join_onto_the_claims_table(results):

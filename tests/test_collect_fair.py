@@ -449,7 +449,7 @@ def test_newlabels_converted_and_claims_judged_for_both_families(collected):
     measured = claims[claims.verdict != "not measured"]
     assert set(measured.family) == {"scratch", "trunk"} and len(measured) == len(claims)  # every file is there
     first = claims[(claims.claim == CLAIMS[0]["claim"]) & (claims.family == "trunk")].iloc[0]
-    assert "trunk-mcnn − label-transfer" in first["this kit (CCP, 2 CPU cores)"] and "per seed (3 seeds)" in first[
+    assert "trunk-mcnn − label-transfer" in first["this kit (CCP, 2 CPU cores)"] and "per seed (3 seeds: 0, 1, 2)" in first[
         "this kit (CCP, 2 CPU cores)"]  # fmt: skip
 
 

@@ -162,21 +162,31 @@ def _no_twin(key: str, family: str) -> str:
             f"conv{min(LEVELS)}..conv{max(LEVELS)}), no conv1 level for cross filters")  # fmt: skip
 
 
+def _seed_f1(results: Path, key: str) -> dict[int, float]:
+    """{seed: avg F1} of ``key``'s training seeds (seed 0 is ``key`` itself)."""
+    import re
+
+    seeds = [int(m.group(1)) if (m := re.fullmatch(r".+-seed(\d+)", k)) else 0 for k in seed_keys(results, key)]
+    return dict(zip(seeds, seed_avg_f1(results, key), strict=True))
+
+
 def _with_seeds(results: Path, a: str, b: str, r: dict[str, Any]) -> None:
-    """Add the per-seed differences to ``r`` where ``a`` has several training seeds and ``b`` has as many (seed i
-    of a against seed i of b) or none (:data:`DETERMINISTIC`: every seed of a against the same b); a
-    reproduced/contradicted verdict stands only if every seed's difference agrees in sign."""
+    """Add the per-seed differences to ``r`` where ``a`` and ``b`` share at least two training seeds (seed i of a
+    against seed i of b; a seed only one side has is left out) or ``b`` has none (:data:`DETERMINISTIC`: every
+    seed of a against the same b); a reproduced/contradicted verdict stands only if every seed's difference agrees
+    in sign."""
     import numpy as np
 
-    fa, fb = seed_avg_f1(results, a), seed_avg_f1(results, b)
+    fa, fb = _seed_f1(results, a), _seed_f1(results, b)
     if b in DETERMINISTIC and len(fb) == 1:  # no training seed: every seed of a meets the same b
-        fb = fb * len(fa)
-    n = min(len(fa), len(fb))
+        fb = dict.fromkeys(fa, next(iter(fb.values())))
+    common = sorted(set(fa) & set(fb))
+    n = len(common)
     if n < 2:
         return
-    d = np.subtract(fa[:n], fb[:n])
+    d = np.array([fa[s] - fb[s] for s in common])
     r["seed_diffs"] = [float(x) for x in d]
-    r["detail"] += (f"; per seed ({n} seeds): " + ", ".join(f"{x:+.2f}" for x in d)
+    r["detail"] += (f"; per seed ({n} seeds: {', '.join(map(str, common))}): " + ", ".join(f"{x:+.2f}" for x in d)
                     + f" (mean {d.mean():+.2f} ± {d.std(ddof=1):.2f})")  # fmt: skip
     if (r["verdict"] == "reproduced" and not (d > 0).all()) or (r["verdict"] == "contradicted" and not (d < 0).all()):
         r["verdict"] = "not reproduced at this budget"
