@@ -377,8 +377,9 @@ def _rerun_section(res: Path) -> list[str]:
         return []
     status = json.loads((rep / "status.json").read_text())
     wall = sum(v.get("wall_time_s", 0.0) for k, v in status.items() if not k.startswith("_"))
-    head = (f"## The run: `qparse reproduce --profile ccp` ({wall:.0f} s = {wall / 3600:.2f} h on 2 CPU cores, "
-            "every notebook from an empty folder; `reproduce/`)\n\n")  # fmt: skip
+    head = (f"## The run: `qparse reproduce --profile ccp` ({wall:.0f} s = {wall / 3600:.2f} h of notebook wall time "
+            "on 2 CPU cores, every notebook from an empty folder; trainings that ran beside the notebooks are listed "
+            "below with their own times; `reproduce/`)\n\n")  # fmt: skip
     compare = rep / "compare.md"
     if compare.is_file():  # the earlier setting: a rerun beside the committed rows
         return [head + compare.read_text().split("\n", 2)[2]]
