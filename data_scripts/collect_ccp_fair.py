@@ -475,26 +475,28 @@ def _finetune_rows(models: Path, evals: Path, labels: set[str]) -> list[dict[str
     (``parametric-imagenet``), as ``newlabels.csv`` rows with their training seconds."""
     from qparse_lite.evaluation.newlabels import label_f1_summary
 
+    def f1(folder: Path, label: str) -> dict[str, float]:
+        return label_f1_summary(json.loads((evals / folder.name / "scores.json").read_text()), label)
+
     rows = []
     for label in sorted(x for x in labels if x):
-        runs = sorted(models.glob(f"parametric-{label}-*"), key=lambda p: float(json.loads(
-            (p / "run.json").read_text()).get("fraction", 0)) if (p / "run.json").is_file() else 0.0)  # fmt: skip
-        for run in runs:
-            sc = evals / run.name / "scores.json"
-            if not (run / "run.json").is_file() or not sc.is_file():
-                continue
-            rec, f1 = json.loads((run / "run.json").read_text()), label_f1_summary(json.loads(sc.read_text()), label)
-            epochs = (rec.get("final_val") or {}).get("epoch", "")
+        runs = [p for p in models.glob(f"parametric-{label}-*")
+                if (p / "run.json").is_file() and (evals / p.name / "scores.json").is_file()]  # fmt: skip
+        recs = sorted(((json.loads((p / "run.json").read_text()), p) for p in runs), key=lambda rp: rp[0]["fraction"])
+        for rec, run in recs:
+            s = f1(run, label)
             rows.append({"method": FINETUNE_METHOD, "fraction": float(rec["fraction"]),
-                         "annotated_images": int(rec["images_annotated"]), "label_f1": f1["label_f1"],
-                         "other_avg_f1": f1["other_avg_f1"], "retrain_s": float(rec.get("train_s") or 0.0),
-                         "note": f"{epochs} epoch from models/{rec.get('init_from')} (models/{run.name})"})  # fmt: skip
-        ref, sc = models / "parametric-imagenet", evals / "parametric-imagenet" / "scores.json"
-        if (ref / "run.json").is_file() and sc.is_file():
-            f1 = label_f1_summary(json.loads(sc.read_text()), label)
+                         "annotated_images": int(rec["images_annotated"]), "label_f1": s["label_f1"],
+                         "other_avg_f1": s["other_avg_f1"], "retrain_s": float(rec.get("train_s") or 0.0),
+                         "note": f"{(rec.get('final_val') or {}).get('epoch', '')} epoch from "
+                                 f"models/{rec.get('init_from')} (models/{run.name})"})  # fmt: skip
+        ref = models / "parametric-imagenet"
+        if (ref / "run.json").is_file() and (evals / ref.name / "scores.json").is_file():
+            s = f1(ref, label)
+            every = max((int(rec.get("images_with_label") or 0) for rec, _ in recs), default=0)  # all its annotations
             rows.append({"method": "LR-ASPP trained with the label (not in the paper)", "fraction": 1.0,
-                         "annotated_images": rows[-1]["annotated_images"] if rows else 0, "label_f1": f1["label_f1"],
-                         "other_avg_f1": f1["other_avg_f1"], "retrain_s": _train_seconds(ref),
+                         "annotated_images": every, "label_f1": s["label_f1"], "other_avg_f1": s["other_avg_f1"],
+                         "retrain_s": _train_seconds(ref),
                          "note": f"the same budget, {label} in training (models/parametric-imagenet)"})  # fmt: skip
     return rows
 

@@ -339,7 +339,7 @@ def _newlabels_section(res: Path) -> list[str]:
             f"{FAMILIES['trunk']} (A′, `{NEWLABELS_METHODS['trunk']}`), each trained without the label and parsed "
             "against corpora holding a growing share of its annotations; their references (B, B′) were trained "
             "with it.\n\n" if len(both) == 2 else "")  # fmt: skip
-    img = "\n![new label](newlabels.png)\n" if write_newlabels_figure(res) else ""
+    img = "\n![new label](newlabels.png)\n" if (res / "newlabels.png").is_file() else ""
     return [f"## A new label without retraining{label}\n\n" + says + md_table(df) + "\n" + img]
 
 
@@ -479,6 +479,7 @@ def write_ccp_report(results: str | Path, n_bootstrap: int = 2000) -> Path:
                      + "\n\n![Fig. 5](fig5.png)\n")  # fmt: skip
     parts += _tuning_section(res)
     parts += _compute_section(res)
+    write_newlabels_figure(res)  # newlabels.png, shown by the section
     parts += _newlabels_section(res)
     ph = res / "photos" / "summary.csv"
     if ph.is_file():

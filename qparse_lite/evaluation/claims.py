@@ -95,14 +95,19 @@ def judge_pair(
     return {**bs, "verdict": verdict}
 
 
-def seed_keys(results: str | Path, key: str) -> list[str]:
-    """The result keys of ``key``'s training seeds: ``key`` itself (seed 0) then ``key-seed<N>`` in seed order."""
+def _seeds(results: str | Path, key: str) -> list[tuple[int, str]]:
+    """(seed, result key) of ``key``'s training seeds: ``(0, key)`` then ``(N, key-seed<N>)`` in seed order."""
     import re
 
     t = Path(results) / "tables"
     extra = [(int(m.group(1)), f.name[: -len("_table1.csv")]) for f in t.glob(f"{key}-seed*_table1.csv")
              if (m := re.fullmatch(re.escape(key) + r"-seed(\d+)_table1\.csv", f.name))]  # fmt: skip
-    return ([key] if (t / f"{key}_table1.csv").is_file() else []) + [k for _, k in sorted(extra)]
+    return ([(0, key)] if (t / f"{key}_table1.csv").is_file() else []) + sorted(extra)
+
+
+def seed_keys(results: str | Path, key: str) -> list[str]:
+    """The result keys of ``key``'s training seeds: ``key`` itself (seed 0) then ``key-seed<N>`` in seed order."""
+    return [k for _, k in _seeds(results, key)]
 
 
 def seed_avg_f1(results: str | Path, key: str) -> list[float]:
@@ -164,10 +169,8 @@ def _no_twin(key: str, family: str) -> str:
 
 def _seed_f1(results: Path, key: str) -> dict[int, float]:
     """{seed: avg F1} of ``key``'s training seeds (seed 0 is ``key`` itself)."""
-    import re
-
-    seeds = [int(m.group(1)) if (m := re.fullmatch(r".+-seed(\d+)", k)) else 0 for k in seed_keys(results, key)]
-    return dict(zip(seeds, seed_avg_f1(results, key), strict=True))
+    t = Path(results) / "tables"
+    return {s: float(pd.read_csv(t / f"{k}_table1.csv").iloc[0]["avg_f1"]) for s, k in _seeds(results, key)}
 
 
 def _with_seeds(results: Path, a: str, b: str, r: dict[str, Any]) -> None:
